@@ -1,0 +1,269 @@
+"""The typed step catalog: the only things that ever run on a host.
+
+A step is ``{"id": "s1", "kind": "service", "args": {"name": "PolicyAgent"}}``. Its kind comes
+from this catalog, its args are JSON checked against the kind's schema here, and its result
+is one JSON line from the host (see docs/protocol.md). ``runner.ps1`` and winsim implement
+exactly these kinds; tests/test_contract.py fails when the three drift apart.
+
+This module is pure Python (no Django) so winsim, the plan builder and a future pull agent
+can share it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# Names that reach PowerShell as data still get a shape check, so a typo in the KB fails in
+# the admin, not on an employee's machine.
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")
+REGISTRY_PATH = re.compile(r"^(HKLM|HKCU):\\[^\x00-\x1f]{1,400}$")
+HOST_NAME = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,253}$")
+
+START_TYPES = ("Automatic", "Manual", "Disabled")
+SERVICE_ACTIONS = ("start", "stop", "restart")
+REGISTRY_TYPES = ("DWord", "QWord", "String", "ExpandString", "MultiString")
+TUNNEL_TYPES = ("Pptp", "L2tp", "Sstp", "Ikev2", "Automatic")
+AUTH_METHODS = ("Pap", "Chap", "MSChapv2", "Eap", "MachineCertificate")
+ENCRYPTION_LEVELS = ("NoEncryption", "Optional", "Required", "Maximum", "Custom")
+# Set-VpnConnectionIPsecConfiguration's accepted values (facts/windows-vpn.md, 7.3).
+IPSEC_VALUES = {
+    "authentication_transform_constants": (
+        "MD596", "SHA196", "SHA256128", "GCMAES128", "GCMAES192", "GCMAES256", "None",
+    ),
+    "cipher_transform_constants": (
+        "DES", "DES3", "AES128", "AES192", "AES256", "GCMAES128", "GCMAES192", "GCMAES256", "None",
+    ),
+    "encryption_method": ("DES", "DES3", "AES128", "AES192", "AES256", "GCMAES128", "GCMAES256"),
+    "integrity_check_method": ("MD5", "SHA1", "SHA256", "SHA384"),
+    "dh_group": ("None", "Group1", "Group2", "Group14", "ECP256", "ECP384", "Group24"),
+    "pfs_group": ("None", "PFS1", "PFS2", "PFS2048", "ECP256", "ECP384", "PFSMM", "PFS24"),
+}
+
+
+class StepArgsError(ValueError):
+    """A step's kind or args do not fit the catalog."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    type: str  # "str", "int", "bool", "list[str]", "list[int]", "any"
+    required: bool = False
+    choices: tuple[str, ...] = ()
+    pattern: re.Pattern[str] | None = None
+    max_len: int = 512
+    min: int | None = None
+    max: int | None = None
+    secret: bool = False  # never shown, logged or stored outside the encrypted field
+
+
+@dataclass(frozen=True)
+class StepKind:
+    name: str
+    fix: bool
+    summary: str
+    args: tuple[Arg, ...] = ()
+    facts: tuple[str, ...] = field(default=())  # keys of "facts" (checks) or "before"/"after" (fixes)
+
+    def arg(self, name: str) -> Arg | None:
+        return next((a for a in self.args if a.name == name), None)
+
+
+_VPN_NAME = Arg("name", "str", max_len=256)
+_TARGET = (
+    Arg("host", "str", pattern=HOST_NAME),
+    Arg("vpn_connection", "str", max_len=256),
+)
+_IPSEC_ARGS = tuple(Arg(k, "str", choices=v) for k, v in IPSEC_VALUES.items())
+
+KINDS: dict[str, StepKind] = {
+    k.name: k
+    for k in (
+        # --- checks: read facts, change nothing -------------------------------------------
+        StepKind(
+            "os_info", False, "Computer name, Windows version and build, locale",
+            facts=("computer_name", "caption", "version", "build", "locale"),
+        ),
+        StepKind(
+            "service", False, "A service's status and start type",
+            args=(Arg("name", "str", required=True, pattern=SERVICE_NAME),),
+            facts=("exists", "name", "display_name", "status", "start_type"),
+        ),
+        StepKind(
+            "registry_value", False, "One registry value (absent reads as exists=false, value=null)",
+            args=(
+                Arg("path", "str", required=True, pattern=REGISTRY_PATH),
+                Arg("name", "str", required=True, max_len=255),
+            ),
+            facts=("exists", "value", "type"),
+        ),
+        StepKind(
+            "vpn_connection", False,
+            "A VPN connection's settings (named, else the first L2TP one), both phone books",
+            args=(_VPN_NAME,),
+            facts=(
+                "exists", "name", "server_address", "tunnel_type", "authentication_method",
+                "encryption_level", "l2tp_ipsec_auth", "all_user_connection",
+                "ipsec_custom_policy",
+            ),
+        ),
+        StepKind(
+            "firewall_rules", False,
+            "Enabled blocking firewall rules (active store) that cover the given ports",
+            args=(
+                Arg("protocol", "str", required=True, choices=("TCP", "UDP")),
+                Arg("ports", "list[int]", required=True, min=1, max=65535),
+                Arg("direction", "str", choices=("Inbound", "Outbound")),
+            ),
+            facts=("blocking", "blocked_ports", "count"),
+        ),
+        StepKind(
+            "dns_resolve", False,
+            "Resolve a name (or the VPN connection's server address)",
+            args=_TARGET,
+            facts=("name", "resolved", "addresses", "error"),
+        ),
+        StepKind(
+            "tcp_connect", False, "Open a TCP connection to host:port",
+            args=(*_TARGET, Arg("port", "int", required=True, min=1, max=65535)),
+            facts=("host", "port", "reachable"),
+        ),
+        StepKind(
+            "ping", False, "ICMP echo to a host (or the VPN connection's server)",
+            args=_TARGET,
+            facts=("host", "reachable", "rtt_ms"),
+        ),
+        StepKind(
+            "vpn_events", False, "Recent RasClient events (Application log) with their codes",
+            args=(
+                Arg("hours", "int", min=1, max=24 * 30),
+                Arg("max", "int", min=1, max=200),
+            ),
+            facts=("events", "count", "last_error_code"),
+        ),
+        StepKind(
+            "vpn_dial", False, "Dial the VPN connection with its saved credentials, then hang up",
+            args=(_VPN_NAME,),
+            facts=("name", "connected", "error_code", "message"),
+        ),
+        # --- fixes: return before / after / changed -------------------------------------
+        StepKind(
+            "set_service", True, "Set a service's start type and/or start, stop or restart it",
+            args=(
+                Arg("name", "str", required=True, pattern=SERVICE_NAME),
+                Arg("start_type", "str", choices=START_TYPES),
+                Arg("action", "str", choices=SERVICE_ACTIONS),
+            ),
+            facts=("status", "start_type"),
+        ),
+        StepKind(
+            "set_registry_value", True, "Write one registry value, or remove it (absent=true)",
+            args=(
+                Arg("path", "str", required=True, pattern=REGISTRY_PATH),
+                Arg("name", "str", required=True, max_len=255),
+                Arg("type", "str", choices=REGISTRY_TYPES),
+                Arg("value", "any"),
+                Arg("absent", "bool"),
+            ),
+            facts=("exists", "value", "type"),
+        ),
+        StepKind(
+            "set_vpn_connection", True, "Change a VPN connection's tunnel, authentication, encryption",
+            args=(
+                _VPN_NAME,
+                Arg("tunnel_type", "str", choices=TUNNEL_TYPES),
+                Arg("authentication_method", "list[str]", choices=AUTH_METHODS),
+                Arg("encryption_level", "str", choices=ENCRYPTION_LEVELS),
+            ),
+            facts=("tunnel_type", "authentication_method", "encryption_level", "l2tp_ipsec_auth"),
+        ),
+        StepKind(
+            "set_vpn_ipsec", True,
+            "Set the connection's custom IPsec policy (all six values) or revert to default",
+            args=(_VPN_NAME, Arg("revert_to_default", "bool"), *_IPSEC_ARGS),
+            facts=("ipsec_custom_policy",),
+        ),
+        StepKind(
+            "set_vpn_psk", True, "Set the L2TP pre-shared key from the portal's secret store",
+            args=(_VPN_NAME, Arg("psk", "str", required=True, max_len=256, secret=True)),
+            facts=("l2tp_ipsec_auth",),
+        ),
+        StepKind(
+            "schedule_reboot", True,
+            "Restart the machine after a delay with Windows' warning and a message (or cancel)",
+            args=(
+                Arg("delay_seconds", "int", min=0, max=86400),
+                Arg("message", "str", max_len=500),
+                Arg("cancel", "bool"),
+            ),
+            facts=("pending_reboot", "delay_seconds"),
+        ),
+    )
+}
+
+CHECK_KINDS = tuple(k for k, v in KINDS.items() if not v.fix)
+FIX_KINDS = tuple(k for k, v in KINDS.items() if v.fix)
+
+
+def _check_value(kind: str, arg: Arg, value: Any) -> None:
+    where = f"{kind}.{arg.name}"
+    scalar = arg.type.removeprefix("list[").removesuffix("]")
+    values = value if arg.type.startswith("list[") else [value]
+    if arg.type.startswith("list["):
+        if not isinstance(value, list) or not value:
+            raise StepArgsError(f"{where}: expected a non-empty list")
+    for v in values:
+        if scalar == "str":
+            if not isinstance(v, str):
+                raise StepArgsError(f"{where}: expected text, got {type(v).__name__}")
+            if len(v) > arg.max_len:
+                raise StepArgsError(f"{where}: longer than {arg.max_len} characters")
+            if "\x00" in v:
+                raise StepArgsError(f"{where}: contains a NUL character")
+            if arg.pattern and not arg.pattern.match(v):
+                raise StepArgsError(f"{where}: {v!r} is not a valid value")
+        elif scalar == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise StepArgsError(f"{where}: expected a whole number")
+            if arg.min is not None and v < arg.min or arg.max is not None and v > arg.max:
+                raise StepArgsError(f"{where}: {v} is outside {arg.min}..{arg.max}")
+        elif scalar == "bool":
+            if not isinstance(v, bool):
+                raise StepArgsError(f"{where}: expected true or false")
+        if arg.choices and v not in arg.choices:
+            raise StepArgsError(f"{where}: {v!r} is not one of {', '.join(arg.choices)}")
+
+
+def validate_args(kind: str, args: dict[str, Any] | None) -> dict[str, Any]:
+    """Return ``args`` if they fit ``kind``'s schema, else raise StepArgsError."""
+    spec = KINDS.get(kind)
+    if spec is None:
+        raise StepArgsError(f"unknown step kind {kind!r}")
+    args = dict(args or {})
+    for name in args:
+        if spec.arg(name) is None:
+            raise StepArgsError(f"{kind}: unknown argument {name!r}")
+    for arg in spec.args:
+        if arg.name not in args or args[arg.name] is None:
+            if arg.required:
+                raise StepArgsError(f"{kind}: argument {arg.name!r} is required")
+            args.pop(arg.name, None)
+            continue
+        if arg.type != "any":
+            _check_value(kind, arg, args[arg.name])
+    if kind == "set_registry_value" and not args.get("absent"):
+        if "type" not in args or "value" not in args:
+            raise StepArgsError("set_registry_value: give type and value, or absent: true")
+    if kind == "set_vpn_ipsec" and not args.get("revert_to_default"):
+        missing = [k for k in IPSEC_VALUES if k not in args]
+        if missing:
+            raise StepArgsError(f"set_vpn_ipsec: missing {', '.join(missing)} (or revert_to_default)")
+    return args
+
+
+def secret_args(kind: str) -> tuple[str, ...]:
+    """Names of the args of ``kind`` that must be masked wherever a plan is shown or stored."""
+    spec = KINDS.get(kind)
+    return tuple(a.name for a in spec.args if a.secret) if spec else ()
