@@ -1,0 +1,422 @@
+"""Knowledge-base files (``kb/*.yaml``): load, validate and write them in canonical form.
+
+The format is described in docs/kb-format.md. This module is pure Python (PyYAML and the step
+catalog, no Django) so the ``load_kb`` / ``kb_export`` / ``kb_import`` commands, the matcher's
+tests and the CI check of the shipped files all share one reading of a file.
+
+``dump(load(text)) == text`` holds for every shipped file: the files are written by ``dump``,
+so an export of an unchanged article produces no diff.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from diagnostics import catalog
+
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+KEY = SLUG
+LANGS = ("ja", "en")
+STATUSES = ("published", "draft")
+
+# Operators of docs/kb-format.md; the first group needs no ``value``.
+UNARY_OPS = ("true", "false", "empty", "not_empty")
+BINARY_OPS = ("eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "contains", "not_contains")
+EXPECT_OPS = UNARY_OPS + BINARY_OPS
+
+# Key order of each mapping in a file, as docs/kb-format.md lists it. ``dump`` writes keys in
+# this order (unknown keys after, in their own order) so files diff cleanly.
+ARTICLE_KEYS = (
+    "slug",
+    "status",
+    "error_codes",
+    "title",
+    "summary",
+    "signatures",
+    "causes",
+    "steps",
+    "notes",
+    "checks",
+    "fixes",
+    "manual_steps",
+    "sources",
+)
+REQUIRED_ARTICLE_KEYS = (
+    "slug",
+    "status",
+    "error_codes",
+    "title",
+    "summary",
+    "signatures",
+    "causes",
+    "steps",
+)
+SIGNATURE_KEYS = ("lang", "text", "source", "verified")
+CHECK_KEYS = ("key", "title", "kind", "args", "expect", "explanation", "fix")
+EXPECT_KEYS = ("fact", "op", "value")
+FIX_KEYS = ("key", "title", "steps", "restart_required", "needs_approval")
+STEP_KEYS = ("kind", "args")
+MANUAL_STEP_KEYS = ("title", "body")
+TEXT_FIELDS = ("title", "summary", "causes", "steps", "notes")
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def load_text(text: str) -> dict[str, Any]:
+    """Parse one article from YAML text (safe loader only: KB files are data, never code)."""
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError("a KB file must hold one mapping (an article)")
+    return data
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Parse one ``kb/<slug>.yaml`` file."""
+    return load_text(Path(path).read_text(encoding="utf-8"))
+
+
+def load_dir(path: str | Path) -> list[dict[str, Any]]:
+    """Parse every ``*.yaml`` article under ``path``, sorted by file name (stable order)."""
+    return [load_file(p) for p in sorted(Path(path).glob("*.yaml"))]
+
+
+# --- validating ------------------------------------------------------------------------------
+
+
+def _text_problems(where: str, value: Any, required: bool = True) -> list[str]:
+    """A human text must be ``{ja: ..., en: ...}`` with both languages non-empty."""
+    if value is None:
+        return [f"{where}: missing"] if required else []
+    if not isinstance(value, dict):
+        return [f"{where}: must be a mapping with ja and en"]
+    problems = [
+        f"{where}.{lang}: missing or empty"
+        for lang in LANGS
+        if not isinstance(value.get(lang), str) or not value[lang].strip()
+    ]
+    problems += [f"{where}: unknown language {k!r}" for k in value if k not in LANGS]
+    return problems
+
+
+def _without_secrets(kind: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Swap ``{secret: NAME}`` placeholders for a dummy literal so the catalog can check shape.
+
+    The plan builder resolves the placeholder from the secret store at send time; here only its
+    own shape (one non-empty name) matters, and only secret args may use it.
+    """
+    out = dict(args)
+    for name, value in args.items():
+        if isinstance(value, dict) and set(value) == {"secret"}:
+            out[name] = "placeholder"
+    return out
+
+
+def _secret_problems(where: str, kind: str, args: dict[str, Any]) -> list[str]:
+    problems = []
+    secret_names = catalog.secret_args(kind)
+    for name, value in args.items():
+        if isinstance(value, dict) and "secret" in value:
+            if set(value) != {"secret"} or not isinstance(value["secret"], str):
+                problems.append(f"{where}.{name}: a secret is {{secret: NAME}} and nothing else")
+            elif not KEY.match(value["secret"]):
+                problems.append(f"{where}.{name}: secret name {value['secret']!r} is not a slug")
+            if name not in secret_names:
+                problems.append(f"{where}.{name}: only secret arguments may use {{secret: ...}}")
+    return problems
+
+
+def _step_problems(where: str, step: Any, kinds: tuple[str, ...], what: str) -> list[str]:
+    """A typed step: a catalog kind of the right family and args the catalog accepts."""
+    if not isinstance(step, dict):
+        return [f"{where}: must be a mapping"]
+    kind = step.get("kind")
+    if kind not in kinds:
+        return [f"{where}.kind: {kind!r} is not a {what} kind ({', '.join(kinds)})"]
+    args = step.get("args") or {}
+    if not isinstance(args, dict):
+        return [f"{where}.args: must be a mapping"]
+    problems = _secret_problems(f"{where}.args", kind, args)
+    try:
+        catalog.validate_args(kind, _without_secrets(kind, args))
+    except catalog.StepArgsError as exc:
+        problems.append(f"{where}.args: {exc}")
+    return problems
+
+
+def _expect_problems(where: str, kind: Any, expect: Any) -> list[str]:
+    if not isinstance(expect, list) or not expect:
+        return [f"{where}: must be a non-empty list"]
+    facts = catalog.KINDS[kind].facts if kind in catalog.KINDS else ()
+    problems = []
+    for i, item in enumerate(expect):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{at}: must be a mapping")
+            continue
+        fact, op = item.get("fact"), item.get("op")
+        if not isinstance(fact, str) or not fact:
+            problems.append(f"{at}.fact: missing")
+        elif facts and fact.split(".")[0] not in facts:
+            problems.append(f"{at}.fact: {kind} has no fact {fact.split('.')[0]!r}")
+        if isinstance(op, bool):
+            problems.append(f"{at}.op: write the operator as a quoted string ('{str(op).lower()}')")
+        elif op not in EXPECT_OPS:
+            problems.append(f"{at}.op: {op!r} is not one of {', '.join(EXPECT_OPS)}")
+        elif op in UNARY_OPS and "value" in item:
+            problems.append(f"{at}: {op} takes no value")
+        elif op in BINARY_OPS and "value" not in item:
+            problems.append(f"{at}: {op} needs a value")
+        elif op in ("in", "not_in") and not isinstance(item["value"], list):
+            problems.append(f"{at}.value: {op} needs a list")
+        elif op in ("lt", "lte", "gt", "gte") and (
+            isinstance(item["value"], bool) or not isinstance(item["value"], int | float)
+        ):
+            problems.append(f"{at}.value: {op} needs a number")
+        problems += [f"{at}: unknown key {k!r}" for k in item if k not in EXPECT_KEYS]
+    return problems
+
+
+def _unique_keys(where: str, items: list[Any]) -> tuple[list[str], set[str]]:
+    problems, seen = [], set()
+    for i, item in enumerate(items):
+        key = item.get("key") if isinstance(item, dict) else None
+        if not isinstance(key, str) or not KEY.match(key):
+            problems.append(f"{where}[{i}].key: {key!r} is not a valid key ([a-z0-9-])")
+        elif key in seen:
+            problems.append(f"{where}[{i}].key: {key!r} is used twice")
+        else:
+            seen.add(key)
+    return problems, seen
+
+
+def _signature_problems(signatures: Any) -> list[str]:
+    if not isinstance(signatures, list) or not signatures:
+        return ["signatures: at least one is required"]
+    problems = []
+    for i, sig in enumerate(signatures):
+        at = f"signatures[{i}]"
+        if not isinstance(sig, dict):
+            problems.append(f"{at}: must be a mapping")
+            continue
+        if sig.get("lang") not in LANGS:
+            problems.append(f"{at}.lang: must be one of {', '.join(LANGS)}")
+        if not isinstance(sig.get("text"), str) or not sig["text"].strip():
+            problems.append(f"{at}.text: missing")
+        if not isinstance(sig.get("source"), str) or not sig["source"].strip():
+            problems.append(f"{at}.source: every signature names where its wording comes from")
+        if not isinstance(sig.get("verified"), bool):
+            problems.append(f"{at}.verified: must be true or false")
+        problems += [f"{at}: unknown key {k!r}" for k in sig if k not in SIGNATURE_KEYS]
+    texts = [s.get("text") for s in signatures if isinstance(s, dict)]
+    problems += [f"signatures: {t!r} is listed twice" for t in set(texts) if texts.count(t) > 1]
+    return problems
+
+
+def _check_problems(checks: list[Any], fix_keys: set[str]) -> list[str]:
+    problems, _ = _unique_keys("checks", checks)
+    for i, check in enumerate(checks):
+        at = f"checks[{i}]"
+        if not isinstance(check, dict):
+            continue
+        problems += _text_problems(f"{at}.title", check.get("title"))
+        problems += _text_problems(f"{at}.explanation", check.get("explanation"))
+        problems += _step_problems(at, check, catalog.CHECK_KINDS, "check")
+        problems += _expect_problems(f"{at}.expect", check.get("kind"), check.get("expect"))
+        fix = check.get("fix")
+        if fix is not None and fix not in fix_keys:
+            problems.append(f"{at}.fix: no fix with key {fix!r}")
+        problems += [f"{at}: unknown key {k!r}" for k in check if k not in CHECK_KEYS]
+    return problems
+
+
+def _fix_problems(fixes: list[Any]) -> list[str]:
+    problems, _ = _unique_keys("fixes", fixes)
+    for i, fix in enumerate(fixes):
+        at = f"fixes[{i}]"
+        if not isinstance(fix, dict):
+            continue
+        problems += _text_problems(f"{at}.title", fix.get("title"))
+        steps = fix.get("steps")
+        if not isinstance(steps, list) or not steps:
+            problems.append(f"{at}.steps: at least one step is required")
+            steps = []
+        for j, step in enumerate(steps):
+            problems += _step_problems(f"{at}.steps[{j}]", step, catalog.FIX_KINDS, "fix")
+        for flag in ("restart_required", "needs_approval"):
+            if not isinstance(fix.get(flag, False), bool):
+                problems.append(f"{at}.{flag}: must be true or false")
+        problems += [f"{at}: unknown key {k!r}" for k in fix if k not in FIX_KEYS]
+    return problems
+
+
+def validate(article: dict[str, Any]) -> list[str]:
+    """Return the problems of one parsed article (empty when it is valid).
+
+    Checks required fields, ja+en on every human text, slug and key shapes, unique keys, step
+    kinds and args against ``diagnostics.catalog`` (``{secret: NAME}`` stands for a secret
+    argument), expectation operators, and that every ``fix`` a check names exists.
+    """
+    if not isinstance(article, dict):
+        return ["an article must be a mapping"]
+    problems = [f"{k}: required" for k in REQUIRED_ARTICLE_KEYS if k not in article]
+    problems += [f"unknown key {k!r}" for k in article if k not in ARTICLE_KEYS]
+    slug = article.get("slug")
+    if not isinstance(slug, str) or not SLUG.match(slug):
+        problems.append(f"slug: {slug!r} is not [a-z0-9-]")
+    if article.get("status") not in STATUSES:
+        problems.append(f"status: must be one of {', '.join(STATUSES)}")
+    codes = article.get("error_codes")
+    if not isinstance(codes, list) or any(
+        isinstance(c, bool) or not isinstance(c, int) or c <= 0 for c in codes
+    ):
+        problems.append("error_codes: must be a list of positive whole numbers")
+    elif len(set(codes)) != len(codes):
+        problems.append("error_codes: a code is listed twice")
+    for field in TEXT_FIELDS:
+        problems += _text_problems(field, article.get(field), required=field != "notes")
+    problems += _signature_problems(article.get("signatures"))
+
+    fixes = article.get("fixes") or []
+    checks = article.get("checks") or []
+    if not isinstance(fixes, list) or not isinstance(checks, list):
+        return [*problems, "checks and fixes must be lists"]
+    _, fix_keys = _unique_keys("fixes", fixes)
+    problems += _fix_problems(fixes)
+    problems += _check_problems(checks, fix_keys)
+
+    manual = article.get("manual_steps") or []
+    if not isinstance(manual, list):
+        problems.append("manual_steps: must be a list")
+        manual = []
+    for i, step in enumerate(manual):
+        if not isinstance(step, dict):
+            problems.append(f"manual_steps[{i}]: must be a mapping")
+            continue
+        problems += _text_problems(f"manual_steps[{i}].title", step.get("title"))
+        problems += _text_problems(f"manual_steps[{i}].body", step.get("body"))
+    sources = article.get("sources") or []
+    if not isinstance(sources, list) or any(not isinstance(s, str) for s in sources):
+        problems.append("sources: must be a list of texts")
+    return problems
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+class _Flow(dict):
+    """A mapping written on one line: ``{fact: status, op: eq, value: Running}``."""
+
+
+class _FlowList(list):
+    """A list written on one line: ``[789, 791]``."""
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that writes prose as ``|`` blocks and keeps our key order."""
+
+    def ignore_aliases(self, data: Any) -> bool:  # repeated args stay written out in full
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+def _represent_flow(dumper: yaml.SafeDumper, value: dict) -> yaml.Node:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", value.items(), flow_style=True)
+
+
+def _represent_flow_list(dumper: yaml.SafeDumper, value: list) -> yaml.Node:
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+
+
+def _represent_dict(dumper: yaml.SafeDumper, value: dict) -> yaml.Node:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", value.items(), flow_style=False)
+
+
+_Dumper.add_representer(str, _represent_str)
+_Dumper.add_representer(dict, _represent_dict)
+_Dumper.add_representer(_Flow, _represent_flow)
+_Dumper.add_representer(_FlowList, _represent_flow_list)
+
+
+def _ordered(mapping: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``mapping`` with ``keys`` first in that order, then any others as they came."""
+    out = {k: mapping[k] for k in keys if k in mapping}
+    out.update({k: v for k, v in mapping.items() if k not in out})
+    return out
+
+
+def _flow_value(value: Any) -> Any:
+    """Args and expected values are short data: lists and mappings inside them go on one line."""
+    if isinstance(value, dict):
+        return _Flow({k: _flow_value(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return _FlowList(_flow_value(v) for v in value)
+    return value
+
+
+def _text(value: Any) -> Any:
+    return _ordered(value, LANGS) if isinstance(value, dict) else value
+
+
+def _step(step: Any, keys: tuple[str, ...]) -> Any:
+    if not isinstance(step, dict):
+        return step
+    out = _ordered(step, keys)
+    if isinstance(out.get("args"), dict):
+        out["args"] = _flow_value(out["args"])
+    if isinstance(out.get("expect"), list):
+        out["expect"] = [
+            _flow_value(_ordered(e, EXPECT_KEYS)) if isinstance(e, dict) else e
+            for e in out["expect"]
+        ]
+    for field in ("title", "explanation"):
+        if field in out:
+            out[field] = _text(out[field])
+    if isinstance(out.get("steps"), list):
+        out["steps"] = [_step(s, STEP_KEYS) for s in out["steps"]]
+    return out
+
+
+def canonical(article: dict[str, Any]) -> dict[str, Any]:
+    """The article rearranged into the file's canonical key order and styles."""
+    out = _ordered(article, ARTICLE_KEYS)
+    if isinstance(out.get("error_codes"), list):
+        out["error_codes"] = _FlowList(out["error_codes"])
+    for field in TEXT_FIELDS:
+        if field in out:
+            out[field] = _text(out[field])
+    if isinstance(out.get("signatures"), list):
+        out["signatures"] = [
+            _ordered(s, SIGNATURE_KEYS) if isinstance(s, dict) else s for s in out["signatures"]
+        ]
+    for field, keys in (("checks", CHECK_KEYS), ("fixes", FIX_KEYS)):
+        if isinstance(out.get(field), list):
+            out[field] = [_step(c, keys) for c in out[field]]
+    if isinstance(out.get("manual_steps"), list):
+        out["manual_steps"] = [
+            {k: _text(v) for k, v in _ordered(m, MANUAL_STEP_KEYS).items()}
+            if isinstance(m, dict)
+            else m
+            for m in out["manual_steps"]
+        ]
+    return out
+
+
+def dump(article: dict[str, Any]) -> str:
+    """Canonical YAML text of one article: what ``kb/<slug>.yaml`` and ``kb_export`` hold."""
+    return yaml.dump(
+        canonical(article),
+        Dumper=_Dumper,
+        allow_unicode=True,
+        sort_keys=False,
+        width=10**6,  # never fold a long line: a signature is one line, diffs stay readable
+        indent=2,
+    )
