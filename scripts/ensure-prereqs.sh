@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Make sure the system programs a target needs are installed: ensure-prereqs.sh NAME...
+#   gettext   msgfmt, which `manage.py compilemessages` runs for the ja translations
+#   chromium  Debian's Chromium, which the Playwright browser tests drive (/usr/bin/chromium)
+# As root, a missing one is installed with apt-get (apt-get update first only if the plain
+# install fails, so a machine with fresh lists pays nothing); otherwise it says what to run.
+set -euo pipefail
+
+need_root_install=()
+
+have() {
+    case "$1" in
+        gettext) command -v msgfmt >/dev/null 2>&1 ;;
+        chromium) [ -x "${KAIKETSU_CHROMIUM:-/usr/bin/chromium}" ] ;;
+        *) echo "ensure-prereqs: unknown prerequisite '$1'" >&2; exit 2 ;;
+    esac
+}
+
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    # --no-install-recommends: headless Chromium needs none of its desktop recommendations.
+    if ! apt-get install -y --no-install-recommends "$@"; then
+        apt-get update
+        apt-get install -y --no-install-recommends "$@"
+    fi
+}
+
+missing=()
+for name in "$@"; do
+    have "$name" || missing+=("$name")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "ensure-prereqs: installing ${missing[*]} with apt-get"
+    apt_install "${missing[@]}"
+    for name in "${missing[@]}"; do
+        have "$name" || { echo "ensure-prereqs: $name still missing after apt-get" >&2; exit 1; }
+    done
+    exit 0
+fi
+
+need_root_install=("${missing[@]}")
+echo "ensure-prereqs: missing ${need_root_install[*]}; install them once with:" >&2
+echo "    sudo apt-get install -y ${need_root_install[*]}" >&2
+exit 1

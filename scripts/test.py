@@ -1,0 +1,72 @@
+"""The Python half of `make test`: Redis, the migrations check, then pytest.
+
+Usage: python scripts/test.py [PYTEST ARGS...]
+
+Reuses REDIS_URL if it answers, else starts a private Redis for the run and exports its URL to
+pytest (and so to the Celery workers the integration tests start). `manage.py makemigrations
+--check --dry-run` runs under the settings module pytest uses (pyproject.toml), so a model
+change without its migration fails the run. pytest's exit status 5 ("no tests collected") is
+turned into a failure: a suite that ran nothing must not pass.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from services import ROOT, ensure_redis  # noqa: E402
+
+PYTEST_NO_TESTS = 5
+# compilemessages walks every "locale" folder under the checkout: skip the venv's and var/.
+COMPILE_IGNORES = [".venv", "var", "node_modules", "staticfiles"]
+
+
+def pytest_settings_module() -> str:
+    """DJANGO_SETTINGS_MODULE from pyproject.toml's pytest options (portal.settings if unset)."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    options = data.get("tool", {}).get("pytest", {}).get("ini_options", {})
+    return str(options.get("DJANGO_SETTINGS_MODULE", "portal.settings"))
+
+
+def run(argv: list[str], env: dict[str, str]) -> int:
+    """Run one step in the foreground, echoing it first; return its exit status."""
+    print("test: " + " ".join(argv[1:] if argv[0] == sys.executable else argv), flush=True)
+    return subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
+
+
+def main(pytest_args: list[str]) -> int:
+    """Ensure Redis, check migrations, run pytest; return the status `make` should see."""
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", pytest_settings_module())
+    redis_url, redis_service = ensure_redis(env.get("REDIS_URL"))
+    env["REDIS_URL"] = redis_url
+    print(
+        f"test: Redis at {redis_url} ({'private, this run only' if redis_service else 'reused'})",
+        flush=True,
+    )
+    try:
+        status = run([sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"], env)
+        if status != 0:
+            print("test: models and migrations differ (or manage.py failed)", file=sys.stderr)
+            return status
+        # The ja pages are tested in Japanese: compile the catalogues (up-to-date ones are skipped).
+        ignores = [f"--ignore={name}" for name in COMPILE_IGNORES]
+        status = run([sys.executable, "manage.py", "compilemessages", *ignores], env)
+        if status != 0:
+            return status
+        status = run([sys.executable, "-m", "pytest", *pytest_args], env)
+        if status == PYTEST_NO_TESTS:
+            print("test: pytest collected no tests; that is a failure", file=sys.stderr)
+            return 1
+        return status
+    finally:
+        if redis_service:
+            redis_service.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
