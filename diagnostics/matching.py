@@ -1,0 +1,510 @@
+"""Pasted error text -> ranked knowledge-base articles (pure functions, no ORM, no network).
+
+Employees paste a dialog's text in Japanese or English, ``rasdial`` output, a RasClient event,
+a half-copied line with full-width digits or their own words. The pipeline:
+
+1. ``normalize``: NFKC per grapheme cluster (full-width digits, spaces, half-width katakana),
+   case fold, one space for any run of whitespace, no space next to Japanese text (Japanese has
+   no word spaces; Microsoft's own strings are inconsistent about them), one form for quotes,
+   dashes and Japanese punctuation, greetings and lead-ins ("お疲れ様です", "please help") dropped.
+   A map from every normalised character back to the pasted text gives the page its highlights.
+2. ``extract_codes``: error codes from the forms users paste; bare numbers only when no keyword
+   form exists and they sit in the RAS (600-999) or IKE (13800-13999) range and are not part of
+   an address, time, date or GUID.
+3. Text similarity: rapidfuzz's ``partial_ratio`` (best-aligned window, so it works for Japanese
+   with no spaces and for English alike, and tolerates chatter around the message and cut-off
+   halves) on a compact form (letters and digits only). A character-trigram inverted index picks
+   the candidates first, so the cost stays bounded at 10,000 signatures.
+4. Score: an article whose code was pasted starts at ``CODE_BASE`` and text adds to it; text alone
+   can reach ``TEXT_ONLY_MAX``, which is above ``CODE_BASE``: a clear text match for another
+   article beats a bare code, a vague one does not.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from rapidfuzz import fuzz
+
+THRESHOLD: float = 0.55
+MAX_CHARS = 10_000
+CODE_BASE = 0.72  # a pasted code alone: confident, but beatable by a clear text match
+TEXT_ONLY_MAX = 0.95
+TITLE_WEIGHT = 0.9  # a title is our wording, not Windows': a little less evidence
+CANDIDATES = 40  # signatures scored with rapidfuzz after the trigram prefilter
+NGRAM = 3
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation
+
+_CJK_RANGES = (
+    (0x3000, 0x30FF),  # CJK punctuation, hiragana, katakana
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+    (0xFF66, 0xFF9F),  # half-width katakana (before NFKC)
+)
+_QUOTES = "\"'`´‘’‚‛“”„‟«»‹›「」『』〈〉《》【】〔〕〝〞〟"
+_DASHES = "‐‑‒–—―−﹘﹣"
+_PUNCT_MAP = {"、": ",", "。": ".", "・": " ", "…": "...", "〜": "~", "～": "~"}
+_PUNCT_MAP.update({q: '"' for q in _QUOTES})
+_PUNCT_MAP.update({d: "-" for d in _DASHES})
+_ZERO_WIDTH = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"}
+
+# Greetings and lead-ins around the pasted message. Removing them keeps them from diluting the
+# similarity of a short paste; every phrase here is absent from Windows' error messages.
+_CHATTER = re.compile(
+    r"お疲れ様です|お疲れさまです|おつかれさまです|お世話になっております|お世話になります|"
+    r"こんにちは|こんばんは|おはようございます|すみません|すいません|助けてください|"
+    r"よろしくお願い(?:いた)?します|宜しくお願い(?:いた)?します|よろしくです|至急|"
+    r"以下のエラーが(?:出|表示され)(?:ます|ました)|次のエラーが(?:出|表示され)(?:ます|ました)|"
+    r"というエラーが(?:出|表示され)(?:ます|ました|ています|る)|と(?:出|表示され)(?:ます|ました|ています)|"
+    r"\b(?:hi|hello|hey|thanks|thank you|please help(?: me)?|help me|urgent|regards)\b[!,.]*|"
+    r"\bi(?:'m| am) getting (?:this|the following) error\b:?|\bi get (?:this|the following) error\b:?|"
+    r"\b(?:this|the following) error (?:appears|pops up|shows up|is shown)\b:?"
+)
+
+
+def _is_cjk(ch: str) -> bool:
+    o = ord(ch)
+    return any(lo <= o <= hi for lo, hi in _CJK_RANGES)
+
+
+def _clusters(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each base character with its combining marks (and half-width voicing)."""
+    spans: list[tuple[int, int]] = []
+    for i, ch in enumerate(text):
+        joins = unicodedata.combining(ch) or ch in "\uff9e\uff9f\u3099\u309a"
+        if spans and joins:
+            spans[-1] = (spans[-1][0], i + 1)
+        else:
+            spans.append((i, i + 1))
+    return spans
+
+
+def _fold_cluster(piece: str) -> str:
+    folded = unicodedata.normalize("NFKC", piece).casefold()
+    out = []
+    for ch in folded:
+        if ch in _ZERO_WIDTH:
+            continue
+        if ch in _PUNCT_MAP:
+            out.append(_PUNCT_MAP[ch])
+        elif ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co"):
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _normalize_mapped(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """Normalised text and, for each of its characters, the (start, end) it came from."""
+    chars: list[str] = []
+    spans: list[tuple[int, int]] = []
+    for start, end in _clusters(text):
+        for ch in _fold_cluster(text[start:end]):
+            chars.append(ch)
+            spans.append((start, end))
+    chars, spans = _drop_chatter(chars, spans)
+    return _squeeze_spaces(chars, spans)
+
+
+def _drop_chatter(
+    chars: list[str], spans: list[tuple[int, int]]
+) -> tuple[list[str], list[tuple[int, int]]]:
+    joined = "".join(chars)
+    keep = [True] * len(chars)
+    for m in _CHATTER.finditer(joined):
+        for i in range(m.start(), m.end()):
+            keep[i] = False
+    if all(keep):
+        return chars, spans
+    return (
+        [c for c, k in zip(chars, keep, strict=True) if k],
+        [s for s, k in zip(spans, keep, strict=True) if k],
+    )
+
+
+def _squeeze_spaces(
+    chars: list[str], spans: list[tuple[int, int]]
+) -> tuple[str, list[tuple[int, int]]]:
+    out: list[str] = []
+    out_spans: list[tuple[int, int]] = []
+    n = len(chars)
+    i = 0
+    while i < n:
+        if chars[i] != " ":
+            out.append(chars[i])
+            out_spans.append(spans[i])
+            i += 1
+            continue
+        j = i
+        while j < n and chars[j] == " ":
+            j += 1
+        # One space survives only between two non-Japanese characters: a line break inside a
+        # Japanese sentence, or "L2TP 接続" vs "L2TP接続", must not change the text.
+        if out and j < n and not _is_cjk(out[-1]) and not _is_cjk(chars[j]):
+            out.append(" ")
+            out_spans.append(spans[i])
+        i = j
+    return "".join(out), out_spans
+
+
+def normalize(text: str) -> str:
+    """Return ``text`` in the form both the index and pasted texts are compared in.
+
+    NFKC (full-width digits and spaces become ASCII), case folded, whitespace runs (line
+    breaks included) become one space and vanish next to Japanese text, quote/dash/Japanese
+    punctuation variants get one form, and greetings/lead-ins around the message are dropped.
+    """
+    return _normalize_mapped(text)[0]
+
+
+def _compact_mapped(
+    norm: str, spans: Sequence[tuple[int, int]]
+) -> tuple[str, list[tuple[int, int]]]:
+    """Letters and digits only: what the similarity compares (punctuation is noise there)."""
+    keep = [i for i, ch in enumerate(norm) if ch.isalnum()]
+    return "".join(norm[i] for i in keep), [spans[i] for i in keep]
+
+
+def _compact(text: str) -> str:
+    return "".join(ch for ch in normalize(text) if ch.isalnum())
+
+
+# ---------------------------------------------------------------------------------------------
+# Error codes
+
+_NUM = r"(0x[0-9a-f]{1,8}|\d{3,5})(?![0-9a-f]*[0-9]|[.:/]\d)"
+_STRONG_CODE = re.compile(
+    # "error 789", "Error 789:", "Remote Access error 789", "エラー789", "エラー:789",
+    # "エラーコード:809", "error code: 0x80070315", "失敗時に返されたエラーコードは809です"
+    r"(?:error|err|エラー|ｴﾗｰ)\s*(?:code|コード|番号|no\.?|number|#)?\s*(?:is|は|=|:|-|#)?\s*"
+    + _NUM
+    # "The error code returned on failure is 789", "The reason code returned on termination is 829"
+    + r"|(?:code|コード)\s*returned on (?:failure|termination) is\s*"
+    + _NUM
+    + r"|(?:code|コード)\s*(?:is|は|=|:)?\s*"
+    + _NUM
+)
+# An HRESULT anywhere in the text ("0x80070315"), even without a keyword.
+_HRESULT = re.compile(r"(?<![0-9a-z])0x([0-9a-f]{8})(?![0-9a-z])")
+# A bare number, not glued to letters, digits, or address/time/date/GUID punctuation.
+_BARE = re.compile(r"(?<![0-9a-z_./:\\\-])(\d{3,5})(?![0-9a-z_/\\]|[.:\-]\d)")
+
+
+def _code_value(token: str) -> int | None:
+    if token.startswith("0x"):
+        value = int(token, 16)
+        # HRESULT_FROM_WIN32: 0x8007xxxx carries the Win32/RAS code in its low 16 bits.
+        if value >> 16 in (0x8007, 0x0000):
+            return value & 0xFFFF
+        return None
+    return int(token)
+
+
+def _is_ras_range(code: int) -> bool:
+    return 600 <= code <= 999 or 13800 <= code <= 13999
+
+
+def _codes_with_spans(norm: str) -> list[tuple[int, int, int]]:
+    """(code, start, end) in ``norm``: keyword forms and HRESULTs, else plausible bare numbers."""
+    found: list[tuple[int, int, int]] = []
+    for m in _STRONG_CODE.finditer(norm):
+        group = next(g for g in range(1, 4) if m.group(g))
+        value = _code_value(m.group(group))
+        if value is not None and value > 0:
+            found.append((value, m.start(), m.end()))
+    for m in _HRESULT.finditer(norm):
+        value = _code_value("0x" + m.group(1))
+        if value is not None and value > 0:
+            found.append((value, m.start(), m.end()))
+    if not found:
+        # Years, times, addresses and ports (500/4500/1701) fall outside these ranges or fail
+        # the boundary test; only then is a bare "809" in "朝から809が出る" taken.
+        for m in _BARE.finditer(norm):
+            value = int(m.group(1))
+            if _is_ras_range(value):
+                found.append((value, m.start(1), m.end(1)))
+    found.sort(key=lambda f: f[1])
+    return found
+
+
+def extract_codes(text: str) -> list[int]:
+    """Error codes in ``text``, in order of first appearance, each once."""
+    norm = normalize(text[:MAX_CHARS])
+    return list(dict.fromkeys(code for code, _, _ in _codes_with_spans(norm)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Index
+
+
+@dataclass(frozen=True)
+class _Signature:
+    article: int  # position in Index.articles
+    compact: str
+    weight: float  # 1.0 for a signature, TITLE_WEIGHT for a title
+    kind: str  # "signature" | "title"
+
+
+@dataclass(frozen=True)
+class _Article:
+    slug: str
+    titles: dict[str, str]
+    codes: list[int]
+
+
+@dataclass(frozen=True)
+class Index:
+    """Everything ``match`` needs, built once per KB version by ``build_index``."""
+
+    articles: list[_Article]
+    signatures: list[_Signature]
+    postings: dict[str, list[int]]  # trigram -> signature ids
+    by_code: dict[int, list[int]]  # error code -> article positions
+    max_df: int  # trigrams in more signatures than this say nothing and are skipped
+    stamp: str = ""
+
+
+def _ngrams(compact: str) -> set[str]:
+    if len(compact) < NGRAM:
+        return {compact} if compact else set()
+    return {compact[i : i + NGRAM] for i in range(len(compact) - NGRAM + 1)}
+
+
+def build_index(articles: list[dict], stamp: str = "") -> Index:
+    """Index the articles' signatures and titles (both languages) and their error codes.
+
+    ``articles`` are dicts as ``diagnostics/kb.py`` loads them (docs/kb-format.md). Draft
+    articles are skipped; an article without a status counts as published.
+    """
+    arts: list[_Article] = []
+    sigs: list[_Signature] = []
+    by_code: dict[int, list[int]] = {}
+    for art in articles:
+        if art.get("status", "published") != "published":
+            continue
+        pos = len(arts)
+        title = art.get("title") or {}
+        codes = [int(c) for c in art.get("error_codes") or []]
+        arts.append(_Article(str(art["slug"]), dict(title), codes))
+        for code in codes:
+            by_code.setdefault(code, []).append(pos)
+        texts = [(s.get("text", ""), 1.0, "signature") for s in art.get("signatures") or []]
+        texts += [(t, TITLE_WEIGHT, "title") for t in title.values()]
+        seen: set[str] = set()
+        for text, weight, kind in texts:
+            compact = _compact(str(text))
+            if len(compact) >= 2 and compact not in seen:
+                seen.add(compact)
+                sigs.append(_Signature(pos, compact, weight, kind))
+    postings: dict[str, list[int]] = {}
+    for sid, sig in enumerate(sigs):
+        for gram in _ngrams(sig.compact):
+            postings.setdefault(gram, []).append(sid)
+    max_df = max(50, len(sigs) // 20)
+    return Index(arts, sigs, postings, by_code, max_df, stamp)
+
+
+_cache_lock = threading.Lock()
+_cache: dict[str, Index] = {}
+
+
+def get_index(loader: Callable[[], tuple[str, list[dict] | Callable[[], list[dict]]]]) -> Index:
+    """The process-wide index, rebuilt only when the loader's version stamp changes.
+
+    ``loader`` returns ``(stamp, articles)``. ``articles`` may be a zero-argument callable: it
+    is then called only when the stamp differs from the cached one, so a caller whose loader
+    reads the stamp from a shared cache never touches the database on an unchanged KB.
+    """
+    stamp, articles = loader()
+    current = _cache.get("index")
+    if current is not None and current.stamp == stamp:
+        return current
+    with _cache_lock:
+        current = _cache.get("index")
+        if current is not None and current.stamp == stamp:
+            return current
+        loaded = articles() if callable(articles) else articles
+        index = build_index(list(loaded), stamp=stamp)
+        _cache["index"] = index
+        return index
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching
+
+
+@dataclass(frozen=True)
+class Match:
+    article: str  # slug
+    title: str  # in the requested language
+    score: float  # 0..1
+    error_codes: list[int]
+    why: str  # "error code 789" / "phrase: 'security layer ... processing error'"
+    highlight: list[str]  # substrings of the ORIGINAL pasted text that matched
+
+
+@dataclass(frozen=True)
+class Result:
+    matches: list[Match]  # best first, at most top
+    confident: bool  # best score >= THRESHOLD
+    codes: list[int]  # error codes found in the text
+    notice: str | None  # "text was cut to the first 10,000 characters", "no text"
+
+
+@dataclass
+class _Evidence:
+    text: float = 0.0
+    phrase: tuple[int, int] | None = None  # span in the compact query
+    kind: str = "signature"
+    codes: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def _text_score(query: str, sig: str) -> tuple[float, tuple[int, int] | None]:
+    """How clearly ``sig`` appears in ``query`` (or a long piece of it does), in 0..1.
+
+    partial_ratio aligns the shorter string inside the longer one. That rewards a short query
+    for being a piece of a signature, so the score is scaled by how much text matched: a
+    fragment must be long enough in absolute terms and cover enough of the signature.
+    """
+    al = fuzz.partial_ratio_alignment(sig, query, score_cutoff=55)
+    if al is None:
+        return 0.0, None
+    window = min(len(query), len(sig))
+    # Japanese carries about three times the information per character of English.
+    cjk = sum(1 for ch in sig[:60] if _is_cjk(ch)) > len(sig[:60]) / 2
+    enough = 18 if cjk else 45
+    length_factor = min(1.0, window / enough)
+    coverage_factor = 0.7 + 0.3 * min(1.0, window / (0.6 * len(sig)))
+    quality = max(0.0, (al.score - 55.0) / 45.0)
+    score = quality**0.8 * length_factor * coverage_factor
+    return min(1.0, score), (al.dest_start, al.dest_end)
+
+
+def _candidates(index: Index, query: str) -> list[int]:
+    grams = _ngrams(query)
+    counts: Counter[int] = Counter()
+    for gram in grams:
+        posting = index.postings.get(gram)
+        if posting is not None and len(posting) <= index.max_df:
+            counts.update(posting)
+    if not counts:
+        return []
+    nq = max(1, len(grams))
+
+    def containment(sid: int) -> float:
+        ns = max(1, len(index.signatures[sid].compact) - NGRAM + 1)
+        return counts[sid] / min(nq, ns)
+
+    ranked = sorted(counts, key=containment, reverse=True)
+    return [sid for sid in ranked[:CANDIDATES] if counts[sid] >= 2 or len(query) < 6]
+
+
+def _span_text(original: str, spans: Sequence[tuple[int, int]], start: int, end: int) -> str:
+    if not spans or start >= end:
+        return ""
+    return original[spans[start][0] : spans[end - 1][1]]
+
+
+def _shorten(phrase: str, limit: int = 60) -> str:
+    phrase = " ".join(phrase.split())
+    if len(phrase) <= limit:
+        return phrase
+    half = (limit - 5) // 2
+    return f"{phrase[:half]} ... {phrase[-half:]}"
+
+
+def match(index: Index, text: str, *, top: int = 5, lang: str = "ja") -> Result:
+    """Rank the index's articles for a pasted ``text``; never raises for any ``str``.
+
+    Returns at most ``top`` matches, best first, with ``confident`` false when the best score
+    is under ``THRESHOLD`` (the nearest candidates are still returned).
+    """
+    notices: list[str] = []
+    if not isinstance(text, str):
+        text = ""
+    if len(text) > MAX_CHARS:
+        text = text[:MAX_CHARS]
+        notices.append(f"text was cut to the first {MAX_CHARS:,} characters")
+    norm, spans = _normalize_mapped(text)
+    compact, cspans = _compact_mapped(norm, spans)
+    if not compact:
+        # A greeting alone ("hello") is text, just nothing to match; only say "no text" when
+        # there are no letters or digits at all (empty, whitespace, punctuation, emoji).
+        if not any(ch.isalnum() for ch in text):
+            notices.append("no text")
+        return Result([], False, [], "; ".join(notices) or None)
+    found = _codes_with_spans(norm)
+    codes = list(dict.fromkeys(c for c, _, _ in found))
+
+    evidence: dict[int, _Evidence] = {}
+    for code, start, end in found:
+        for pos in index.by_code.get(code, []):
+            evidence.setdefault(pos, _Evidence()).codes.append((code, start, end))
+    unknown = [c for c in codes if c not in index.by_code]
+    if unknown and not evidence:
+        listed = ", ".join(str(c) for c in unknown)
+        notices.append(f"error code {listed} is not in the knowledge base")
+
+    for sid in _candidates(index, compact):
+        sig = index.signatures[sid]
+        score, phrase = _text_score(compact, sig.compact)
+        score *= sig.weight
+        ev = evidence.setdefault(sig.article, _Evidence())
+        if score > ev.text:
+            ev.text, ev.phrase, ev.kind = score, phrase, sig.kind
+
+    matches = [
+        _to_match(index.articles[pos], ev, text, spans, cspans, lang)
+        for pos, ev in evidence.items()
+        if ev.codes or ev.text > 0.05
+    ]
+    matches.sort(key=lambda m: (-m.score, m.article))
+    matches = matches[: max(0, top)]
+    confident = bool(matches) and matches[0].score >= THRESHOLD
+    return Result(matches, confident, codes, "; ".join(notices) or None)
+
+
+def _to_match(
+    art: _Article,
+    ev: _Evidence,
+    original: str,
+    spans: Sequence[tuple[int, int]],
+    cspans: Sequence[tuple[int, int]],
+    lang: str,
+) -> Match:
+    # A pasted code sets a floor that text raises; text alone tops out above that floor.
+    score = CODE_BASE + (1.0 - CODE_BASE) * ev.text if ev.codes else TEXT_ONLY_MAX * ev.text
+    reasons: list[str] = []
+    highlight: list[str] = []
+    for code in dict.fromkeys(c for c, _, _ in ev.codes):
+        reasons.append(f"error code {code}")
+    for _, start, end in ev.codes:
+        piece = _span_text(original, spans, start, end)
+        if piece and not any(piece in h for h in highlight):
+            highlight.append(piece)
+    if ev.phrase is not None and ev.text >= 0.3:
+        piece = _span_text(original, cspans, *ev.phrase)
+        if piece:
+            label = "title" if ev.kind == "title" else "phrase"
+            reasons.append(f"{label}: '{_shorten(piece)}'")
+            if piece not in highlight:
+                highlight.append(piece)
+    if not reasons:
+        reasons.append("weak text similarity")
+    title = art.titles.get(lang) or art.titles.get("en") or art.titles.get("ja") or art.slug
+    return Match(
+        article=art.slug,
+        title=str(title),
+        score=round(min(1.0, max(0.0, score)), 4),
+        error_codes=list(art.codes),
+        why=" + ".join(reasons),
+        highlight=highlight,
+    )

@@ -1,0 +1,421 @@
+"""The matcher: normalisation, error codes, ranking, the no-match path and the index cache.
+
+Pure logic, no database: the articles below are written from docs/kb-format.md and the
+Microsoft message texts in facts/windows-vpn.md section 2. Once kb/ ships, every shipped
+article must also be found first by its own signatures (the last tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from diagnostics import matching
+from diagnostics.matching import (
+    MAX_CHARS,
+    THRESHOLD,
+    build_index,
+    extract_codes,
+    get_index,
+    match,
+    normalize,
+)
+
+MSG_789_EN = (
+    "The L2TP connection attempt failed because the security layer encountered a processing "
+    "error during initial negotiations with the remote computer."
+)
+MSG_789_JA = (
+    "リモートコンピューターと最初にネゴシエートするときに、セキュリティ層で処理エラーが"
+    "検出されたため、L2TP接続に失敗しました。"
+)
+MSG_791_EN = (
+    "The L2TP connection attempt failed because security policy for the connection was not found."
+)
+MSG_791_JA = "この接続のセキュリティ ポリシーが見つからなかったため、L2TP 接続に失敗しました。"
+MSG_787_EN = (
+    "The L2TP connection attempt failed because the security layer could not authenticate the "
+    "remote computer."
+)
+MSG_809_EN = (
+    "The network connection between your computer and the VPN server could not be established "
+    "because the remote server is not responding. This could be because one of the network "
+    "devices (e.g, firewalls, NAT, routers, etc) between your computer and the remote server is "
+    "not configured to allow VPN connections. Please contact your Administrator or your service "
+    "provider to determine which device may be causing the problem."
+)
+MSG_868_EN = (
+    "The remote connection was not made because the name of the remote access server did not "
+    "resolve."
+)
+
+
+def _article(slug: str, codes: list[int], en: str, ja: str | None = None, **extra) -> dict:
+    sigs = [{"lang": "en", "text": en, "source": "mprmsg.dll", "verified": True}]
+    if ja:
+        sigs.append({"lang": "ja", "text": ja, "source": "seed article", "verified": False})
+    return {
+        "slug": slug,
+        "status": extra.pop("status", "published"),
+        "error_codes": codes,
+        "title": {"ja": f"{slug} (ja)", "en": f"{slug} (en)"},
+        "signatures": sigs,
+        **extra,
+    }
+
+
+ARTICLES = [
+    {
+        **_article("l2tp-ipsec-psk-negotiation", [789, 791], MSG_789_EN, MSG_789_JA),
+        "title": {
+            "ja": "L2TP/IPsec 接続がセキュリティ層で失敗する",
+            "en": "L2TP/IPsec fails in the security layer",
+        },
+    },
+    _article("l2tp-remote-auth-failed", [787], MSG_787_EN),
+    _article("vpn-server-not-responding", [809], MSG_809_EN),
+    _article("vpn-server-name-not-resolved", [868], MSG_868_EN),
+    _article("draft-article", [999], "A draft article nobody should see.", status="draft"),
+]
+ARTICLES[0]["signatures"] += [
+    {"lang": "en", "text": MSG_791_EN, "source": "mprmsg.dll", "verified": True},
+    {"lang": "ja", "text": MSG_791_JA, "source": "seed article", "verified": False},
+]
+
+
+@pytest.fixture(scope="module")
+def index() -> matching.Index:
+    return build_index(ARTICLES)
+
+
+def _top(index: matching.Index, text: str) -> str | None:
+    result = match(index, text)
+    return result.matches[0].article if result.confident else None
+
+
+# --- normalisation ---------------------------------------------------------------------------
+
+
+def test_normalize_turns_full_width_digits_letters_and_spaces_into_ascii():
+    assert normalize("ＶＰＮ　エラー　７８９") == "vpnエラー789"
+
+
+def test_normalize_folds_case():
+    assert normalize("L2TP Connection FAILED") == "l2tp connection failed"
+
+
+def test_normalize_joins_line_breaks_inside_a_japanese_sentence():
+    assert normalize("ネゴシエート\r\nするときに") == normalize("ネゴシエートするときに")
+
+
+def test_normalize_keeps_one_space_between_english_words_across_line_breaks():
+    assert normalize("security\n  layer") == "security layer"
+
+
+def test_normalize_ignores_spaces_microsoft_puts_inside_japanese_text():
+    assert normalize("セキュリティ ポリシー、L2TP 接続") == normalize(
+        "セキュリティポリシー、L2TP接続"
+    )
+
+
+def test_normalize_gives_quote_and_punctuation_variants_one_form():
+    assert normalize("「接続」“x” ‘y’") == normalize('"接続""x" "y"')
+    assert normalize("エラー：789。") == "エラー:789."
+    assert normalize("a–b—c") == "a-b-c"
+
+
+def test_normalize_composes_half_width_katakana_with_voicing_marks():
+    assert normalize("ｴﾗｰ ｶﾞ") == "エラーガ"
+
+
+def test_normalize_drops_greetings_and_lead_ins():
+    assert (
+        normalize("お疲れ様です。エラー789がでます。よろしくお願いします") == ".エラー789がでます."
+    )
+    assert normalize("Hi, please help! error 809") == "error 809"
+
+
+# --- error codes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "codes"),
+    [
+        ("エラー 789", [789]),
+        ("エラー：789", [789]),
+        ("エラー789", [789]),
+        ("エラー　７８９", [789]),
+        ("エラーコード: 809", [809]),
+        ("Error 789: The L2TP connection attempt failed", [789]),
+        ("Remote Access error 789 - The L2TP connection attempt failed", [789]),
+        ("The error code returned on failure is 809.", [809]),
+        ("失敗時に返されたエラー コードは 809 です。", [809]),
+        ("error code: 0x80070315", [789]),
+        ("エラー 0x80070329", [809]),
+        ("HRESULT 0x800735E9 from the IKE module", [13801]),
+        ("IKE failed: error 13806", [13806]),
+        ("朝からVPNがつながらない、エラー789", [789]),
+        ("VPNで809がでる", [809]),
+        ("809 and then 789", [809, 789]),
+    ],
+)
+def test_extract_codes_reads_every_form_users_paste(text, codes):
+    assert extract_codes(text) == codes
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "connected to 10.0.7.89 at 2024-07-08 8:09",
+        "UDP 500 and 4500 are open, 1701 too",
+        "since 2024 it fails",
+        "CoId={A1B2C3D4-0789-4E5F-8090-ABCDEF012345}",
+        "at 07:89 and 8:09",
+        "build 19041.789",
+    ],
+)
+def test_extract_codes_ignores_addresses_times_years_ports_and_guids(text):
+    assert extract_codes(text) == []
+
+
+def test_extract_codes_prefers_the_keyword_form_over_a_bare_number():
+    text = "RasClient event 20227 at 09:15, port 4500, 700 users affected: error 809"
+    assert extract_codes(text) == [809]
+
+
+def test_extract_codes_reads_a_rasclient_event():
+    text = (
+        "CoId={5E2A1C2B-7F3D-4B89-9F0C-1D2E3F405162}: The user SYSTEM dialed a connection named "
+        "Office VPN which has failed. The error code returned on failure is 789."
+    )
+    assert extract_codes(text) == [789]
+
+
+def test_extract_codes_reads_rasdial_output():
+    text = (
+        "Connecting to Office VPN...\nVerifying username and password...\n"
+        "Remote Access error 809 - The network connection between your computer and the VPN "
+        "server could not be established\n\nFor more help on this error:\n"
+        "        Type 'hh netcfg.chm'\n        In help, click Troubleshooting, then Error "
+        "Messages, then 809\n"
+    )
+    assert extract_codes(text) == [809]
+
+
+# --- ranking ---------------------------------------------------------------------------------
+
+
+def test_microsoft_message_in_english_finds_its_article(index):
+    assert _top(index, MSG_787_EN) == "l2tp-remote-auth-failed"
+
+
+def test_microsoft_message_in_japanese_finds_its_article(index):
+    assert _top(index, MSG_791_JA) == "l2tp-ipsec-psk-negotiation"
+
+
+def test_half_copied_japanese_line_with_chatter_and_line_breaks_finds_its_article(index):
+    text = (
+        "お疲れ様です。\nリモートコンピューターと最初にネゴシエート\nするときに、セキュリティ層で"
+    )
+    assert _top(index, text) == "l2tp-ipsec-psk-negotiation"
+
+
+def test_own_words_with_a_code_find_the_article_for_that_code(index):
+    result = match(index, "朝からVPNがつながらない、エラー789")
+    assert result.confident
+    assert result.matches[0].article == "l2tp-ipsec-psk-negotiation"
+    assert result.matches[0].why == "error code 789"
+    assert result.matches[0].highlight == ["エラー789"]
+
+
+def test_a_code_outweighs_a_vague_text_match_for_another_article(index):
+    # The words are close to the 787 message, but only vaguely; the pasted code is 809.
+    result = match(index, "L2TP connection attempt failed, error 809")
+    assert result.matches[0].article == "vpn-server-not-responding"
+
+
+def test_a_clear_text_match_beats_a_code_for_another_article(index):
+    # A user copies the 787 dialog but types the code of yesterday's error.
+    result = match(index, f"error 809 {MSG_787_EN}")
+    assert [m.article for m in result.matches[:2]] == [
+        "l2tp-remote-auth-failed",
+        "vpn-server-not-responding",
+    ]
+
+
+def test_code_and_text_together_score_higher_than_either(index):
+    both = match(index, f"Error 868: {MSG_868_EN}").matches[0]
+    code_only = match(index, "Error 868").matches[0]
+    text_only = match(index, MSG_868_EN).matches[0]
+    assert both.article == code_only.article == text_only.article
+    assert both.score > max(code_only.score, text_only.score)
+
+
+def test_why_and_highlight_quote_the_original_pasted_text(index):
+    text = "ＶＰＮ接続で\n「この接続のセキュリティ ポリシーが見つからなかったため」と出ます"
+    best = match(index, text).matches[0]
+    assert best.article == "l2tp-ipsec-psk-negotiation"
+    assert best.why.startswith("phrase: '")
+    assert best.highlight
+    assert all(piece in text for piece in best.highlight)
+
+
+def test_title_comes_in_the_requested_language(index):
+    assert match(index, "error 789", lang="en").matches[0].title == (
+        "L2TP/IPsec fails in the security layer"
+    )
+    assert match(index, "error 789", lang="ja").matches[0].title == (
+        "L2TP/IPsec 接続がセキュリティ層で失敗する"
+    )
+
+
+def test_draft_articles_are_never_matched(index):
+    result = match(index, "error 999: A draft article nobody should see.")
+    assert all(m.article != "draft-article" for m in result.matches)
+
+
+def test_top_limits_the_number_of_matches(index):
+    assert len(match(index, MSG_789_EN, top=2).matches) <= 2
+
+
+# --- no match --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Outlook cannot connect to the Exchange server. Check your network connection.",
+        "The printer is offline. エラー状態のプリンター",
+        "Windows Update error 0x80070643 while installing KB5034441",
+        "asdkjh qwpeoiru zxmcnv",
+        "VPNがつながらない",
+    ],
+)
+def test_unrelated_text_gets_no_confident_match(index, text):
+    assert not match(index, text).confident
+
+
+def test_no_confident_match_still_returns_the_nearest_candidates(index):
+    result = match(index, "L2TP connection failed")
+    assert not result.confident
+    assert result.matches
+    assert result.matches[0].score < THRESHOLD
+
+
+def test_empty_or_blank_text_says_no_text(index):
+    for text in ("", "   \n\t", "。、「」"):
+        result = match(index, text)
+        assert result.matches == [] and not result.confident
+        assert result.notice == "no text"
+
+
+def test_an_unknown_code_is_said_plainly(index):
+    result = match(index, "Remote Access error 651")
+    assert result.codes == [651]
+    assert not result.confident
+    assert "651" in (result.notice or "")
+
+
+def test_huge_input_is_cut_and_says_so(index):
+    text = MSG_789_EN + " x" * 600_000
+    result = match(index, text)
+    assert result.notice == f"text was cut to the first {MAX_CHARS:,} characters"
+    assert result.matches[0].article == "l2tp-ipsec-psk-negotiation"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.text(max_size=400)
+    | st.text(alphabet="エラー789０１２ 0x8007 \n、。「」L2TPerror", max_size=200)
+    | st.builds(lambda a, b: a + MSG_789_JA[:30] + b, st.text(max_size=50), st.text(max_size=50))
+)
+def test_no_input_raises_and_scores_stay_between_0_and_1(text):
+    index = build_index(ARTICLES)
+    result = match(index, text)
+    assert all(0.0 <= m.score <= 1.0 for m in result.matches)
+    assert result.confident == bool(result.matches and result.matches[0].score >= THRESHOLD)
+    assert all(piece in text for m in result.matches for piece in m.highlight)
+    assert isinstance(extract_codes(text), list)
+
+
+# --- index cache -----------------------------------------------------------------------------
+
+
+def test_index_cache_rebuilds_only_when_the_stamp_changes():
+    loads: list[str] = []
+
+    def loader_for(stamp: str, articles: list[dict]):
+        def articles_from_db() -> list[dict]:
+            loads.append(stamp)
+            return articles
+
+        return lambda: (stamp, articles_from_db)
+
+    first = get_index(loader_for("v1", ARTICLES))
+    again = get_index(loader_for("v1", ARTICLES))
+    assert again is first
+    assert loads == ["v1"]
+
+    fewer = [a for a in ARTICLES if a["slug"] != "vpn-server-not-responding"]
+    changed = get_index(loader_for("v2", fewer))
+    assert changed is not first
+    assert loads == ["v1", "v2"]
+    assert match(changed, "error 809").matches == []
+
+
+def test_index_cache_accepts_a_plain_article_list():
+    one = get_index(lambda: ("list-1", ARTICLES))
+    assert get_index(lambda: ("list-1", [])) is one
+
+
+# --- the shipped knowledge base --------------------------------------------------------------
+
+KB_DIR = Path(__file__).resolve().parent.parent / "kb"
+
+
+def _shipped() -> list[dict]:
+    if not any(KB_DIR.glob("*.yaml")):
+        return []
+    from diagnostics import kb
+
+    return [a for a in kb.load_dir(KB_DIR) if a.get("status", "published") == "published"]
+
+
+SHIPPED = _shipped()
+
+
+def _message_cases() -> list[tuple[str, str, str]]:
+    cases = []
+    for article in SHIPPED:
+        for lang in ("en", "ja"):
+            sigs = [s for s in article.get("signatures") or [] if s.get("lang") == lang]
+            if sigs:
+                # The longest one is the dialog message; short ones are rasdial/event forms.
+                text = max(sigs, key=lambda s: len(s["text"]))["text"]
+                cases.append((article["slug"], lang, text))
+    return cases
+
+
+@pytest.mark.skipif(not SHIPPED, reason="kb/ has no articles yet")
+@pytest.mark.parametrize(("slug", "lang", "text"), _message_cases() or [("", "", "")])
+def test_each_shipped_article_is_found_first_by_its_own_message(slug, lang, text):
+    shipped_index = build_index(SHIPPED)
+    result = match(shipped_index, text, lang=lang)
+    assert result.confident
+    top_score = result.matches[0].score
+    best = [m.article for m in result.matches if m.score == top_score]
+    assert slug in best
+
+
+@pytest.mark.skipif(not SHIPPED, reason="kb/ has no articles yet")
+def test_each_shipped_article_has_a_message_in_both_languages():
+    missing = [
+        (a["slug"], lang)
+        for a in SHIPPED
+        for lang in ("en", "ja")
+        if not any(s.get("lang") == lang for s in a.get("signatures") or [])
+    ]
+    assert missing == []
