@@ -30,10 +30,24 @@ ENCRYPTION_LEVELS = ("NoEncryption", "Optional", "Required", "Maximum", "Custom"
 # Set-VpnConnectionIPsecConfiguration's accepted values (facts/windows-vpn.md, 7.3).
 IPSEC_VALUES = {
     "authentication_transform_constants": (
-        "MD596", "SHA196", "SHA256128", "GCMAES128", "GCMAES192", "GCMAES256", "None",
+        "MD596",
+        "SHA196",
+        "SHA256128",
+        "GCMAES128",
+        "GCMAES192",
+        "GCMAES256",
+        "None",
     ),
     "cipher_transform_constants": (
-        "DES", "DES3", "AES128", "AES192", "AES256", "GCMAES128", "GCMAES192", "GCMAES256", "None",
+        "DES",
+        "DES3",
+        "AES128",
+        "AES192",
+        "AES256",
+        "GCMAES128",
+        "GCMAES192",
+        "GCMAES256",
+        "None",
     ),
     "encryption_method": ("DES", "DES3", "AES128", "AES192", "AES256", "GCMAES128", "GCMAES256"),
     "integrity_check_method": ("MD5", "SHA1", "SHA256", "SHA384"),
@@ -65,7 +79,9 @@ class StepKind:
     fix: bool
     summary: str
     args: tuple[Arg, ...] = ()
-    facts: tuple[str, ...] = field(default=())  # keys of "facts" (checks) or "before"/"after" (fixes)
+    facts: tuple[str, ...] = field(
+        default=()
+    )  # keys of "facts" (checks) or "before"/"after" (fixes)
 
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.args if a.name == name), None)
@@ -83,16 +99,22 @@ KINDS: dict[str, StepKind] = {
     for k in (
         # --- checks: read facts, change nothing -------------------------------------------
         StepKind(
-            "os_info", False, "Computer name, Windows version and build, locale",
+            "os_info",
+            False,
+            "Computer name, Windows version and build, locale",
             facts=("computer_name", "caption", "version", "build", "locale"),
         ),
         StepKind(
-            "service", False, "A service's status and start type",
+            "service",
+            False,
+            "A service's status and start type",
             args=(Arg("name", "str", required=True, pattern=SERVICE_NAME),),
             facts=("exists", "name", "display_name", "status", "start_type"),
         ),
         StepKind(
-            "registry_value", False, "One registry value (absent reads as exists=false, value=null)",
+            "registry_value",
+            False,
+            "One registry value (absent reads as exists=false, value=null)",
             args=(
                 Arg("path", "str", required=True, pattern=REGISTRY_PATH),
                 Arg("name", "str", required=True, max_len=255),
@@ -100,17 +122,25 @@ KINDS: dict[str, StepKind] = {
             facts=("exists", "value", "type"),
         ),
         StepKind(
-            "vpn_connection", False,
+            "vpn_connection",
+            False,
             "A VPN connection's settings (named, else the first L2TP one), both phone books",
             args=(_VPN_NAME,),
             facts=(
-                "exists", "name", "server_address", "tunnel_type", "authentication_method",
-                "encryption_level", "l2tp_ipsec_auth", "all_user_connection",
+                "exists",
+                "name",
+                "server_address",
+                "tunnel_type",
+                "authentication_method",
+                "encryption_level",
+                "l2tp_ipsec_auth",
+                "all_user_connection",
                 "ipsec_custom_policy",
             ),
         ),
         StepKind(
-            "firewall_rules", False,
+            "firewall_rules",
+            False,
             "Enabled blocking firewall rules (active store) that cover the given ports",
             args=(
                 Arg("protocol", "str", required=True, choices=("TCP", "UDP")),
@@ -120,23 +150,30 @@ KINDS: dict[str, StepKind] = {
             facts=("blocking", "blocked_ports", "count"),
         ),
         StepKind(
-            "dns_resolve", False,
+            "dns_resolve",
+            False,
             "Resolve a name (or the VPN connection's server address)",
             args=_TARGET,
             facts=("name", "resolved", "addresses", "error"),
         ),
         StepKind(
-            "tcp_connect", False, "Open a TCP connection to host:port",
+            "tcp_connect",
+            False,
+            "Open a TCP connection to host:port",
             args=(*_TARGET, Arg("port", "int", required=True, min=1, max=65535)),
             facts=("host", "port", "reachable"),
         ),
         StepKind(
-            "ping", False, "ICMP echo to a host (or the VPN connection's server)",
+            "ping",
+            False,
+            "ICMP echo to a host (or the VPN connection's server)",
             args=_TARGET,
             facts=("host", "reachable", "rtt_ms"),
         ),
         StepKind(
-            "vpn_events", False, "Recent RasClient events (Application log) with their codes",
+            "vpn_events",
+            False,
+            "Recent RasClient events (Application log) with their codes",
             args=(
                 Arg("hours", "int", min=1, max=24 * 30),
                 Arg("max", "int", min=1, max=200),
@@ -144,13 +181,17 @@ KINDS: dict[str, StepKind] = {
             facts=("events", "count", "last_error_code"),
         ),
         StepKind(
-            "vpn_dial", False, "Dial the VPN connection with its saved credentials, then hang up",
+            "vpn_dial",
+            False,
+            "Dial the VPN connection with its saved credentials, then hang up",
             args=(_VPN_NAME,),
             facts=("name", "connected", "error_code", "message"),
         ),
         # --- fixes: return before / after / changed -------------------------------------
         StepKind(
-            "set_service", True, "Set a service's start type and/or start, stop or restart it",
+            "set_service",
+            True,
+            "Set a service's start type and/or start, stop or restart it",
             args=(
                 Arg("name", "str", required=True, pattern=SERVICE_NAME),
                 Arg("start_type", "str", choices=START_TYPES),
@@ -159,7 +200,9 @@ KINDS: dict[str, StepKind] = {
             facts=("status", "start_type"),
         ),
         StepKind(
-            "set_registry_value", True, "Write one registry value, or remove it (absent=true)",
+            "set_registry_value",
+            True,
+            "Write one registry value, or remove it (absent=true)",
             args=(
                 Arg("path", "str", required=True, pattern=REGISTRY_PATH),
                 Arg("name", "str", required=True, max_len=255),
@@ -170,7 +213,9 @@ KINDS: dict[str, StepKind] = {
             facts=("exists", "value", "type"),
         ),
         StepKind(
-            "set_vpn_connection", True, "Change a VPN connection's tunnel, authentication, encryption",
+            "set_vpn_connection",
+            True,
+            "Change a VPN connection's tunnel, authentication, encryption",
             args=(
                 _VPN_NAME,
                 Arg("tunnel_type", "str", choices=TUNNEL_TYPES),
@@ -180,18 +225,22 @@ KINDS: dict[str, StepKind] = {
             facts=("tunnel_type", "authentication_method", "encryption_level", "l2tp_ipsec_auth"),
         ),
         StepKind(
-            "set_vpn_ipsec", True,
+            "set_vpn_ipsec",
+            True,
             "Set the connection's custom IPsec policy (all six values) or revert to default",
             args=(_VPN_NAME, Arg("revert_to_default", "bool"), *_IPSEC_ARGS),
             facts=("ipsec_custom_policy",),
         ),
         StepKind(
-            "set_vpn_psk", True, "Set the L2TP pre-shared key from the portal's secret store",
+            "set_vpn_psk",
+            True,
+            "Set the L2TP pre-shared key from the portal's secret store",
             args=(_VPN_NAME, Arg("psk", "str", required=True, max_len=256, secret=True)),
             facts=("l2tp_ipsec_auth",),
         ),
         StepKind(
-            "schedule_reboot", True,
+            "schedule_reboot",
+            True,
             "Restart the machine after a delay with Windows' warning and a message (or cancel)",
             args=(
                 Arg("delay_seconds", "int", min=0, max=86400),
@@ -211,9 +260,8 @@ def _check_value(kind: str, arg: Arg, value: Any) -> None:
     where = f"{kind}.{arg.name}"
     scalar = arg.type.removeprefix("list[").removesuffix("]")
     values = value if arg.type.startswith("list[") else [value]
-    if arg.type.startswith("list["):
-        if not isinstance(value, list) or not value:
-            raise StepArgsError(f"{where}: expected a non-empty list")
+    if arg.type.startswith("list[") and (not isinstance(value, list) or not value):
+        raise StepArgsError(f"{where}: expected a non-empty list")
     for v in values:
         if scalar == "str":
             if not isinstance(v, str):
@@ -229,9 +277,8 @@ def _check_value(kind: str, arg: Arg, value: Any) -> None:
                 raise StepArgsError(f"{where}: expected a whole number")
             if arg.min is not None and v < arg.min or arg.max is not None and v > arg.max:
                 raise StepArgsError(f"{where}: {v} is outside {arg.min}..{arg.max}")
-        elif scalar == "bool":
-            if not isinstance(v, bool):
-                raise StepArgsError(f"{where}: expected true or false")
+        elif scalar == "bool" and not isinstance(v, bool):
+            raise StepArgsError(f"{where}: expected true or false")
         if arg.choices and v not in arg.choices:
             raise StepArgsError(f"{where}: {v!r} is not one of {', '.join(arg.choices)}")
 
@@ -253,13 +300,15 @@ def validate_args(kind: str, args: dict[str, Any] | None) -> dict[str, Any]:
             continue
         if arg.type != "any":
             _check_value(kind, arg, args[arg.name])
-    if kind == "set_registry_value" and not args.get("absent"):
-        if "type" not in args or "value" not in args:
-            raise StepArgsError("set_registry_value: give type and value, or absent: true")
+    absent = args.get("absent")
+    if kind == "set_registry_value" and not absent and ("type" not in args or "value" not in args):
+        raise StepArgsError("set_registry_value: give type and value, or absent: true")
     if kind == "set_vpn_ipsec" and not args.get("revert_to_default"):
         missing = [k for k in IPSEC_VALUES if k not in args]
         if missing:
-            raise StepArgsError(f"set_vpn_ipsec: missing {', '.join(missing)} (or revert_to_default)")
+            raise StepArgsError(
+                f"set_vpn_ipsec: missing {', '.join(missing)} (or revert_to_default)"
+            )
     return args
 
 

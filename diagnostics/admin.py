@@ -1,0 +1,189 @@
+"""Django admin: machines and credentials, the knowledge base, and (read-only) jobs."""
+
+from django import forms
+from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
+
+from diagnostics.catalog import CHECK_KINDS, FIX_KINDS, StepArgsError, validate_args
+from diagnostics.models import (
+    Article,
+    Check,
+    Credential,
+    Fix,
+    Job,
+    Machine,
+    Secret,
+    Signature,
+    StepResult,
+)
+from diagnostics.plans import validate_expect
+
+
+class WriteOnlyForm(forms.ModelForm):
+    """A form with one secret field that is never rendered back: blank keeps the stored value."""
+
+    secret_field = "password"
+    secret = forms.CharField(
+        label=_("new value"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text=_("Stored encrypted and never shown again. Leave blank to keep the current one."),
+    )
+
+    def clean(self):
+        data = super().clean()
+        if not self.instance.pk and not data.get("secret"):
+            self.add_error("secret", _("Required for a new entry."))
+        return data
+
+
+class CredentialForm(WriteOnlyForm):
+    class Meta:
+        model = Credential
+        fields = ["name", "username"]
+
+
+class SecretForm(WriteOnlyForm):
+    class Meta:
+        model = Secret
+        fields = ["name", "description"]
+
+
+@admin.register(Credential)
+class CredentialAdmin(admin.ModelAdmin):
+    form = CredentialForm
+    list_display = ["name", "username", "updated_at"]
+    search_fields = ["name", "username"]
+
+    def save_model(self, request, obj, form, change):
+        if form.cleaned_data.get("secret"):
+            obj.set_password(form.cleaned_data["secret"])
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Secret)
+class SecretAdmin(admin.ModelAdmin):
+    form = SecretForm
+    list_display = ["name", "description", "updated_at"]
+
+    def save_model(self, request, obj, form, change):
+        if form.cleaned_data.get("secret"):
+            obj.set_value(form.cleaned_data["secret"])
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Machine)
+class MachineAdmin(admin.ModelAdmin):
+    list_display = ["name", "address", "port", "scheme", "credential"]
+    search_fields = ["name", "address", "owners__username"]
+    list_filter = ["scheme"]
+    filter_horizontal = ["owners"]
+
+
+class CheckForm(forms.ModelForm):
+    kind = forms.ChoiceField(choices=[(k, k) for k in CHECK_KINDS])
+
+    class Meta:
+        model = Check
+        fields = [
+            "key",
+            "position",
+            "title_ja",
+            "title_en",
+            "kind",
+            "args",
+            "expect",
+            "explanation_ja",
+            "explanation_en",
+            "fix",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        try:
+            validate_args(data.get("kind", ""), data.get("args") or {})
+        except StepArgsError as exc:
+            self.add_error("args", str(exc))
+        try:
+            validate_expect(data.get("expect"))
+        except ValueError as exc:
+            self.add_error("expect", str(exc))
+        return data
+
+
+class FixForm(forms.ModelForm):
+    class Meta:
+        model = Fix
+        fields = [
+            "key",
+            "position",
+            "title_ja",
+            "title_en",
+            "steps",
+            "restart_required",
+            "needs_approval",
+        ]
+
+    def clean_steps(self):
+        steps = self.cleaned_data["steps"]
+        if not isinstance(steps, list) or not steps:
+            raise forms.ValidationError(_("A fix needs at least one step."))
+        for step in steps:
+            kind = step.get("kind") if isinstance(step, dict) else None
+            if kind not in FIX_KINDS:
+                raise forms.ValidationError(_("Unknown fix kind: %(kind)s") % {"kind": kind})
+            args = {
+                k: ("x" if isinstance(v, dict) and "secret" in v else v)
+                for k, v in (step.get("args") or {}).items()
+            }
+            try:
+                validate_args(kind, args)
+            except StepArgsError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return steps
+
+
+class SignatureInline(admin.TabularInline):
+    model = Signature
+    extra = 0
+
+
+class CheckInline(admin.StackedInline):
+    model = Check
+    form = CheckForm
+    extra = 0
+
+
+class FixInline(admin.StackedInline):
+    model = Fix
+    form = FixForm
+    extra = 0
+
+
+@admin.register(Article)
+class ArticleAdmin(admin.ModelAdmin):
+    list_display = ["slug", "title_ja", "status", "error_codes", "updated_at"]
+    list_filter = ["status"]
+    search_fields = ["slug", "title_ja", "title_en", "signatures__text"]
+    inlines = [SignatureInline, FixInline, CheckInline]
+
+
+class StepResultInline(admin.TabularInline):
+    model = StepResult
+    extra = 0
+    can_delete = False
+    fields = ["position", "step_id", "kind", "verdict", "facts", "error", "duration_ms"]
+    readonly_fields = fields
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "status", "outcome", "machine", "article", "user", "created_at"]
+    list_filter = ["status", "outcome", "kind"]
+    search_fields = ["machine__name", "user__username", "pasted_text"]
+    inlines = [StepResultInline]
+    readonly_fields = [f.name for f in Job._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

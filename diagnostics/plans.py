@@ -1,0 +1,153 @@
+"""Article + machine -> plan; host facts + expectation -> verdict. Pure: no I/O, no ORM.
+
+The portal decides pass/fail here, never on the host, so the runner stays the same for
+every article and a later pull agent can reuse all of this unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from diagnostics.catalog import KINDS, StepArgsError, secret_args, validate_args
+
+PLAN_VERSION = 1
+MASK = "********"
+
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": lambda f, v: f == v,
+    "ne": lambda f, v: f != v,
+    "in": lambda f, v: f in (v or []),
+    "not_in": lambda f, v: f not in (v or []),
+    "lt": lambda f, v: _num(f) is not None and _num(f) < v,
+    "lte": lambda f, v: _num(f) is not None and _num(f) <= v,
+    "gt": lambda f, v: _num(f) is not None and _num(f) > v,
+    "gte": lambda f, v: _num(f) is not None and _num(f) >= v,
+    "true": lambda f, v: f is True,
+    "false": lambda f, v: f is False,
+    "empty": lambda f, v: f is None or f == [] or f == "" or f == {},
+    "not_empty": lambda f, v: not (f is None or f == [] or f == "" or f == {}),
+    "contains": lambda f, v: isinstance(f, list) and v in f,
+    "not_contains": lambda f, v: not (isinstance(f, list) and v in f),
+}
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+class PlanError(ValueError):
+    """A plan cannot be built (bad step, unknown secret)."""
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    id: str
+    kind: str
+    args: dict[str, Any]
+
+
+def validate_expect(expect: Any) -> list[dict[str, Any]]:
+    """Return ``expect`` if it is a list of {fact, op[, value]} with known ops, else raise."""
+    if not isinstance(expect, list) or not expect:
+        raise ValueError("expect must be a non-empty list of conditions")
+    for cond in expect:
+        if not isinstance(cond, dict) or not isinstance(cond.get("fact"), str):
+            raise ValueError(f"condition {cond!r} needs a 'fact' path")
+        if cond.get("op") not in OPS:
+            raise ValueError(f"condition {cond!r}: op must be one of {', '.join(OPS)}")
+    return expect
+
+
+def fact_at(facts: Any, path: str) -> Any:
+    """Follow a dotted path into facts; anything missing reads as None."""
+    value = facts
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def failed_conditions(expect: Iterable[dict[str, Any]], facts: dict[str, Any]) -> list[dict]:
+    """The conditions of ``expect`` that ``facts`` do not meet, each with the actual value."""
+    failed = []
+    for cond in expect:
+        actual = fact_at(facts, cond["fact"])
+        try:
+            holds = OPS[cond["op"]](actual, cond.get("value"))
+        except TypeError:  # e.g. comparing text with a number: the expectation does not hold
+            holds = False
+        if not holds:
+            failed.append({**cond, "actual": actual})
+    return failed
+
+
+def evaluate(expect: list[dict[str, Any]], line: dict[str, Any]) -> tuple[str, list[dict]]:
+    """Verdict for a check step's result line: ("pass" | "fail" | "error", failed conditions)."""
+    if not line.get("ok"):
+        return "error", []
+    failed = failed_conditions(expect, line.get("facts") or {})
+    return ("fail" if failed else "pass"), failed
+
+
+def build_plan(
+    job_id: int | str,
+    steps: Iterable[PlanStep],
+    resolve_secret: Callable[[str], str] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (plan to send, plan to show and store).
+
+    Args of the form ``{"secret": NAME}`` are resolved through ``resolve_secret`` in the plan
+    to send only; the stored plan keeps the reference and masks every secret argument.
+    """
+    to_send, to_show = [], []
+    seen: set[str] = set()
+    for step in steps:
+        if step.id in seen:
+            raise PlanError(f"duplicate step id {step.id}")
+        seen.add(step.id)
+        real = copy.deepcopy(step.args)
+        shown = copy.deepcopy(step.args)
+        for name in secret_args(step.kind):
+            ref = real.get(name)
+            if isinstance(ref, dict) and "secret" in ref:
+                if resolve_secret is None:
+                    raise PlanError(f"{step.kind}: secret {ref['secret']!r} needs a secret store")
+                real[name] = resolve_secret(ref["secret"])
+                shown[name] = {"secret": ref["secret"]}
+            elif name in shown:
+                shown[name] = MASK
+        try:
+            validate_args(step.kind, real)
+        except StepArgsError as exc:
+            raise PlanError(str(exc)) from None
+        to_send.append({"id": step.id, "kind": step.kind, "args": real})
+        to_show.append({"id": step.id, "kind": step.kind, "args": shown})
+    header = {"version": PLAN_VERSION, "job": str(job_id)}
+    return {**header, "steps": to_send}, {**header, "steps": to_show}
+
+
+def parse_line(line: dict[str, Any], known_steps: set[str]) -> str | None:
+    """Why a host line does not fit the protocol, or None when it does."""
+    if "end" in line or "fatal" in line:
+        return None
+    step = line.get("step")
+    if step not in known_steps:
+        return f"unknown step id {step!r}"
+    if not isinstance(line.get("ok"), bool):
+        return "missing 'ok'"
+    if line["ok"] and "facts" not in line and "after" not in line:
+        return "missing 'facts'"
+    for key in ("facts", "before", "after"):
+        if key in line and line[key] is not None and not isinstance(line[key], dict):
+            return f"'{key}' is not an object"
+    return None
+
+
+def is_check_kind(kind: str) -> bool:
+    return kind in KINDS and not KINDS[kind].fix

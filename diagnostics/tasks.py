@@ -1,0 +1,22 @@
+"""Thin Celery tasks: the work lives in jobs.py."""
+
+from celery import shared_task
+from django.conf import settings
+
+from diagnostics import jobs
+
+
+@shared_task(
+    name="diagnostics.tasks.run_job",
+    soft_time_limit=settings.KAIKETSU_JOB_TIME_LIMIT,
+    time_limit=settings.KAIKETSU_JOB_TIME_LIMIT + 30,
+    acks_late=True,
+)
+def run_job_task(job_id: int) -> None:
+    # Never retried: a fix may have run. A redelivered message finds the job claimed and stops.
+    jobs.run_job(job_id)
+
+
+@shared_task(name="diagnostics.tasks.reap_jobs", time_limit=60)
+def reap_jobs() -> int:
+    return jobs.reap_stale_jobs()

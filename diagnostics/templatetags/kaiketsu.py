@@ -1,0 +1,55 @@
+"""Template helpers: safe Markdown, bilingual fields, highlighting matched phrases."""
+
+import re
+
+import markdown as md
+import nh3
+from django import template
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+
+register = template.Library()
+
+_ALLOWED_TAGS = {
+    "p",
+    "ul",
+    "ol",
+    "li",
+    "strong",
+    "em",
+    "code",
+    "pre",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "a",
+    "br",
+    "blockquote",
+    "h3",
+    "h4",
+}
+
+
+@register.filter
+def markdown(text: str) -> str:
+    """Render KB Markdown; the sanitiser drops any raw HTML an editor may have typed."""
+    html = md.markdown(text or "", extensions=["tables", "sane_lists"])
+    return mark_safe(nh3.clean(html, tags=_ALLOWED_TAGS, link_rel="noopener noreferrer"))  # noqa: S308
+
+
+@register.filter
+def tr(obj, field: str) -> str:
+    """``{{ article|tr:"title" }}``: the field in the active language (falls back to the other)."""
+    return obj.tr(field)
+
+
+@register.filter
+def highlight(text: str, phrases) -> str:
+    """Escape ``text`` and wrap each matched phrase in <mark>."""
+    escaped = escape(text or "")
+    for phrase in sorted({p for p in phrases or [] if p and p.strip()}, key=len, reverse=True):
+        escaped = re.sub(re.escape(escape(phrase)), lambda m: f"<mark>{m.group(0)}</mark>", escaped)
+    return mark_safe(escaped)  # noqa: S308 - built from escaped text only

@@ -1,0 +1,79 @@
+"""Server-sent events for a running job, fed by the job's Redis stream (ASGI, async).
+
+Each event carries ready HTML rendered from the database in the viewer's language; the
+browser's htmx SSE extension swaps it in by event name (one name per step row, plus
+"progress" and "done"). EventSource resends Last-Event-ID on reconnect, so a dropped
+connection resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template.loader import render_to_string
+
+from diagnostics import live
+from diagnostics.models import Job
+from diagnostics.views.pages import _job_for, job_context, step_row_context
+
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def _sse(event: str, html: str, event_id: str | None = None) -> str:
+    lines = [f"id: {event_id}"] if event_id else []
+    lines.append(f"event: {event}")
+    lines.extend(f"data: {line}" for line in html.splitlines() or [""])
+    return "\n".join(lines) + "\n\n"
+
+
+def _render_step(job: Job, step_id: str) -> str:
+    return render_to_string("diagnostics/job.html#step-row", step_row_context(job, step_id))
+
+
+def _render_progress_and_verdict(job: Job) -> tuple[str, str]:
+    job.refresh_from_db()
+    ctx = job_context(job)
+    return (
+        render_to_string("diagnostics/job.html#progress", ctx),
+        render_to_string("diagnostics/job.html#verdict", ctx),
+    )
+
+
+async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[str]:
+    yield "retry: 2000\n\n"
+    if job.is_finished:
+        progress, verdict = await sync_to_async(_render_progress_and_verdict)(job)
+        yield _sse("progress", progress)
+        yield _sse("done", verdict)
+        return
+    async for item in live.follow(job.pk, after):
+        if item is None:
+            yield ": keep-alive\n\n"
+            continue
+        event_id, event, data = item
+        if event == "step" and isinstance(data.get("step"), str):
+            html = await sync_to_async(_render_step)(job, data["step"])
+            yield _sse(f"step-{data['step']}", html, event_id)
+        progress, verdict = await sync_to_async(_render_progress_and_verdict)(job)
+        yield _sse("progress", progress, event_id)
+        if event == "done" or job.is_finished:
+            yield _sse("done", verdict, event_id)
+            return
+
+
+async def job_events(request: HttpRequest, pk: int) -> HttpResponse:
+    user = await request.auser()
+    if not user.is_authenticated:
+        raise Http404
+    request.user = user
+    job = await sync_to_async(_job_for)(request, pk)
+    after = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
+    if not STREAM_ID.match(after):
+        after = "0"
+    response = StreamingHttpResponse(_events(request, job, after), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
