@@ -1,0 +1,421 @@
+"""The catalog's step kinds, implemented natively against a simulated host's state.
+
+``HANDLERS[kind](host, args)`` returns a check's facts, or a fix's ``{"before", "after",
+"changed"}``; it raises ``StepError`` where the runner would report ``ok: false``. ``run_plan``
+turns a plan into the runner's stdout lines (docs/protocol.md), one per step as it finishes.
+Fact keys are exactly ``diagnostics.catalog.KINDS[kind].facts``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from diagnostics.catalog import AUTH_METHODS, IPSEC_VALUES, KINDS, StepArgsError, validate_args
+from winsim import dial as dial_model
+from winsim import messages
+from winsim.hosts import Host
+from winsim.state import (
+    ProfileError,
+    RegKey,
+    RegValue,
+    VpnConnection,
+    coerce_registry_value,
+    native_registry_path,
+    registry_path,
+)
+
+PLAN_VERSION = 1
+DEFAULT_REBOOT_DELAY = 30  # shutdown.exe's default /t (facts 7.7)
+
+
+class StepError(Exception):
+    """A step could not be carried out; the message is what the runner would print."""
+
+
+Handler = Callable[[Host, dict[str, Any]], dict[str, Any]]
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def os_info(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "computer_name": host.computer_name,
+        "caption": host.caption,
+        "version": host.version,
+        "build": host.build,
+        "locale": host.locale,
+    }
+
+
+def _service_facts(host: Host, name: str) -> dict[str, Any]:
+    svc = host.service(name)
+    if svc is None:
+        return {"exists": False, "name": name, "display_name": None, "status": None,
+                "start_type": None}  # fmt: skip
+    return {
+        "exists": True,
+        "name": svc.name,
+        "display_name": svc.display_name,
+        "status": svc.status,
+        "start_type": svc.start_type,
+    }
+
+
+def service(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    return _service_facts(host, args["name"])
+
+
+def _registry_facts(host: Host, path: str, name: str) -> dict[str, Any]:
+    value = host.registry_value(registry_path(path), name)
+    if value is None:
+        return {"exists": False, "value": None, "type": None}
+    shown = list(value.value) if isinstance(value.value, list) else value.value
+    return {"exists": True, "value": shown, "type": value.type}
+
+
+def registry_value(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    return _registry_facts(host, args["path"], args["name"])
+
+
+def _connection_facts(conn: VpnConnection | None) -> dict[str, Any]:
+    keys = KINDS["vpn_connection"].facts
+    if conn is None:
+        return {k: False if k == "exists" else None for k in keys}
+    return {
+        "exists": True,
+        "name": conn.name,
+        "server_address": conn.server_address,
+        "tunnel_type": conn.tunnel_type,
+        "authentication_method": list(conn.authentication_method),
+        "encryption_level": conn.encryption_level,
+        "l2tp_ipsec_auth": conn.l2tp_ipsec_auth if conn.tunnel_type == "L2tp" else None,
+        "all_user_connection": conn.all_user_connection,
+        "ipsec_custom_policy": dict(conn.ipsec_custom_policy) if conn.ipsec_custom_policy else None,
+    }
+
+
+def vpn_connection(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    return _connection_facts(host.connection(args.get("name")))
+
+
+def firewall_rules(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    protocol, ports, direction = args["protocol"], args["ports"], args.get("direction")
+    blocking, blocked = [], set()
+    for rule in host.firewall:
+        if not (rule.enabled and rule.action == "Block"):
+            continue
+        if direction and rule.direction != direction:
+            continue
+        if rule.protocol not in (protocol, "Any"):
+            continue
+        covered = {p for p in ports if rule.covers(p, rule.direction)}
+        if not covered:
+            continue
+        blocked |= covered
+        blocking.append({
+            "name": rule.name,
+            "display_name": rule.display_name,
+            "direction": rule.direction,
+            "protocol": rule.protocol,
+            "local_port": list(rule.local_port),
+            "remote_port": list(rule.remote_port),
+        })  # fmt: skip
+    return {"blocking": blocking, "blocked_ports": sorted(blocked), "count": len(blocking)}
+
+
+def _target(host: Host, args: dict[str, Any]) -> str:
+    if args.get("host"):
+        return args["host"]
+    conn = host.connection(args.get("vpn_connection"))
+    if conn is None:
+        name = args.get("vpn_connection")
+        raise StepError(
+            f"The VPN connection {name} cannot be found."
+            if name
+            else "No host was given and this machine has no VPN connection."
+        )
+    return conn.server_address
+
+
+def dns_resolve(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    name = _target(host, args)
+    addresses = dial_model.resolve(host, name)
+    return {
+        "name": name,
+        "resolved": bool(addresses),
+        "addresses": addresses,
+        "error": None if addresses else messages.dns_error_text(name, host.locale),
+    }
+
+
+def tcp_connect(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    name, port = _target(host, args), args["port"]
+    addresses = dial_model.resolve(host, name)
+    net = host.network
+    open_ports = set(net.tcp_open.get(name.lower(), []))
+    for address in addresses:
+        open_ports |= set(net.tcp_open.get(address, []))
+    is_server = host.server.ip in addresses
+    reachable = bool(addresses) and (
+        port in open_ports or (net.internet and not is_server and port in (80, 443))
+    )
+    return {"host": name, "port": port, "reachable": reachable}
+
+
+def ping(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    name = _target(host, args)
+    reachable = bool(dial_model.resolve(host, name)) and host.network.icmp
+    return {
+        "host": name,
+        "reachable": reachable,
+        "rtt_ms": host.network.rtt_ms if reachable else None,
+    }
+
+
+def vpn_events(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    events = host.recent_events(args.get("hours", 24), args.get("max", 20))
+    last_error = next((e.code for e in events if e.id == 20227), None)
+    return {
+        "events": [
+            {
+                "id": e.id,
+                "time": e.time.isoformat(),
+                "connection": e.connection,
+                "code": e.code,
+                "message": e.message,
+            }
+            for e in events
+        ],  # fmt: skip
+        "count": len(events),
+        "last_error_code": last_error,
+    }
+
+
+def vpn_dial(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return dial_model.dial(host, args.get("name"))
+    except LookupError as exc:
+        raise StepError(str(exc)) from None
+
+
+# --- fixes -------------------------------------------------------------------------------------
+
+
+def _fix(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    return {"before": before, "after": after, "changed": before != after}
+
+
+def set_service(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    svc = host.service(args["name"])
+    if svc is None:
+        raise StepError(f"Cannot find any service with service name '{args['name']}'.")
+    before = {"status": svc.status, "start_type": svc.start_type}
+    if "start_type" in args:
+        svc.start_type = args["start_type"]
+    action = args.get("action")
+    if action in ("stop", "restart"):
+        svc.status = "Stopped"
+    if action in ("start", "restart"):
+        if svc.start_type == "Disabled":
+            raise StepError(
+                f"Service '{svc.display_name} ({svc.name})' cannot be started due to the "
+                f"following error: Cannot start service {svc.name} on computer '.'."
+            )
+        svc.status = "Running"
+    return _fix(before, {"status": svc.status, "start_type": svc.start_type})
+
+
+def set_registry_value(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    path, name = registry_path(args["path"]), args["name"]
+    before = _registry_facts(host, path, name)
+    key = host.registry.get(path.lower())
+    if args.get("absent"):
+        if key is not None:
+            key.values.pop(name.lower(), None)
+        return _fix(before, _registry_facts(host, path, name))
+    try:
+        value = coerce_registry_value(args["type"], args["value"])
+    except ProfileError as exc:
+        raise StepError(
+            f"New-ItemProperty : {exc} (at {native_registry_path(path)}\\{name})"
+        ) from None
+    if key is None:  # New-Item -Force creates the missing key
+        key = host.registry[path.lower()] = RegKey(path)
+    old = key.values.get(name.lower())
+    key.values[name.lower()] = RegValue(old.name if old else name, args["type"], value)
+    return _fix(before, _registry_facts(host, path, name))
+
+
+def _existing_connection(host: Host, name: str | None, cmdlet: str) -> VpnConnection:
+    conn = host.connection(name)
+    if conn is None:
+        raise StepError(f"{cmdlet} : The VPN connection {name or ''} cannot be found.")
+    return conn
+
+
+def _connection_settings(conn: VpnConnection) -> dict[str, Any]:
+    return {
+        "tunnel_type": conn.tunnel_type,
+        "authentication_method": list(conn.authentication_method),
+        "encryption_level": conn.encryption_level,
+        "l2tp_ipsec_auth": conn.l2tp_ipsec_auth,
+    }
+
+
+def set_vpn_connection(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    conn = _existing_connection(host, args.get("name"), "Set-VpnConnection")
+    before = _connection_settings(conn)
+    if "tunnel_type" in args:
+        conn.tunnel_type = args["tunnel_type"]
+        if conn.tunnel_type == "L2tp" and conn.l2tp_ipsec_auth is None:
+            conn.l2tp_ipsec_auth = "Certificate"  # no -L2tpPsk given: a certificate is used
+    if "authentication_method" in args:
+        # Windows reports the methods in its own order, whatever order they were given in.
+        chosen = set(args["authentication_method"])
+        conn.authentication_method = [m for m in AUTH_METHODS if m in chosen]
+    if "encryption_level" in args:
+        conn.encryption_level = args["encryption_level"]
+    return _fix(before, _connection_settings(conn))
+
+
+def set_vpn_ipsec(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    conn = _existing_connection(host, args.get("name"), "Set-VpnConnectionIPsecConfiguration")
+    before = {"ipsec_custom_policy": conn.ipsec_custom_policy}
+    if args.get("revert_to_default"):
+        conn.ipsec_custom_policy = None
+    else:
+        conn.ipsec_custom_policy = {k: args[k] for k in IPSEC_VALUES}
+        conn.encryption_level = "Custom"  # what scripts observe afterwards (facts 7.1)
+    after = {"ipsec_custom_policy": conn.ipsec_custom_policy}
+    return _fix(
+        {"ipsec_custom_policy": dict(before["ipsec_custom_policy"] or {}) or None},
+        {"ipsec_custom_policy": dict(after["ipsec_custom_policy"] or {}) or None},
+    )
+
+
+def set_vpn_psk(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    conn = _existing_connection(host, args.get("name"), "Set-VpnConnection")
+    before = {"l2tp_ipsec_auth": conn.l2tp_ipsec_auth}
+    conn.psk = args["psk"]
+    conn.l2tp_ipsec_auth = "Psk"
+    # The PSK cannot be read back on Windows, so nobody can tell it was already right.
+    return {"before": before, "after": {"l2tp_ipsec_auth": "Psk"}, "changed": True}
+
+
+def schedule_reboot(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    pending, remaining = host.pending_reboot()
+    before = {"pending_reboot": pending, "delay_seconds": remaining}
+    if args.get("cancel"):
+        host.cancel_reboot()
+        return _fix(before, {"pending_reboot": False, "delay_seconds": None})
+    if pending:  # shutdown.exe refuses a second schedule (1190); the first one stands
+        return {"before": before, "after": dict(before), "changed": False}
+    delay = args.get("delay_seconds", DEFAULT_REBOOT_DELAY)
+    host.schedule_reboot(delay)
+    return _fix(before, {"pending_reboot": True, "delay_seconds": delay})
+
+
+HANDLERS: dict[str, Handler] = {
+    "os_info": os_info,
+    "service": service,
+    "registry_value": registry_value,
+    "vpn_connection": vpn_connection,
+    "firewall_rules": firewall_rules,
+    "dns_resolve": dns_resolve,
+    "tcp_connect": tcp_connect,
+    "ping": ping,
+    "vpn_events": vpn_events,
+    "vpn_dial": vpn_dial,
+    "set_service": set_service,
+    "set_registry_value": set_registry_value,
+    "set_vpn_connection": set_vpn_connection,
+    "set_vpn_ipsec": set_vpn_ipsec,
+    "set_vpn_psk": set_vpn_psk,
+    "schedule_reboot": schedule_reboot,
+}
+
+
+# --- plans -------------------------------------------------------------------------------------
+
+
+def _line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def parse_plan(plan_json: str) -> list[dict[str, Any]]:
+    """The plan's steps, or StepError with the runner's ``fatal`` message."""
+    try:
+        plan = json.loads(plan_json)
+    except (ValueError, TypeError) as exc:
+        raise StepError(f"plan: not valid JSON ({exc})") from None
+    if not isinstance(plan, dict):
+        raise StepError("plan: expected a JSON object")
+    if plan.get("version") != PLAN_VERSION:
+        raise StepError(f"plan: version {plan.get('version')} is not supported by this runner")
+    steps = plan.get("steps")
+    if not isinstance(steps, list):
+        raise StepError("plan: 'steps' must be a list")
+    seen: set[str] = set()
+    for step in steps:
+        if not isinstance(step, dict) or not isinstance(step.get("id"), str):
+            raise StepError("plan: every step needs a string 'id'")
+        if step["id"] in seen:
+            raise StepError(f"plan: step id {step['id']!r} is used twice")
+        seen.add(step["id"])
+    return steps
+
+
+def run_step(host: Host, step: dict[str, Any]) -> dict[str, Any]:
+    """One step's result line (without ``ms``); never raises."""
+    sid, kind = step["id"], step.get("kind")
+    try:
+        raw = step.get("args")
+        if raw is not None and not isinstance(raw, dict):
+            raise StepArgsError(f"{kind}: args must be a JSON object")
+        args = validate_args(str(kind), raw)
+        with host.lock:
+            host.tick()
+            result = HANDLERS[kind](host, args)
+    except (StepError, StepArgsError) as exc:
+        return {"step": sid, "ok": False, "error": str(exc)}
+    except Exception as exc:  # a bug in a handler must not kill the plan, as on Windows
+        return {"step": sid, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    if KINDS[kind].fix:
+        return {"step": sid, "ok": True, **result}
+    return {"step": sid, "ok": True, "facts": result}
+
+
+def run_plan(host: Host, plan_json: str) -> Iterator[str]:
+    """Yields stdout lines (JSON text, no newline) as each step finishes, sleeping
+    host.step_latency_ms (+ faults.slow_step_ms) before each, then '{"end": true, "steps": N}'.
+    A bad plan yields one '{"fatal": "..."}' line. Never raises.
+
+    If the host goes down (a simulated reboot starts) the lines stop, as the runner dies with
+    the machine; the server sees ``host.is_down()`` and drops the connection.
+    """
+    try:
+        steps = parse_plan(plan_json)
+    except StepError as exc:
+        yield _line({"fatal": str(exc)})
+        return
+    except Exception as exc:  # never raise into the protocol half
+        yield _line({"fatal": f"plan: {type(exc).__name__}: {exc}"})
+        return
+    delay = max(0, host.step_latency_ms + host.faults.slow_step_ms) / 1000
+    for n, step in enumerate(steps):
+        started = time.monotonic()
+        if delay:
+            time.sleep(delay)
+        if host.is_down():
+            return
+        line = run_step(host, step)
+        line["ms"] = round((time.monotonic() - started) * 1000)
+        yield _line(line)
+        if n == 0 and host.faults.malformed_output:
+            # What a runner that forgot ConvertTo-Json would print: PowerShell's object notation.
+            yield f"@{{step={step['id']}; ok=True; facts=System.Collections.Hashtable}}"
+    yield _line({"end": True, "steps": len(steps)})
