@@ -1,0 +1,75 @@
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from diagnostics.models import Credential, Machine
+from diagnostics.roles import EMPLOYEE, HELPDESK, KB_ADMIN, ensure_groups
+from winsim.hosts import load_profile
+
+DEMO_USERS = [
+    # username, role, is_staff, is_superuser, owns the demo machines
+    ("tanaka", EMPLOYEE, False, False, True),
+    ("suzuki", EMPLOYEE, False, False, False),
+    ("helpdesk", HELPDESK, True, False, False),
+    ("kbadmin", KB_ADMIN, True, False, False),
+    ("admin", None, True, True, False),
+]
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the demo users (new random passwords, printed) and one machine per host of a "
+        "winsim profile, owned by the demo employee."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--profile", default=str(Path(settings.BASE_DIR) / "winsim/profiles/demo.yaml")
+        )
+
+    @transaction.atomic
+    def handle(self, *args, profile, **options):
+        try:
+            hosts = load_profile(profile)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot read the profile {profile}: {exc}") from None
+        groups = ensure_groups()
+        User = get_user_model()
+        logins, owners = [], []
+        for username, role, staff, superuser, owns in DEMO_USERS:
+            user, _ = User.objects.get_or_create(username=username)
+            password = secrets.token_urlsafe(9)
+            user.set_password(password)
+            user.is_staff, user.is_superuser = staff, superuser
+            user.save()
+            if role:
+                user.groups.add(groups[role])
+            if owns:
+                owners.append(user)
+            logins.append((username, password, role or "superuser"))
+        for host in hosts:
+            cred, _ = Credential.objects.get_or_create(
+                name=f"{host.name}-winrm", defaults={"username": host.username}
+            )
+            cred.username = host.username
+            cred.set_password(host.password)
+            cred.save()
+            machine, _ = Machine.objects.update_or_create(
+                name=host.name,
+                defaults={
+                    "address": "127.0.0.1",
+                    "port": host.port,
+                    "scheme": host.scheme,
+                    "verify_tls": False,  # winsim's HTTPS hosts use a self-signed certificate
+                    "credential": cred,
+                },
+            )
+            machine.owners.add(*owners)
+        self.stdout.write(f"{len(hosts)} demo machines from {profile}")
+        self.stdout.write("Demo logins (passwords are new on every load):")
+        for username, password, role in logins:
+            self.stdout.write(f"  {username:<10} {password:<14} {role}")
