@@ -244,7 +244,7 @@ function Get-RebootState {
     $bootAt = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime.ToUniversalTime()
     if ($bootAt -lt $dueAt) {
         $state.pending_reboot = $true
-        $state.delay_seconds = [int]$key.GetValue('RebootDelaySeconds', 0)
+        $state.delay_seconds = [int][Math]::Max(0, [Math]::Round(($dueAt - [DateTime]::UtcNow).TotalSeconds))
     }
     return $state
 }
@@ -637,7 +637,8 @@ function Invoke-SetVpnPsk {
 
 function Invoke-ScheduleReboot {
     param($StepArgs)
-    $delay = [int](Get-Arg $StepArgs 'delay_seconds' 300)
+    # 30 seconds is shutdown.exe's own default for /t (facts 7.7).
+    $delay = [int](Get-Arg $StepArgs 'delay_seconds' 30)
     $message = [string](Get-Arg $StepArgs 'message' '')
     $cancel = [bool](Get-Arg $StepArgs 'cancel' $false)
     $before = Get-RebootState
@@ -653,11 +654,14 @@ function Invoke-ScheduleReboot {
         if ($comment.Length -gt 512) { $comment = $comment.Substring(0, 512) }
         if ($comment -eq '') { $comment = 'Kaiketsu: restart to apply the VPN fixes' }
         $null = & shutdown.exe /r /t $delay /c $comment /d p:4:1 2>&1
-        if ($LASTEXITCODE -ne 0) { throw ('shutdown.exe /r failed with code ' + $LASTEXITCODE) }
-        if (-not (Test-Path -LiteralPath $RebootMarkerKey)) { $null = New-Item -Path $RebootMarkerKey -Force }
-        $due = [DateTime]::UtcNow.AddSeconds($delay).ToFileTimeUtc()
-        $null = New-ItemProperty -LiteralPath $RebootMarkerKey -Name 'RebootDueUtc' -PropertyType QWord -Value $due -Force
-        $null = New-ItemProperty -LiteralPath $RebootMarkerKey -Name 'RebootDelaySeconds' -PropertyType DWord -Value $delay -Force
+        $code = $LASTEXITCODE
+        # 1190: a shutdown is already scheduled; the first one stands, nothing changes.
+        if ($code -ne 0 -and $code -ne 1190) { throw ('shutdown.exe /r failed with code ' + $code) }
+        if ($code -eq 0) {
+            if (-not (Test-Path -LiteralPath $RebootMarkerKey)) { $null = New-Item -Path $RebootMarkerKey -Force }
+            $due = [DateTime]::UtcNow.AddSeconds($delay).ToFileTimeUtc()
+            $null = New-ItemProperty -LiteralPath $RebootMarkerKey -Name 'RebootDueUtc' -PropertyType QWord -Value $due -Force
+        }
     }
     $global:LASTEXITCODE = 0
     $after = Get-RebootState
@@ -732,10 +736,24 @@ if ($null -eq $plan -or $plan -is [array] -or $null -eq $plan.PSObject.Propertie
 if ([string]$plan.version -ne [string]$RunnerVersion) {
     Stop-WithFatal ('plan: version ' + [string]$plan.version + ' is not supported by this runner')
 }
+if ($null -ne $plan.steps -and -not ($plan.steps -is [array])) {
+    Stop-WithFatal 'plan: "steps" must be a list'
+}
 $steps = @($plan.steps)
+$seen = @{}
+foreach ($step in $steps) {
+    $idProp = $null
+    if ($null -ne $step) { $idProp = $step.PSObject.Properties['id'] }
+    if ($null -eq $idProp -or -not ($idProp.Value -is [string])) {
+        Stop-WithFatal 'plan: every step needs a string "id"'
+    }
+    if ($seen.ContainsKey($idProp.Value)) {
+        Stop-WithFatal ('plan: step id "' + $idProp.Value + '" is used twice')
+    }
+    $seen[$idProp.Value] = $true
+}
 $count = 0
 foreach ($step in $steps) {
-    if ($null -eq $step) { continue }
     Invoke-Step -Step $step
     $count += 1
 }
