@@ -22,6 +22,8 @@ a half-copied line with full-width digits or their own words. The pipeline:
 
 from __future__ import annotations
 
+import functools
+import heapq
 import re
 import threading
 import unicodedata
@@ -87,6 +89,7 @@ def _clusters(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+@functools.lru_cache(maxsize=8192)
 def _fold_cluster(piece: str) -> str:
     folded = unicodedata.normalize("NFKC", piece).casefold()
     out = []
@@ -251,6 +254,8 @@ class _Signature:
     compact: str
     weight: float  # 1.0 for a signature, TITLE_WEIGHT for a title
     kind: str  # "signature" | "title"
+    grams: int  # distinct trigrams, for the prefilter's containment ratio
+    enough: int  # matched characters that make a fragment conclusive (fewer for Japanese)
 
 
 @dataclass(frozen=True)
@@ -303,12 +308,14 @@ def build_index(articles: list[dict], stamp: str = "") -> Index:
             compact = _compact(str(text))
             if len(compact) >= 2 and compact not in seen:
                 seen.add(compact)
-                sigs.append(_Signature(pos, compact, weight, kind))
+                sigs.append(
+                    _Signature(pos, compact, weight, kind, len(_ngrams(compact)), _enough(compact))
+                )
     postings: dict[str, list[int]] = {}
     for sid, sig in enumerate(sigs):
         for gram in _ngrams(sig.compact):
             postings.setdefault(gram, []).append(sid)
-    max_df = max(50, len(sigs) // 20)
+    max_df = max(50, len(sigs) // 40)
     return Index(arts, sigs, postings, by_code, max_df, stamp)
 
 
@@ -367,22 +374,26 @@ class _Evidence:
     codes: list[tuple[int, int, int]] = field(default_factory=list)
 
 
-def _text_score(query: str, sig: str) -> tuple[float, tuple[int, int] | None]:
+def _enough(compact: str) -> int:
+    # Japanese carries about three times the information per character of English.
+    head = compact[:60]
+    cjk = sum(1 for ch in head if _is_cjk(ch)) > len(head) / 2
+    return 18 if cjk else 45
+
+
+def _text_score(query: str, sig: _Signature) -> tuple[float, tuple[int, int] | None]:
     """How clearly ``sig`` appears in ``query`` (or a long piece of it does), in 0..1.
 
     partial_ratio aligns the shorter string inside the longer one. That rewards a short query
     for being a piece of a signature, so the score is scaled by how much text matched: a
     fragment must be long enough in absolute terms and cover enough of the signature.
     """
-    al = fuzz.partial_ratio_alignment(sig, query, score_cutoff=55)
+    al = fuzz.partial_ratio_alignment(sig.compact, query, score_cutoff=55)
     if al is None:
         return 0.0, None
-    window = min(len(query), len(sig))
-    # Japanese carries about three times the information per character of English.
-    cjk = sum(1 for ch in sig[:60] if _is_cjk(ch)) > len(sig[:60]) / 2
-    enough = 18 if cjk else 45
-    length_factor = min(1.0, window / enough)
-    coverage_factor = 0.7 + 0.3 * min(1.0, window / (0.6 * len(sig)))
+    window = min(len(query), len(sig.compact))
+    length_factor = min(1.0, window / sig.enough)
+    coverage_factor = 0.7 + 0.3 * min(1.0, window / (0.6 * len(sig.compact)))
     quality = max(0.0, (al.score - 55.0) / 45.0)
     score = quality**0.8 * length_factor * coverage_factor
     return min(1.0, score), (al.dest_start, al.dest_end)
@@ -398,13 +409,20 @@ def _candidates(index: Index, query: str) -> list[int]:
     if not counts:
         return []
     nq = max(1, len(grams))
-
-    def containment(sid: int) -> float:
-        ns = max(1, len(index.signatures[sid].compact) - NGRAM + 1)
-        return counts[sid] / min(nq, ns)
-
-    ranked = sorted(counts, key=containment, reverse=True)
-    return [sid for sid in ranked[:CANDIDATES] if counts[sid] >= 2 or len(query) < 6]
+    least = 1 if len(query) < 6 else 2
+    sigs = index.signatures
+    # Containment (shared trigrams over the smaller set) approximates partial_ratio cheaply.
+    scored = [
+        (count / min(nq, sigs[sid].grams or 1), sid)
+        for sid, count in counts.items()
+        if count >= least
+    ]
+    best = heapq.nlargest(CANDIDATES, scored)
+    if not best:
+        return []
+    # Far below the best containment, partial_ratio cannot come close either: skip the work.
+    floor = max(0.1, 0.4 * best[0][0])
+    return [sid for ratio, sid in best if ratio >= floor]
 
 
 def _span_text(original: str, spans: Sequence[tuple[int, int]], start: int, end: int) -> str:
@@ -455,7 +473,7 @@ def match(index: Index, text: str, *, top: int = 5, lang: str = "ja") -> Result:
 
     for sid in _candidates(index, compact):
         sig = index.signatures[sid]
-        score, phrase = _text_score(compact, sig.compact)
+        score, phrase = _text_score(compact, sig)
         score *= sig.weight
         ev = evidence.setdefault(sig.article, _Evidence())
         if score > ev.text:
