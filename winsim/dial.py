@@ -210,13 +210,11 @@ def dial(host: Host, name: str | None = None, *, at: datetime | None = None) -> 
         coid = started.message.split(":", 1)[0].removeprefix("CoId=")
         if outcome.connected:
             host.write_event(20225, conn, coid=coid, at=at, settings=_settings_text(conn))
-            message = messages.connected_text(conn.name, host.locale)
         else:
             host.write_event(20227, conn, code=outcome.code, coid=coid, at=at)
-            message = messages.error_text(outcome.code or 0, host.locale)
         return {
             "name": conn.name,
             "connected": outcome.connected,
             "error_code": outcome.code,
-            "message": message,
+            "message": messages.rasdial_text(conn.name, outcome.code, host.locale),
         }

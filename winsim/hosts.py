@@ -105,12 +105,12 @@ class Host:
             return self._reboot_at is not None and time.monotonic() >= self._reboot_at
 
     def pending_reboot(self) -> tuple[bool, int | None]:
-        """(a restart is scheduled, seconds until it starts) as ``schedule_reboot`` reports it."""
+        """(a restart is scheduled, the delay it was scheduled with), as runner.ps1 reports it."""
         with self.lock:
             self.tick()
             if self._reboot_at is None:
                 return False, None
-            return True, max(0, round(self._reboot_at - time.monotonic()))
+            return True, self._reboot_delay
 
     def schedule_reboot(self, delay_seconds: int) -> None:
         """Restart after ``delay_seconds``, like ``shutdown /r /t N``."""
@@ -166,11 +166,13 @@ class Host:
         return self.services.get(name.lower())
 
     def connection(self, name: str | None = None) -> VpnConnection | None:
-        """The named connection (either phone book), else the first L2TP one, else the first."""
-        if name is not None:
-            return next((c for c in self.connections if c.name.lower() == name.lower()), None)
-        l2tp = [c for c in self.connections if c.tunnel_type == "L2tp"]
-        return (l2tp or self.connections or [None])[0]
+        """The named connection, else the first L2TP one, else the first; the all-user phone
+        book is read before the per-user one, as runner.ps1 reads them."""
+        books = sorted(self.connections, key=lambda c: not c.all_user_connection)
+        if name:
+            return next((c for c in books if c.name.lower() == name.lower()), None)
+        l2tp = [c for c in books if c.tunnel_type == "L2tp"]
+        return (l2tp or books or [None])[0]
 
     # --- event log ----------------------------------------------------------------------------
 

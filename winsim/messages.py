@@ -156,7 +156,19 @@ SCOPE = {
     "ja-JP": {True: "全ユーザー", False: "ユーザー別"},
 }
 
-CONNECTED = {"en-US": "Connected to {name}.", "ja-JP": "{name} に接続しました。"}
+# What rasdial.exe prints (runner.ps1 joins its lines with spaces). ja-JP: unverified.
+RASDIAL = {
+    "en-US": {
+        "connecting": "Connecting to {name}...",
+        "error": "Remote Access error {code} - {text}",
+        "ok": "Successfully connected to {name}. Command completed successfully.",
+    },
+    "ja-JP": {
+        "connecting": "{name} に接続中...",
+        "error": "リモート アクセス エラー {code} - {text}",
+        "ok": "{name} に正常に接続しました。 コマンドは正常に終了しました。",
+    },
+}
 DNS_NOT_FOUND = {
     "en-US": "{name} : DNS name does not exist",
     "ja-JP": "{name} : DNS 名が存在しません",
@@ -182,9 +194,14 @@ def event_text(event_id: int, locale: str, **fields: object) -> str:
     return EVENT_TEMPLATES[lang][event_id].format(**values)
 
 
-def connected_text(name: str, locale: str) -> str:
-    """What a successful dial reports."""
-    return CONNECTED[_lang(locale)].format(name=name)
+def rasdial_text(name: str, code: int | None, locale: str) -> str:
+    """rasdial.exe's output for a dial of ``name`` that ended with ``code`` (None: connected)."""
+    texts = RASDIAL[_lang(locale)]
+    if code is None:
+        last = texts["ok"].format(name=name)
+    else:
+        last = texts["error"].format(code=code, text=error_text(code, locale))
+    return texts["connecting"].format(name=name) + " " + last
 
 
 def dns_error_text(name: str, locale: str) -> str:

@@ -135,9 +135,10 @@ class FirewallRule:
     policy_store: str = "PersistentStore"  # or "GroupPolicy"; ActiveStore shows both
 
     def covers(self, port: int, direction: str) -> bool:
-        """True if this rule's port filter matches ``port`` for traffic in ``direction``."""
-        ports = self.remote_port if direction == "Outbound" else self.local_port
-        return port_matches(ports, port)
+        """True if this rule's port filter matches ``port`` on both ends (IKE uses the same
+        port on both, so runner.ps1 asks both to match), for traffic in ``direction``."""
+        del direction  # both ends must match whichever way the rule points
+        return port_matches(self.remote_port, port) and port_matches(self.local_port, port)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from typing import Any
 
 from diagnostics.catalog import AUTH_METHODS, IPSEC_VALUES, KINDS, StepArgsError, validate_args
@@ -28,7 +29,7 @@ from winsim.state import (
 )
 
 PLAN_VERSION = 1
-DEFAULT_REBOOT_DELAY = 30  # shutdown.exe's default /t (facts 7.7)
+DEFAULT_REBOOT_DELAY = 300  # runner.ps1's default: five minutes' warning
 
 
 class StepError(Exception):
@@ -54,8 +55,13 @@ def os_info(host: Host, args: dict[str, Any]) -> dict[str, Any]:
 def _service_facts(host: Host, name: str) -> dict[str, Any]:
     svc = host.service(name)
     if svc is None:
-        return {"exists": False, "name": name, "display_name": None, "status": None,
-                "start_type": None}  # fmt: skip
+        return {
+            "exists": False,
+            "name": None,
+            "display_name": None,
+            "status": None,
+            "start_type": None,
+        }
     return {
         "exists": True,
         "name": svc.name,
@@ -116,29 +122,32 @@ def firewall_rules(host: Host, args: dict[str, Any]) -> dict[str, Any]:
         if not covered:
             continue
         blocked |= covered
-        blocking.append({
-            "name": rule.name,
-            "display_name": rule.display_name,
-            "direction": rule.direction,
-            "protocol": rule.protocol,
-            "local_port": list(rule.local_port),
-            "remote_port": list(rule.remote_port),
-        })  # fmt: skip
+        blocking.append(
+            {
+                "name": rule.name,
+                "display_name": rule.display_name,
+                "direction": rule.direction,
+                "protocol": rule.protocol,
+                "local_port": list(rule.local_port),
+                "remote_port": list(rule.remote_port),
+            }
+        )
     return {"blocking": blocking, "blocked_ports": sorted(blocked), "count": len(blocking)}
+
+
+def _existing_connection(host: Host, name: str | None) -> VpnConnection:
+    conn = host.connection(name)
+    if conn is None:  # runner.ps1's words
+        if name:
+            raise StepError(f"The VPN connection {name} cannot be found.")
+        raise StepError("No VPN connection is configured on this machine.")
+    return conn
 
 
 def _target(host: Host, args: dict[str, Any]) -> str:
     if args.get("host"):
         return args["host"]
-    conn = host.connection(args.get("vpn_connection"))
-    if conn is None:
-        name = args.get("vpn_connection")
-        raise StepError(
-            f"The VPN connection {name} cannot be found."
-            if name
-            else "No host was given and this machine has no VPN connection."
-        )
-    return conn.server_address
+    return _existing_connection(host, args.get("vpn_connection")).server_address
 
 
 def dns_resolve(host: Host, args: dict[str, Any]) -> dict[str, Any]:
@@ -183,23 +192,20 @@ def vpn_events(host: Host, args: dict[str, Any]) -> dict[str, Any]:
         "events": [
             {
                 "id": e.id,
-                "time": e.time.isoformat(),
+                "time": e.time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "connection": e.connection,
                 "code": e.code,
                 "message": e.message,
             }
             for e in events
-        ],  # fmt: skip
+        ],
         "count": len(events),
         "last_error_code": last_error,
     }
 
 
 def vpn_dial(host: Host, args: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return dial_model.dial(host, args.get("name"))
-    except LookupError as exc:
-        raise StepError(str(exc)) from None
+    return dial_model.dial(host, _existing_connection(host, args.get("name")).name)
 
 
 # --- fixes -------------------------------------------------------------------------------------
@@ -250,13 +256,6 @@ def set_registry_value(host: Host, args: dict[str, Any]) -> dict[str, Any]:
     return _fix(before, _registry_facts(host, path, name))
 
 
-def _existing_connection(host: Host, name: str | None, cmdlet: str) -> VpnConnection:
-    conn = host.connection(name)
-    if conn is None:
-        raise StepError(f"{cmdlet} : The VPN connection {name or ''} cannot be found.")
-    return conn
-
-
 def _connection_settings(conn: VpnConnection) -> dict[str, Any]:
     return {
         "tunnel_type": conn.tunnel_type,
@@ -267,7 +266,7 @@ def _connection_settings(conn: VpnConnection) -> dict[str, Any]:
 
 
 def set_vpn_connection(host: Host, args: dict[str, Any]) -> dict[str, Any]:
-    conn = _existing_connection(host, args.get("name"), "Set-VpnConnection")
+    conn = _existing_connection(host, args.get("name"))
     before = _connection_settings(conn)
     if "tunnel_type" in args:
         conn.tunnel_type = args["tunnel_type"]
@@ -283,7 +282,7 @@ def set_vpn_connection(host: Host, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_vpn_ipsec(host: Host, args: dict[str, Any]) -> dict[str, Any]:
-    conn = _existing_connection(host, args.get("name"), "Set-VpnConnectionIPsecConfiguration")
+    conn = _existing_connection(host, args.get("name"))
     before = {"ipsec_custom_policy": conn.ipsec_custom_policy}
     if args.get("revert_to_default"):
         conn.ipsec_custom_policy = None
@@ -298,7 +297,7 @@ def set_vpn_ipsec(host: Host, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_vpn_psk(host: Host, args: dict[str, Any]) -> dict[str, Any]:
-    conn = _existing_connection(host, args.get("name"), "Set-VpnConnection")
+    conn = _existing_connection(host, args.get("name"))
     before = {"l2tp_ipsec_auth": conn.l2tp_ipsec_auth}
     conn.psk = args["psk"]
     conn.l2tp_ipsec_auth = "Psk"
@@ -312,8 +311,8 @@ def schedule_reboot(host: Host, args: dict[str, Any]) -> dict[str, Any]:
     if args.get("cancel"):
         host.cancel_reboot()
         return _fix(before, {"pending_reboot": False, "delay_seconds": None})
-    if pending:  # shutdown.exe refuses a second schedule (1190); the first one stands
-        return {"before": before, "after": dict(before), "changed": False}
+    if pending:  # shutdown.exe refuses a second schedule; the first one stands, unchanged
+        raise StepError("shutdown.exe /r failed with code 1190")
     delay = args.get("delay_seconds", DEFAULT_REBOOT_DELAY)
     host.schedule_reboot(delay)
     return _fix(before, {"pending_reboot": True, "delay_seconds": delay})
