@@ -373,7 +373,8 @@ def _start_command(shells: HostShells, shell: Shell, req: wsman.Request) -> Comm
     if command is None or not (command.text or "").strip():
         raise wsman.missing_element("Command")
     arguments = [a.text or "" for a in line.findall(f"{{{wsman.NS['rsp']}}}Arguments")]
-    command_line = " ".join([(command.text or "").strip(), *arguments]).strip()
+    # Not stripped: cmd.exe counts every character of the line against its 8191 limit.
+    command_line = " ".join([command.text or "", *arguments])
     return shells.start(shell, command_line)
 
 
