@@ -43,6 +43,7 @@ from winsim.state import (
 )
 
 LOCALES = ("ja-JP", "en-US")
+MAX_EVENTS = 500
 SCHEMES = ("http", "https")
 
 
@@ -208,6 +209,8 @@ class Host:
                 seq=self._event_seq,
             )
             self.events.append(event)
+            # The Application log wraps; a long benchmark must not grow memory without bound.
+            del self.events[:-MAX_EVENTS]
             return event
 
     def recent_events(self, hours: int, limit: int) -> list[Event]:
@@ -269,7 +272,11 @@ def build_host(name: str, spec: dict[str, Any]) -> Host:
         raise ProfileError(f"host {name}: scheme must be http or https")
     os_spec = spec.get("os") or {}
     server = parse_server(spec.get("vpn_server"))
-    faults = Faults(**(spec.get("faults") or {}))
+    fault_spec = dict(spec.get("faults") or {})
+    unknown_faults = set(fault_spec) - set(Faults.__dataclass_fields__)
+    if unknown_faults:
+        raise ProfileError(f"host {name}: unknown fault(s) {', '.join(sorted(unknown_faults))}")
+    faults = Faults(**fault_spec)
     host = Host(
         name=name,
         computer_name=str(spec.get("computer_name") or _computer_name(name)),
