@@ -181,6 +181,10 @@ class Fleet:
             await self._serve_requests(host, conn, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:
+            # Shutdown cancels idle connections; Python 3.11's start_server callback would log
+            # a cancelled handler as an unhandled error, so it ends quietly here instead.
+            pass
         finally:
             self._writers.discard(writer)
             if not writer.is_closing():
