@@ -191,3 +191,16 @@ def test_big_plan_travels_on_stdin_not_on_the_command_line() -> None:
     command, stdin = build_command({"version": 1, "steps": steps})
     assert len(command) < MAX_COMMAND_LINE
     assert len(stdin) > MAX_COMMAND_LINE
+
+
+def test_native_programs_get_plan_values_only_as_argument_variables() -> None:
+    code = comments_and_strings_removed(RUNNER.read_text(encoding="utf-8"))
+    calls = [
+        line.strip() for line in code.splitlines() if re.search(r"&\s*(shutdown|rasdial)", line)
+    ]
+    assert calls, "the runner calls shutdown.exe and rasdial.exe"
+    for call in calls:
+        # Every argument is a literal switch or a plain $variable: no "$(...)" or "...$x..." text.
+        args = re.sub(r"^.*?&\s*\S+", "", call).split("2>&1")[0]
+        for word in re.findall(r"\S+", args):
+            assert re.fullmatch(r"/[A-Za-z]+|p:4:1|\$[A-Za-z]+(\.ToArray\(\))?", word), (call, word)

@@ -490,6 +490,9 @@ function Invoke-VpnDial {
         $dialArgs.Add('/PHONEBOOK:' + (Join-Path $env:ProgramData 'Microsoft\Network\Connections\Pbk\rasphone.pbk'))
     }
     # rasdial with no user name uses the credentials saved with the connection.
+    # Under 'Stop', 5.1 turns a native program's first stderr line into a terminating
+    # error; here the exit code is the answer, so native output must not throw.
+    $ErrorActionPreference = 'Continue'
     $output = @(& rasdial.exe $dialArgs.ToArray() 2>&1 | ForEach-Object { [string]$_ })
     $code = [int]$LASTEXITCODE
     $connected = ($code -eq 0)
@@ -642,6 +645,8 @@ function Invoke-ScheduleReboot {
     $message = [string](Get-Arg $StepArgs 'message' '')
     $cancel = [bool](Get-Arg $StepArgs 'cancel' $false)
     $before = Get-RebootState
+    # shutdown.exe reports on stderr; its exit code is checked below instead (see vpn_dial).
+    $ErrorActionPreference = 'Continue'
     if ($cancel) {
         $null = & shutdown.exe /a 2>&1
         # 1116: no shutdown was in progress, which is what cancelling wants.
@@ -650,17 +655,18 @@ function Invoke-ScheduleReboot {
     } else {
         # The comment travels as one argument variable: no double quotes, no control
         # characters, no trailing backslash (it would escape the closing quote), 512 chars.
-        $comment = ($message -replace '[\x00-\x1f"]', ' ').Trim().TrimEnd('\')
+        $comment = ($message -replace '[\x00-\x1f"]', ' ')
         if ($comment.Length -gt 512) { $comment = $comment.Substring(0, 512) }
+        $comment = $comment.Trim().TrimEnd('\')
         if ($comment -eq '') { $comment = 'Kaiketsu: restart to apply the VPN fixes' }
         $null = & shutdown.exe /r /t $delay /c $comment /d p:4:1 2>&1
         $code = $LASTEXITCODE
         # 1190: a shutdown is already scheduled; the first one stands, nothing changes.
         if ($code -ne 0 -and $code -ne 1190) { throw ('shutdown.exe /r failed with code ' + $code) }
         if ($code -eq 0) {
-            if (-not (Test-Path -LiteralPath $RebootMarkerKey)) { $null = New-Item -Path $RebootMarkerKey -Force }
+            if (-not (Test-Path -LiteralPath $RebootMarkerKey)) { $null = New-Item -Path $RebootMarkerKey -Force -ErrorAction Stop }
             $due = [DateTime]::UtcNow.AddSeconds($delay).ToFileTimeUtc()
-            $null = New-ItemProperty -LiteralPath $RebootMarkerKey -Name 'RebootDueUtc' -PropertyType QWord -Value $due -Force
+            $null = New-ItemProperty -LiteralPath $RebootMarkerKey -Name 'RebootDueUtc' -PropertyType QWord -Value $due -Force -ErrorAction Stop
         }
     }
     $global:LASTEXITCODE = 0
