@@ -70,7 +70,12 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'kaiketsu.sqlite3'}")}
+# An empty DATABASE_URL counts as unset: the embedded SQLite default.
+DATABASES = {
+    "default": env.db_url_config(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'kaiketsu.sqlite3'}"
+    )
+}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     VAR_DIR.mkdir(exist_ok=True)
@@ -112,6 +117,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # --- Celery: Redis is the broker; results live in the database, not in Celery. ---------------
 KAIKETSU_JOB_TIME_LIMIT = env.int("KAIKETSU_JOB_TIME_LIMIT", default=300)
 CELERY_BROKER_URL = REDIS_URL
+# One Redis can serve several installs (or a test run beside `make run`): name the queue.
+CELERY_TASK_DEFAULT_QUEUE = env("KAIKETSU_QUEUE", default="kaiketsu")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = False

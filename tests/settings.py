@@ -1,6 +1,7 @@
 """Test settings: the real settings, with test-only keys supplied through the environment."""
 
 import os
+from urllib.parse import urlsplit
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWZpZWxkLWtleS1rYWlrZXRzdS0wMDA=")
@@ -11,3 +12,13 @@ os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
 from portal.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+
+# Tests keep their Redis keys apart from a `make run` on the same server: database 9.
+REDIS_URL = urlsplit(REDIS_URL)._replace(path="/9").geturl()  # noqa: F405
+CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
+CELERY_BROKER_URL = REDIS_URL
+
+# Workers and the browser's server run in their own processes against the test database, so
+# an SQLite test database must be a file, not memory.
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-kaiketsu.sqlite3")}  # noqa: F405

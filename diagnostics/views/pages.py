@@ -51,7 +51,9 @@ def _search_context(request: HttpRequest) -> dict:
             "at most %(max)s characters."
         ) % {"n": f"{len(text):,}", "max": f"{MAX_PASTE_CHARS:,}"}
     elif text.strip():
-        ctx["result"] = kbindex.find(text, _lang())
+        result = kbindex.find(text, _lang())
+        ctx["result"] = result
+        ctx["highlight"] = result.matches[0].highlight if result.matches else []
     return ctx
 
 

@@ -1,0 +1,235 @@
+"""Shared fixtures: personas, the shipped KB, and the real services the integration tests need.
+
+The Celery worker, the winsim fleet and the web server run as real processes against the
+test database (file-based for SQLite, the test database on PostgreSQL), talking over real
+sockets to the real Redis named by REDIS_URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_PROFILE = ROOT / "winsim" / "profiles" / "demo.yaml"
+TEST_JOB_TIME_LIMIT = "25"
+
+
+# --- personas ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def employee(django_user_model):
+    return django_user_model.objects.create_user("employee", password="pw-employee-1")
+
+
+@pytest.fixture
+def other_employee(django_user_model):
+    return django_user_model.objects.create_user("other", password="pw-other-1")
+
+
+@pytest.fixture
+def helpdesk(django_user_model):
+    from diagnostics.roles import HELPDESK, ensure_groups
+
+    user = django_user_model.objects.create_user("helpdesk", password="pw-helpdesk-1")
+    user.groups.add(ensure_groups()[HELPDESK])
+    return user
+
+
+@pytest.fixture
+def kb_admin(django_user_model):
+    from diagnostics.roles import KB_ADMIN, ensure_groups
+
+    user = django_user_model.objects.create_user("kbadmin", password="pw-kbadmin-1", is_staff=True)
+    user.groups.add(ensure_groups()[KB_ADMIN])
+    return user
+
+
+@pytest.fixture
+def kb(db):
+    """The shipped knowledge base, imported into the test database."""
+    from diagnostics.kbstore import import_dir
+
+    return {a.slug: a for a in import_dir(ROOT / "kb")}
+
+
+@pytest.fixture
+def seed_article(kb):
+    return kb["l2tp-ipsec-psk-negotiation"]
+
+
+# --- processes -----------------------------------------------------------------------------
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        PYTHONPATH=str(ROOT),
+        PYTHONUNBUFFERED="1",
+        KAIKETSU_JOB_TIME_LIMIT=TEST_JOB_TIME_LIMIT,
+        **extra,
+    )
+    return env
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL for child processes that points at the test database."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def winsim_fleet(tmp_path_factory) -> Iterator[dict[str, dict]]:
+    """The demo fleet on free ports: {host name: its --print-json line}."""
+    profile = yaml.safe_load(DEMO_PROFILE.read_text(encoding="utf-8"))
+    for host in (profile.get("hosts") or {}).values():
+        if isinstance(host, dict):
+            host["port"] = 0
+    path = tmp_path_factory.mktemp("winsim") / "fleet.yaml"
+    path.write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "winsim", "--profile", str(path), "--print-json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_child_env(),
+    )
+    hosts: dict[str, dict] = {}
+    expected = len(profile.get("hosts") or {})
+    deadline = time.monotonic() + 30
+    while len(hosts) < expected and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        info = json.loads(line)
+        hosts[info["host"]] = info
+    if len(hosts) < expected:
+        _stop(proc)
+        pytest.fail(f"winsim started {len(hosts)} of {expected} demo hosts")
+    yield hosts
+    _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def celery_queue() -> str:
+    return f"kaiketsu-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker, celery_queue) -> Iterator[subprocess.Popen]:
+    """A real Celery worker process on its own queue, against the test database."""
+    log = tempfile.NamedTemporaryFile(prefix="kaiketsu-worker-", suffix=".log", delete=False)
+    proc = _start_worker(celery_queue, log)
+    yield proc
+    _stop(proc, timeout=20)
+    log.close()
+
+
+def _start_worker(queue: str, log) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            "2",
+            "-Q",
+            queue,
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_child_env(DATABASE_URL=test_database_url(), KAIKETSU_QUEUE=queue),
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited: {Path(log.name).read_text()[-2000:]}")
+        if "ready." in Path(log.name).read_text(errors="replace"):
+            return proc
+        time.sleep(0.2)
+    _stop(proc)
+    raise RuntimeError(f"celery worker not ready: {Path(log.name).read_text()[-2000:]}")
+
+
+@pytest.fixture
+def use_worker_queue(settings, celery_queue, worker):
+    """Send tasks from this test process to the test worker's queue."""
+    from portal.celery import app
+
+    settings.CELERY_TASK_DEFAULT_QUEUE = celery_queue
+    app.conf.task_default_queue = celery_queue
+    yield worker
+    app.conf.task_default_queue = "kaiketsu"
+
+
+@pytest.fixture
+def demo_machines(db, employee, winsim_fleet) -> dict:
+    """One Machine per winsim demo host, owned by `employee`."""
+    from diagnostics.models import Credential, Machine
+
+    machines = {}
+    for name, info in winsim_fleet.items():
+        cred = Credential(name=f"{name}-cred", username=info["username"])
+        cred.set_password(info["password"])
+        cred.save()
+        scheme, rest = info["url"].split("://", 1)
+        port = int(rest.split("/", 1)[0].rsplit(":", 1)[1])
+        machine = Machine.objects.create(
+            name=name,
+            address="127.0.0.1",
+            port=port,
+            scheme=scheme,
+            verify_tls=False,
+            credential=cred,
+        )
+        machine.owners.add(employee)
+        machines[name] = machine
+    return machines
+
+
+def wait_for_job(job, timeout: float = 60):
+    """Poll until the job is finished; returns it refreshed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.is_finished:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job.pk} still {job.status} after {timeout} s")

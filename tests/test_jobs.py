@@ -1,0 +1,99 @@
+"""Diagnosis jobs end to end: a real Celery worker, real Redis, stock pywinrm against winsim."""
+
+import redis
+import pytest
+from django.conf import settings
+
+from diagnostics import jobs, live
+from diagnostics.models import Job
+from tests.conftest import wait_for_job
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+SEED = "l2tp-ipsec-psk-negotiation"
+# The failing check keys each demo host must show with the seed article, and nothing else.
+EXPECTED_FAILURES = {
+    "demo-healthy": set(),
+    "demo-psk-mismatch": {"no-recent-vpn-errors"},
+    "demo-policyagent-stopped": {"policyagent-running", "no-recent-vpn-errors"},
+    "demo-ikeext-disabled": {"ikeext-running", "no-recent-vpn-errors"},
+    "demo-ipsec-proposal": {"vpn-ipsec-policy", "no-recent-vpn-errors"},
+    "demo-udp-blocked": {"firewall-udp-ports", "no-recent-vpn-errors"},
+    "demo-nat-t": {"nat-traversal-registry", "no-recent-vpn-errors"},
+    "demo-prohibit-ipsec": {"prohibit-ipsec-off", "no-recent-vpn-errors"},
+    "demo-dns": {"server-name-resolves", "server-reachable", "no-recent-vpn-errors"},
+    "demo-bad-password": {"no-recent-vpn-errors"},
+}
+
+
+def _diagnose(machine, article, user):
+    job = jobs.start_diagnosis(user, machine, article, pasted_text="test")
+    jobs.enqueue(job.pk)  # transaction=True tests commit at once; on_commit does not fire here
+    return wait_for_job(job)
+
+
+@pytest.mark.parametrize("host", sorted(EXPECTED_FAILURES))
+def test_diagnosis_of_each_demo_host_finds_its_fault(
+    host, demo_machines, seed_article, employee, use_worker_queue
+):
+    job = _diagnose(demo_machines[host], seed_article, employee)
+
+    assert job.status == Job.Status.DONE, job.error
+    failed = {s.kb_check.key for s in job.steps.select_related("kb_check") if s.verdict != "pass"}
+    assert failed == EXPECTED_FAILURES[host]
+    assert job.outcome == (Job.Outcome.PROBLEMS if failed else Job.Outcome.HEALTHY)
+    assert job.step_count == seed_article.checks.count()
+    assert job.finished_at >= job.started_at
+
+
+@pytest.mark.parametrize(
+    ("host", "words"),
+    [("demo-unreachable", "could not connect"), ("demo-hang", "stopped answering")],
+)
+def test_unreachable_and_hanging_hosts_end_with_a_clear_error_in_time(
+    host, words, demo_machines, seed_article, employee, use_worker_queue
+):
+    job = _diagnose(demo_machines[host], seed_article, employee)
+
+    assert job.status == Job.Status.ERROR
+    assert host in job.error and words in job.error
+    assert (job.finished_at - job.created_at).total_seconds() < int(
+        settings.KAIKETSU_JOB_TIME_LIMIT
+    ) + 30
+
+
+def test_wrong_credentials_name_the_machine_and_never_the_password(
+    demo_machines, seed_article, employee, use_worker_queue
+):
+    machine = demo_machines["demo-healthy"]
+    machine.credential.set_password("not-the-password-7")
+    machine.credential.save()
+
+    job = _diagnose(machine, seed_article, employee)
+
+    assert job.status == Job.Status.ERROR
+    assert "demo-healthy" in job.error
+    assert "not-the-password-7" not in job.error + job.transcript + job.stderr
+
+
+def test_each_step_is_in_the_live_stream_in_order(
+    demo_machines, seed_article, employee, use_worker_queue
+):
+    job = _diagnose(demo_machines["demo-policyagent-stopped"], seed_article, employee)
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    events = client.xrange(live.stream_key(job.pk))
+    names = [fields[b"event"].decode() for _, fields in events]
+    assert names[0] == "status" and names[-1] == "done"
+    assert names.count("step") == seed_article.checks.count()
+
+
+def test_a_job_is_never_run_twice(demo_machines, seed_article, employee, use_worker_queue):
+    job = _diagnose(demo_machines["demo-healthy"], seed_article, employee)
+    steps_before = job.steps.count()
+
+    jobs.run_job(job.pk)  # a redelivered message: the job is no longer queued
+
+    job.refresh_from_db()
+    assert job.steps.count() == steps_before
+    assert job.status == Job.Status.DONE

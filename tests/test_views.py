@@ -1,0 +1,146 @@
+"""Pages through the real views: access rules, bad input, and what each persona sees."""
+
+import pytest
+from django.urls import reverse
+
+from diagnostics.models import Credential, Job, Machine, StepResult
+
+pytestmark = pytest.mark.django_db
+
+SEED = "l2tp-ipsec-psk-negotiation"
+SEED_JA = "リモートコンピューターと最初にネゴシエートするときに、セキュリティ層で処理エラーが検出されたため、L2TP接続に失敗しました。"
+
+
+@pytest.fixture
+def machine(employee):
+    cred = Credential(name="pc1-cred", username="kaiketsu")
+    cred.set_password("Sekret-Host-Pw-1")
+    cred.save()
+    m = Machine.objects.create(
+        name="pc1", address="127.0.0.1", port=1, scheme="http", credential=cred
+    )
+    m.owners.add(employee)
+    return m
+
+
+@pytest.fixture
+def job(machine, seed_article, employee):
+    job = Job.objects.create(user=employee, machine=machine, article=seed_article)
+    first = seed_article.checks.order_by("position").first()
+    StepResult.objects.create(
+        job=job,
+        step_id="c1",
+        position=0,
+        kb_check=first,
+        kind=first.kind,
+        facts={"status": "Stopped"},
+        verdict="fail",
+    )
+    return job
+
+
+def test_anonymous_is_sent_to_log_in(client):
+    response = client.get(reverse("diagnostics:home"))
+    assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_employee_finds_the_seed_article_from_the_japanese_error(client, employee, kb, machine):
+    client.force_login(employee)
+    response = client.get(reverse("diagnostics:home"), {"q": SEED_JA, "machine": machine.pk})
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert reverse("diagnostics:article", args=[SEED]) in body
+    assert "<mark>" in body
+
+
+def test_suggestions_come_back_as_a_fragment_for_htmx(client, employee, kb):
+    client.force_login(employee)
+    response = client.get(reverse("diagnostics:home"), {"q": "エラー 789"}, HTTP_HX_REQUEST="true")
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert body.lstrip().startswith('<section id="results"') and "<html" not in body
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 100_001,
+        "<script>alert(1)</script> エラー 789",
+        "'; DROP TABLE diagnostics_job; --",
+        "\x00\x01\x02\ufffd binary",
+        "😀🙈 VPN つながらない",
+        "   \n\t  ",
+    ],
+)
+def test_bad_pastes_get_an_answer_not_a_500_and_nothing_unescaped(client, employee, kb, text):
+    client.force_login(employee)
+    response = client.get(reverse("diagnostics:home"), {"q": text})
+    assert response.status_code == 200
+    assert "<script>alert(1)</script>" not in response.content.decode()
+    if len(text) > 100_000:
+        assert "too long" in response.content.decode() or "長すぎ" in response.content.decode()
+
+
+def test_employee_cannot_diagnose_another_employees_machine(client, other_employee, machine, kb):
+    client.force_login(other_employee)
+    response = client.post(
+        reverse("diagnostics:job-create"), {"article": SEED, "machine": machine.pk}
+    )
+    assert response.status_code == 404
+    assert not Job.objects.exists()
+
+
+def test_other_employee_gets_404_for_a_job(client, other_employee, job):
+    client.force_login(other_employee)
+    assert client.get(reverse("diagnostics:job-detail", args=[job.pk])).status_code == 404
+    assert client.get(reverse("diagnostics:job-events", args=[job.pk])).status_code == 404
+
+
+def test_owner_and_helpdesk_see_the_job(client, employee, helpdesk, job):
+    for user in (employee, helpdesk):
+        client.force_login(user)
+        response = client.get(reverse("diagnostics:job-detail", args=[job.pk]))
+        assert response.status_code == 200
+        assert 'id="step-c1"' in response.content.decode()
+
+
+def test_job_page_never_shows_the_machine_password(client, employee, job):
+    client.force_login(employee)
+    body = client.get(reverse("diagnostics:job-detail", args=[job.pk])).content.decode()
+    assert "Sekret-Host-Pw-1" not in body
+
+
+def test_diagnose_creates_a_queued_job_for_the_owner(
+    client, employee, machine, kb, django_capture_on_commit_callbacks, monkeypatch
+):
+    queued = []
+    monkeypatch.setattr("diagnostics.jobs.enqueue", queued.append)  # the broker is tested elsewhere
+    client.force_login(employee)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("diagnostics:job-create"),
+            {"article": SEED, "machine": machine.pk, "q": SEED_JA, "score": "0.95"},
+        )
+    job = Job.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("diagnostics:job-detail", args=[job.pk])
+    assert (job.user, job.machine, job.status, job.match_score) == (
+        employee,
+        machine,
+        Job.Status.QUEUED,
+        0.95,
+    )
+    assert queued == [job.pk]
+
+
+def test_language_follows_the_browser_and_can_be_switched(client, employee, kb):
+    client.force_login(employee)
+    assert "What error do you see?" in client.get("/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    client.post(reverse("set_language"), {"language": "en", "next": "/"})
+    assert "What error do you see?" in client.get("/").content.decode()
+
+
+def test_credential_password_is_encrypted_at_rest(machine):
+    stored = Credential.objects.get(pk=machine.credential_id).password_encrypted
+    assert "Sekret-Host-Pw-1" not in stored
+    assert machine.credential.get_password() == "Sekret-Host-Pw-1"
