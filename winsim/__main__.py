@@ -15,6 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
+import yaml
+
 from winsim.hosts import load_profile
 from winsim.server import Fleet
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     try:
         asyncio.run(_serve(args))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, yaml.YAMLError) as err:
         print(f"winsim: {err}", file=sys.stderr)
         return 2
     return 0
