@@ -21,6 +21,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,32 +145,46 @@ _JA_ENDS = [
 ]
 
 
-def filler_articles(signatures_wanted: int, already: int, seed: int = 7) -> list[dict]:
+def _word(rng: random.Random, alphabet: str, n: int) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+def filler_articles(seed: int = 7) -> Iterator[dict]:
+    """Endless synthetic articles; their names are letters (the matcher ignores digits)."""
     rng = random.Random(seed)
-    articles: list[dict] = []
-    count = already
     i = 0
-    while count < signatures_wanted:
+    while True:
         i += 1
+        name = _word(rng, "abcdefghijklmnopqrstuvwxyz", 8)
+        kana = _word(
+            rng, "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモ", 5
+        )
         en = (
             f"{rng.choice(_EN_SUBJECTS)} {rng.choice(_EN_VERBS)} {rng.choice(_EN_REASONS)}"
-            f" (component {rng.randrange(10**6)}). {rng.choice(_EN_REASONS).capitalize()}."
+            f" (component {name}). {rng.choice(_EN_REASONS).capitalize()}."
         )
         ja = (
             f"{rng.choice(_JA_REASONS)}ため、{rng.choice(_JA_SUBJECTS)}は"
-            f"{rng.choice(_JA_ENDS)} (コンポーネント {rng.randrange(10**6)})"
+            f"{rng.choice(_JA_ENDS)} (コンポーネント {kana})"
         )
-        articles.append(
-            {
-                "slug": f"filler-{i}",
-                "status": "published",
-                "error_codes": [20000 + i],
-                "title": {"ja": f"フィラー記事 {i}", "en": f"Filler article {i}"},
-                "signatures": [{"lang": "en", "text": en}, {"lang": "ja", "text": ja}],
-            }
-        )
-        count += 4  # two signatures and two titles are indexed
-    return articles
+        yield {
+            "slug": f"filler-{i}",
+            "status": "published",
+            "error_codes": [20000 + i],
+            "title": {"ja": f"{kana} の問題", "en": f"Problem with {name}"},
+            "signatures": [{"lang": "en", "text": en}, {"lang": "ja", "text": ja}],
+        }
+
+
+def grown_index(shipped: list[dict], signatures: int) -> matching.Index:
+    """The shipped KB plus filler articles until the index holds ``signatures`` texts."""
+    articles = list(shipped)
+    have = len(matching.build_index(shipped).signatures)
+    filler = filler_articles()
+    while have < signatures:
+        articles.append(next(filler))
+        have += 4  # two signatures and two titles, all distinct
+    return matching.build_index(articles)
 
 
 def latency(index: matching.Index, texts: list[str], repeat: int) -> tuple[float, float]:
@@ -215,9 +230,8 @@ def main() -> None:
     )
     index = matching.build_index(shipped)
     report("shipped KB", index, sets, args.misses, args.repeat)
-    grown = shipped + filler_articles(FILLER_SIGNATURES, len(index.signatures))
     t0 = time.perf_counter()
-    big = matching.build_index(grown)
+    big = grown_index(shipped, FILLER_SIGNATURES)
     print(f"\n(index of the grown KB built in {(time.perf_counter() - t0) * 1000:.0f} ms)")
     report("KB grown with filler", big, sets, args.misses, args.repeat)
 

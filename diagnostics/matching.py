@@ -38,7 +38,7 @@ MAX_CHARS = 10_000
 CODE_BASE = 0.72  # a pasted code alone: confident, but beatable by a clear text match
 TEXT_ONLY_MAX = 0.95
 TITLE_WEIGHT = 0.9  # a title is our wording, not Windows': a little less evidence
-CANDIDATES = 40  # signatures scored with rapidfuzz after the trigram prefilter
+CANDIDATES = 24  # signatures scored with rapidfuzz after the trigram prefilter
 NGRAM = 3
 
 # ---------------------------------------------------------------------------------------------
@@ -171,13 +171,21 @@ def normalize(text: str) -> str:
 def _compact_mapped(
     norm: str, spans: Sequence[tuple[int, int]]
 ) -> tuple[str, list[tuple[int, int]]]:
-    """Letters and digits only: what the similarity compares (punctuation is noise there)."""
-    keep = [i for i, ch in enumerate(norm) if ch.isalnum()]
+    """Letters only: what the similarity compares.
+
+    Punctuation is noise there, and so are digits: codes count through ``extract_codes``, and
+    "...returned on failure is 789" must not look like a different text from "... is 809".
+    """
+    keep = [i for i, ch in enumerate(norm) if _is_text_char(ch)]
     return "".join(norm[i] for i in keep), [spans[i] for i in keep]
 
 
+def _is_text_char(ch: str) -> bool:
+    return ch.isalnum() and not ch.isdigit()
+
+
 def _compact(text: str) -> str:
-    return "".join(ch for ch in normalize(text) if ch.isalnum())
+    return "".join(ch for ch in normalize(text) if _is_text_char(ch))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +291,19 @@ def _ngrams(compact: str) -> set[str]:
     return {compact[i : i + NGRAM] for i in range(len(compact) - NGRAM + 1)}
 
 
+def _shared_texts(articles: list[dict]) -> set[str]:
+    """Signature texts that several articles carry once their codes are ignored.
+
+    Every article lists the RasClient 20227 event ("...The error code returned on failure is
+    N."); without its number that text cannot tell articles apart, so only the code counts.
+    """
+    owners: dict[str, set[str]] = {}
+    for art in articles:
+        for sig in art.get("signatures") or []:
+            owners.setdefault(_compact(str(sig.get("text", ""))), set()).add(str(art["slug"]))
+    return {text for text, slugs in owners.items() if len(slugs) > 1}
+
+
 def build_index(articles: list[dict], stamp: str = "") -> Index:
     """Index the articles' signatures and titles (both languages) and their error codes.
 
@@ -292,7 +313,9 @@ def build_index(articles: list[dict], stamp: str = "") -> Index:
     arts: list[_Article] = []
     sigs: list[_Signature] = []
     by_code: dict[int, list[int]] = {}
-    for art in articles:
+    published = [a for a in articles if a.get("status", "published") == "published"]
+    shared = _shared_texts(published)
+    for art in published:
         if art.get("status", "published") != "published":
             continue
         pos = len(arts)
@@ -306,7 +329,7 @@ def build_index(articles: list[dict], stamp: str = "") -> Index:
         seen: set[str] = set()
         for text, weight, kind in texts:
             compact = _compact(str(text))
-            if len(compact) >= 2 and compact not in seen:
+            if len(compact) >= 2 and compact not in seen and compact not in shared:
                 seen.add(compact)
                 sigs.append(
                     _Signature(pos, compact, weight, kind, len(_ngrams(compact)), _enough(compact))
@@ -388,15 +411,74 @@ def _text_score(query: str, sig: _Signature) -> tuple[float, tuple[int, int] | N
     for being a piece of a signature, so the score is scaled by how much text matched: a
     fragment must be long enough in absolute terms and cover enough of the signature.
     """
-    al = fuzz.partial_ratio_alignment(sig.compact, query, score_cutoff=55)
-    if al is None:
+    aligned = _align(sig.compact, query)
+    if aligned is None:
         return 0.0, None
+    ratio, span = aligned
     window = min(len(query), len(sig.compact))
-    length_factor = min(1.0, window / sig.enough)
+    # A whole short message ("Policy match error.") is conclusive; a short piece of a long
+    # one is not. Never less than 12 letters, so "VPN" alone proves nothing.
+    length_factor = min(1.0, window / max(12, min(sig.enough, len(sig.compact))))
     coverage_factor = 0.7 + 0.3 * min(1.0, window / (0.6 * len(sig.compact)))
-    quality = max(0.0, (al.score - 55.0) / 45.0)
+    quality = max(0.0, (ratio - 55.0) / 45.0)
     score = quality**0.8 * length_factor * coverage_factor
-    return min(1.0, score), (al.dest_start, al.dest_end)
+    return min(1.0, score), span
+
+
+def _align(sig: str, query: str) -> tuple[float, tuple[int, int]] | None:
+    """rapidfuzz's partial ratio of ``sig`` and ``query``, and the matched span in ``query``.
+
+    For needles up to 64 characters rapidfuzz's partial_ratio is bit-parallel and fast. For
+    longer ones it slides a window over every offset (about 0.3 ms for two 400-letter texts,
+    too slow for 20 candidates in 10 ms), so there the window is placed where the needle's
+    trigrams are densest in the haystack and scored with one ``fuzz.ratio`` call (plus one
+    a tenth wider, for pastes with doubled letters or inserted words).
+    """
+    short, long_, query_is_long = (
+        (sig, query, True) if len(sig) <= len(query) else (query, sig, False)
+    )
+    if len(short) <= 64:
+        al = fuzz.partial_ratio_alignment(sig, query, score_cutoff=55)
+        if al is None:
+            return None
+        return al.score, (al.dest_start, al.dest_end)
+    start = _densest_window(short, long_)
+    size = len(short)
+    best = max(
+        (fuzz.ratio(short, long_[start : start + width]), width)
+        for width in (size, size + size // 10)
+    )
+    if best[0] < 55:
+        return None
+    if query_is_long:
+        return best[0], (start, min(len(query), start + best[1]))
+    return best[0], (0, len(query))
+
+
+@functools.lru_cache(maxsize=64)
+def _gram_positions(text: str) -> dict[str, list[int]]:
+    """Where each trigram occurs; cached because one query meets many candidates."""
+    positions: dict[str, list[int]] = {}
+    for i in range(len(text) - NGRAM + 1):
+        positions.setdefault(text[i : i + NGRAM], []).append(i)
+    return positions
+
+
+def _densest_window(short: str, long_: str) -> int:
+    """Start of the ``len(short)``-wide window of ``long_`` sharing most trigrams with ``short``."""
+    grams = _ngrams(short)
+    positions = _gram_positions(long_)
+    hits = sorted(i for gram in grams for i in positions.get(gram, ()))
+    if not hits:
+        return 0
+    size = len(short)
+    best_count, best_start, lo = 0, hits[0], 0
+    for hi, pos in enumerate(hits):
+        while pos - hits[lo] > size - NGRAM:
+            lo += 1
+        if hi - lo + 1 > best_count:
+            best_count, best_start = hi - lo + 1, hits[lo]
+    return max(0, min(best_start, len(long_) - size))
 
 
 def _candidates(index: Index, query: str) -> list[int]:
@@ -453,14 +535,14 @@ def match(index: Index, text: str, *, top: int = 5, lang: str = "ja") -> Result:
         notices.append(f"text was cut to the first {MAX_CHARS:,} characters")
     norm, spans = _normalize_mapped(text)
     compact, cspans = _compact_mapped(norm, spans)
-    if not compact:
+    found = _codes_with_spans(norm)
+    codes = list(dict.fromkeys(c for c, _, _ in found))
+    if not compact and not codes:
         # A greeting alone ("hello") is text, just nothing to match; only say "no text" when
         # there are no letters or digits at all (empty, whitespace, punctuation, emoji).
         if not any(ch.isalnum() for ch in text):
             notices.append("no text")
         return Result([], False, [], "; ".join(notices) or None)
-    found = _codes_with_spans(norm)
-    codes = list(dict.fromkeys(c for c, _, _ in found))
 
     evidence: dict[int, _Evidence] = {}
     for code, start, end in found:

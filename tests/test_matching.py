@@ -52,11 +52,18 @@ MSG_868_EN = (
     "resolve."
 )
 
+EVENT_20227 = (
+    "The user SYSTEM dialed a connection named VPN which has failed. The error code returned "
+    "on failure is {code}."
+)
+
 
 def _article(slug: str, codes: list[int], en: str, ja: str | None = None, **extra) -> dict:
     sigs = [{"lang": "en", "text": en, "source": "mprmsg.dll", "verified": True}]
     if ja:
         sigs.append({"lang": "ja", "text": ja, "source": "seed article", "verified": False})
+    for code in codes:
+        sigs.append({"lang": "en", "text": EVENT_20227.format(code=code), "source": "RasClient"})
     return {
         "slug": slug,
         "status": extra.pop("status", "published"),
@@ -319,6 +326,19 @@ def test_an_unknown_code_is_said_plainly(index):
     assert "651" in (result.notice or "")
 
 
+def test_an_event_whose_code_no_article_has_matches_nothing_confidently(index):
+    # Every article carries the 20227 template; without its number it names no article.
+    result = match(index, "CoId={A1}: " + EVENT_20227.format(code=13843))
+    assert result.codes == [13843]
+    assert not result.confident
+
+
+def test_an_event_with_a_known_code_finds_that_article_first(index):
+    result = match(index, EVENT_20227.format(code=868))
+    assert result.confident
+    assert result.matches[0].article == "vpn-server-name-not-resolved"
+
+
 def test_huge_input_is_cut_and_says_so(index):
     text = MSG_789_EN + " x" * 600_000
     result = match(index, text)
@@ -363,7 +383,9 @@ def test_index_cache_rebuilds_only_when_the_stamp_changes():
     changed = get_index(loader_for("v2", fewer))
     assert changed is not first
     assert loads == ["v1", "v2"]
-    assert match(changed, "error 809").matches == []
+    assert all(
+        m.article != "vpn-server-not-responding" for m in match(changed, "error 809").matches
+    )
 
 
 def test_index_cache_accepts_a_plain_article_list():
