@@ -12,7 +12,7 @@ Strings, here-strings and comments are separate nodes, so text inside them never
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import tree_sitter
 import tree_sitter_powershell
@@ -50,6 +50,9 @@ def _parser() -> tree_sitter.Parser:
     return tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
 
 
+# Every job sends the same runner (~30 KB, ~25 ms to walk): parse each distinct text once,
+# since the walk runs on the event loop that serves every host.
+@lru_cache(maxsize=64)
 def find_ps7_syntax(script: str) -> ParseError | None:
     """Return the first PowerShell-7-only construct in ``script``, or None if 5.1 accepts it.
 
