@@ -26,8 +26,9 @@ $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml scripts/deps.py | $(VPY)
+	@echo "Installing pyproject.toml's dependencies into $(VENV) (about a minute on a fresh clone)"
 	$(VPY) scripts/deps.py --extra dev > $(VENV)/requirements.txt
-	$(VPY) -m pip install --disable-pip-version-check -r $(VENV)/requirements.txt
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements.txt
 	@touch $@
 
 install: $(STAMP)

@@ -25,16 +25,22 @@ from pathlib import Path
 from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from services import ROOT, VAR_DIR, Service, ensure_redis, port_answers, wait_until  # noqa: E402
+from services import (  # noqa: E402
+    ROOT,
+    VAR_DIR,
+    Service,
+    compilemessages_argv,
+    ensure_redis,
+    port_answers,
+    wait_until,
+)
 
 PYTHON = sys.executable
 DEFAULT_PROFILE = "winsim/profiles/demo.yaml"
-# compilemessages walks every "locale" folder under the current one: skip the venv's.
-COMPILE_IGNORES = [".venv", "var", "node_modules", "staticfiles"]
 
 
 class Stop(Exception):
-    """Raised in the main thread by SIGTERM, like KeyboardInterrupt is by SIGINT."""
+    """Raised in the main thread by SIGINT (Ctrl-C) or SIGTERM."""
 
 
 class SetupError(Exception):
@@ -88,18 +94,6 @@ def manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
     return result.stdout or ""
 
 
-def expected_hosts(profile: Path) -> int | None:
-    """How many hosts the winsim profile defines, if its shape is the expected one."""
-    try:
-        import yaml
-
-        data = yaml.safe_load(profile.read_text(encoding="utf-8"))
-    except (OSError, ImportError, ValueError):
-        return None
-    hosts = data.get("hosts") if isinstance(data, dict) else None
-    return len(hosts) if isinstance(hosts, list | dict) and hosts else None
-
-
 def winsim_hosts(service: Service) -> list[dict[str, object]]:
     """The JSON lines winsim printed so far (one per listening host)."""
     hosts = []
@@ -112,23 +106,13 @@ def winsim_hosts(service: Service) -> list[dict[str, object]]:
     return hosts
 
 
-def wait_for_winsim(service: Service, profile: Path, timeout: float = 60.0) -> list[dict]:
-    """Wait until winsim says every host listens (or, without a count, until it goes quiet)."""
-    expected = expected_hosts(profile)
-    if expected:
-        wait_until(
-            lambda: service.poll() is not None or len(winsim_hosts(service)) >= expected,
-            timeout,
-        )
-    elif service.wait_for_line(r"^\{", timeout):
-        # Unknown count: hosts come up together, so a quiet second means all are listening.
-        count = -1
-        while count != len(winsim_hosts(service)) and service.poll() is None:
-            count = len(winsim_hosts(service))
-            time.sleep(1.0)
+def wait_for_winsim(service: Service, timeout: float = 60.0) -> list[dict]:
+    """Wait until winsim prints its host lines (it writes them together once all listen)."""
+    if service.wait_for_line(r"^\{", timeout):
+        time.sleep(0.3)  # the rest of the same write is on its way through the pipe
     hosts = winsim_hosts(service)
-    if service.poll() is not None or not hosts or (expected and len(hosts) < expected):
-        raise SetupError(f"winsim did not start its hosts ({len(hosts)} of {expected or '?'})")
+    if service.poll() is not None or not hosts:
+        raise SetupError("winsim did not start its hosts")
     return hosts
 
 
@@ -191,7 +175,9 @@ def start_everything(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
     env["REDIS_URL"] = redis_url
 
     manage(env, "migrate", "--noinput")
-    manage(env, "compilemessages", *[f"--ignore={name}" for name in COMPILE_IGNORES])
+    compile_argv = compilemessages_argv()
+    if compile_argv:
+        manage(env, *compile_argv)
     manage(env, "load_kb")
     logins = manage(env, "load_demo", "--profile", str(profile), capture=True)
 
@@ -203,14 +189,14 @@ def start_everything(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
             sink=echo_child,
         )
     )
-    hosts = wait_for_winsim(winsim, profile)
+    hosts = wait_for_winsim(winsim)
     say(f"winsim serves {len(hosts)} demo hosts")
 
     beat_schedule = str(VAR_DIR / "celerybeat-schedule")
     worker_argv = [PYTHON, "-m", "celery", "-A", "portal", "worker", "-B", "--loglevel=INFO"]
     worker_argv += ["--without-mingle", "--without-gossip", "--schedule", beat_schedule]
     worker = sup.start(Service("worker", worker_argv, env=env, sink=echo_child))
-    web_argv = [PYTHON, "-m", "uvicorn", "portal.asgi:application"]
+    web_argv = [PYTHON, "-m", "uvicorn", "scripts.devasgi:application"]
     web_argv += ["--host", host, "--port", str(port)]
     # Live job pages hold an SSE connection open: do not wait for them on Ctrl-C.
     web_argv += ["--timeout-graceful-shutdown", "3"]
@@ -227,7 +213,7 @@ def start_everything(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
 def banner(url: str, logins: str) -> None:
     """The lines a person needs: where to go and how to log in."""
     rule = "=" * 72
-    text = [rule, f"Kaiketsu is running: {url}", "", "Demo logins (from load_demo):"]
+    text = [rule, f"Kaiketsu is running: {url}", ""]
     text += ["  " + line for line in logins.strip().splitlines()]
     text += ["", "Press Ctrl-C to stop everything started here.", rule]
     with _print_lock:
@@ -242,6 +228,9 @@ def main() -> int:
     """Run until Ctrl-C/SIGTERM (exit 0) or until a child dies or a step fails (exit 1)."""
     os.chdir(ROOT)
     sup = Supervisor()
+    # Set both explicitly: a shell starts background jobs with SIGINT ignored, and
+    # `kill -INT` must still stop us cleanly.
+    signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
     status = 0
     try:
@@ -252,7 +241,7 @@ def main() -> int:
             time.sleep(0.25)
         report_death(dead)
         status = 1
-    except (KeyboardInterrupt, Stop):
+    except (KeyboardInterrupt, Stop):  # KeyboardInterrupt: a Ctrl-C before the handler is set
         say("stop requested")
     except SetupError as error:
         say(f"error: {error}")

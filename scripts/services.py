@@ -34,6 +34,18 @@ VAR_DIR = ROOT / "var"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 LineSink = Callable[[str, str], None]
+# Folders compilemessages must not walk into (it compiles every "locale" folder it finds).
+NOT_OURS = (".venv", "var", "node_modules", "staticfiles", ".git")
+
+
+def compilemessages_argv() -> list[str] | None:
+    """`manage.py compilemessages` arguments, or None when the checkout has no .po file yet
+    (Django fails on a tree without catalogues rather than doing nothing)."""
+    for folder, subfolders, files in os.walk(ROOT):
+        subfolders[:] = [name for name in subfolders if name not in NOT_OURS]
+        if folder.endswith("LC_MESSAGES") and any(name.endswith(".po") for name in files):
+            return ["compilemessages", *[f"--ignore={name}" for name in NOT_OURS]]
+    return None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -18,11 +18,9 @@ import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from services import ROOT, ensure_redis  # noqa: E402
+from services import ROOT, compilemessages_argv, ensure_redis  # noqa: E402
 
 PYTEST_NO_TESTS = 5
-# compilemessages walks every "locale" folder under the checkout: skip the venv's and var/.
-COMPILE_IGNORES = [".venv", "var", "node_modules", "staticfiles"]
 
 
 def pytest_settings_module() -> str:
@@ -34,7 +32,8 @@ def pytest_settings_module() -> str:
 
 def run(argv: list[str], env: dict[str, str]) -> int:
     """Run one step in the foreground, echoing it first; return its exit status."""
-    print("test: " + " ".join(argv[1:] if argv[0] == sys.executable else argv), flush=True)
+    shown = ["python", *argv[1:]] if argv[0] == sys.executable else argv
+    print("test: " + " ".join(shown), flush=True)
     return subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
 
 
@@ -54,10 +53,11 @@ def main(pytest_args: list[str]) -> int:
             print("test: models and migrations differ (or manage.py failed)", file=sys.stderr)
             return status
         # The ja pages are tested in Japanese: compile the catalogues (up-to-date ones are skipped).
-        ignores = [f"--ignore={name}" for name in COMPILE_IGNORES]
-        status = run([sys.executable, "manage.py", "compilemessages", *ignores], env)
-        if status != 0:
-            return status
+        compile_argv = compilemessages_argv()
+        if compile_argv:
+            status = run([sys.executable, "manage.py", *compile_argv], env)
+            if status != 0:
+                return status
         status = run([sys.executable, "-m", "pytest", *pytest_args], env)
         if status == PYTEST_NO_TESTS:
             print("test: pytest collected no tests; that is a failure", file=sys.stderr)
