@@ -76,6 +76,9 @@ class Host:
     version: str = "10.0.22631"
     build: int = 22631
     reboot_seconds: float = 3.0
+    # From the end of the countdown to the machine going down: Windows closes programs and
+    # stops services first, so the runner's last lines (and WinRM's answer) still get out.
+    shutdown_seconds: float = 2.0
     services: dict[str, Service] = field(default_factory=dict)
     registry: dict[str, RegKey] = field(default_factory=dict)
     connections: list[VpnConnection] = field(default_factory=list)
@@ -116,7 +119,7 @@ class Host:
     def schedule_reboot(self, delay_seconds: int) -> None:
         """Restart after ``delay_seconds``, like ``shutdown /r /t N``."""
         with self.lock:
-            self._reboot_at = time.monotonic() + delay_seconds
+            self._reboot_at = time.monotonic() + delay_seconds + self.shutdown_seconds
             self._reboot_delay = delay_seconds
 
     def cancel_reboot(self) -> None:
@@ -236,7 +239,7 @@ def reboot_now(host: Host) -> None:
 
 _HOST_FIELDS = {
     "computer_name", "port", "scheme", "username", "password", "domain", "locale",
-    "step_latency_ms", "reboot_seconds", "os", "services", "registry", "vpn_connections",
+    "step_latency_ms", "reboot_seconds", "shutdown_seconds", "os", "services", "registry", "vpn_connections",
     "firewall_rules", "network", "vpn_server", "events", "faults", "template",
 }  # fmt: skip
 
@@ -288,6 +291,7 @@ def build_host(name: str, spec: dict[str, Any]) -> Host:
         locale=locale,
         step_latency_ms=int(spec.get("step_latency_ms", 0)),
         reboot_seconds=float(spec.get("reboot_seconds", 3.0)),
+        shutdown_seconds=float(spec.get("shutdown_seconds", 2.0)),
         faults=faults,
         caption=str(os_spec.get("caption", "Microsoft Windows 11 Pro")),
         version=str(os_spec.get("version", "10.0.22631")),

@@ -117,6 +117,7 @@ def test_seed_fix_makes_the_demo_host_connect(demo: dict[str, Host], name: str) 
 def test_scheduled_reboot_applies_the_nat_t_fix(demo: dict[str, Host]) -> None:
     host = demo["demo-nat-t"]
     host.reboot_seconds = 0.1
+    host.shutdown_seconds = 0
     fixes, _ = SEED_FIXES["demo-nat-t"]
     run(host, *fixes, ("schedule_reboot", {"delay_seconds": 0}))
     assert host.is_down()

@@ -140,6 +140,7 @@ def test_a_second_reboot_schedule_is_refused_and_keeps_the_first() -> None:
 def test_reboot_takes_the_host_down_then_applies_boot_time_settings() -> None:
     host = make_host({
         "reboot_seconds": 0.2,
+        "shutdown_seconds": 0,
         "network": {"client_nat": True, "server_nat": True},
         "services": {"PolicyAgent": {"status": "Stopped"}, "SstpSvc": {"status": "Running"}},
     })  # fmt: skip
@@ -345,3 +346,13 @@ def test_malformed_output_fault_adds_one_garbage_line() -> None:
         except ValueError:
             bad.append(line)
     assert bad == ["@{step=s1; ok=True; facts=System.Collections.Hashtable}"]
+
+
+def test_a_restart_now_lets_the_rest_of_the_plan_finish_first() -> None:
+    host = make_host({"shutdown_seconds": 0.3, "reboot_seconds": 0.1})
+    lines = run(host, ("schedule_reboot", {"delay_seconds": 0}), ("os_info", {}))
+    assert [line.get("ok") for line in lines[:2]] == [True, True]
+    assert lines[-1] == {"end": True, "steps": 2}
+    assert host.is_down() is False
+    time.sleep(0.32)
+    assert host.is_down() is True
