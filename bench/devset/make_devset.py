@@ -98,6 +98,23 @@ HOLD_OWN_WORDS = [
     "エラー番号：{fw}",
 ]
 
+# Employees' own words without a code, by the code whose article answers them.
+DEV_OWN_NO_CODE = [
+    (868, "VPNサーバーの名前が解決できないと出る"),
+    (691, "ユーザー名とパスワードの組み合わせが認識されないと言われます"),
+    (809, "リモートサーバーが応答しないのでVPNにつながらない"),
+    (13868, "IKEv2 でポリシーの一致エラーになります"),
+    (827, "the IKE and AuthIP IPsec Keying Modules service is not running, it says"),
+]
+HOLD_OWN_NO_CODE = [
+    (789, "セキュリティ層で処理エラーが検出されたって出てL2TPがつながらない"),
+    (868, "it says the name of the remote access server did not resolve"),
+    (741, "the local computer does not support the required data encryption type??"),
+    (711, "could not start the Remote Access Connection Manager service in time"),
+    (691, "VPN: user name and password combination is not recognized, but my password is right"),
+    (628, "接続が完了する前にリモートコンピューターによって切断されました、と出ます"),
+]
+
 # Lines written without looking at the matcher's output; expect is null for all of them.
 DEV_NEGATIVES = [
     "Windows Update encountered an error. Error code 0x80070643",
@@ -292,6 +309,14 @@ def _holdout_lines(rng: random.Random, slug: str, code: int, msg: dict[str, str]
     return [{"text": t, "expect": slug, "note": n} for t, n in lines]
 
 
+def _own_words(code_to_slug: dict[int, str], lines: list[tuple[int, str]]) -> list[dict]:
+    return [
+        {"text": text, "expect": code_to_slug[code], "note": "own words, no code"}
+        for code, text in lines
+        if code in code_to_slug
+    ]
+
+
 def _negatives(texts: list[str]) -> list[dict]:
     return [{"text": t, "expect": None, "note": "negative: not a VPN error"} for t in texts]
 
@@ -332,8 +357,8 @@ def main() -> None:
     articles = [a for a in kb.load_dir(ROOT / "kb") if a.get("status", "published") == "published"]
     dev = build(articles, 1, _dev_lines) + _learn_lines(_code_to_slug(articles), False)
     hold = build(articles, 2, _holdout_lines) + _learn_lines(_code_to_slug(articles), True)
-    dev += _negatives(DEV_NEGATIVES)
-    hold += _negatives(HOLD_NEGATIVES)
+    dev += _own_words(_code_to_slug(articles), DEV_OWN_NO_CODE) + _negatives(DEV_NEGATIVES)
+    hold += _own_words(_code_to_slug(articles), HOLD_OWN_NO_CODE) + _negatives(HOLD_NEGATIVES)
     for name, lines in (("dev.jsonl", dev), ("holdout.jsonl", hold)):
         with open(HERE / name, "w", encoding="utf-8") as fh:
             for line in lines:
