@@ -323,6 +323,11 @@ def _map_error(exc: BaseException, target: Target, connected: bool) -> RemoteErr
         return RemoteError("timeout", f"{who} did not accept a connection in time")
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return RemoteError("timeout", f"{who} stopped answering (no reply within the read timeout)")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        # The peer reset the connection in the middle of an answer.
+        return RemoteError(
+            "protocol", f"the connection to {who} was dropped in the middle of the job"
+        )
     if isinstance(exc, requests.exceptions.ConnectionError):
         if connected:
             return RemoteError(

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from winrm.protocol import Protocol
 
 from diagnostics import remote
@@ -37,7 +38,7 @@ from diagnostics.remote import test_connection as connect_and_hostname
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "tests" / "data" / "remote.yaml"
-PASSWORD = "Kaiketsu-Test-1!"
+HOST_COUNT = len(yaml.safe_load(PROFILE.read_text(encoding="utf-8"))["hosts"])
 
 PLAN = {
     "version": 1,
@@ -75,7 +76,7 @@ def fleet() -> Iterator[dict[str, dict]]:
     hosts: dict[str, dict] = {}
     deadline = time.monotonic() + 30
     try:
-        while len(hosts) < 7 and time.monotonic() < deadline:
+        while len(hosts) < HOST_COUNT and time.monotonic() < deadline:
             try:
                 info = json.loads(lines.get(timeout=0.5))
             except queue.Empty:
@@ -83,9 +84,11 @@ def fleet() -> Iterator[dict[str, dict]]:
                     break
                 continue
             hosts[info["host"]] = info
-        if len(hosts) < 7:
+        if len(hosts) < HOST_COUNT:
             proc.kill()
-            pytest.fail(f"winsim started {len(hosts)} of 7 hosts: {proc.stderr.read()[-2000:]}")
+            pytest.fail(
+                f"winsim started {len(hosts)} of {HOST_COUNT} hosts: {proc.stderr.read()[-2000:]}"
+            )
         yield hosts
     finally:
         proc.terminate()
@@ -209,6 +212,13 @@ def test_deadline_terminates_the_command_and_keeps_delivered_lines(fleet) -> Non
     assert err.value.kind == "timeout"
     assert 1 <= len(rec.steps()) < 4
     assert err.value.outcome is not None and not err.value.outcome.complete
+
+
+def test_connection_dropped_mid_receive_is_a_protocol_error_naming_the_machine(fleet) -> None:
+    with pytest.raises(RemoteError) as err:
+        run_plan(target(fleet, "remote-drop"), PLAN, Recorder(), operation_timeout_s=1)
+    assert err.value.kind == "protocol"
+    assert "remote-drop" in str(err.value) and "dropped" in str(err.value)
 
 
 def test_wrong_password_is_an_auth_error_without_the_password(fleet) -> None:
