@@ -303,6 +303,7 @@ def test_basic_over_plain_http_is_refused(fleet):
         transport="basic",
         username=host.username,
         password=host.password,
+        server_cert_validation="ignore",
     )
     with pytest.raises(InvalidCredentialsError):
         p.open_shell()
@@ -347,11 +348,13 @@ def test_runner_exit_code_fault_is_what_the_client_gets(fleet):
 def test_rebooting_host_resets_new_connections_until_it_is_back(fleet):
     host = fleet["proto-reboot"]
     p = fleet.protocol("proto-reboot")
-    p.close_shell(p.open_shell())  # up
+    shell_id = p.open_shell()  # up, and this connection is authenticated
     host.schedule_reboot(0)
     try:
         with pytest.raises(requests.exceptions.ConnectionError):
-            fleet.protocol("proto-reboot").open_shell()
+            p.run_command(shell_id, "hostname")  # the open connection is reset
+        with pytest.raises(requests.exceptions.ConnectionError):
+            fleet.protocol("proto-reboot").open_shell()  # and so is a new one
     finally:
         host.boot()
     p = fleet.protocol("proto-reboot")
