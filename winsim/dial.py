@@ -11,6 +11,7 @@ is only ever reported once IPsec has succeeded.
 from __future__ import annotations
 
 import ipaddress
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -206,8 +207,8 @@ def dial(host: Host, name: str | None = None, *, at: datetime | None = None) -> 
         for svc in host.services.values() if outcome.code != 711 else ():
             if svc.trigger == "dial" and not svc.running() and svc.start_type != "Disabled":
                 svc.status = "Running"
-        started = host.write_event(20221, conn, at=at, settings=_settings_text(conn))
-        coid = started.message.split(":", 1)[0].removeprefix("CoId=")
+        coid = "{" + str(uuid.uuid4()).upper() + "}"  # one CoId ties a dial's events together
+        host.write_event(20221, conn, coid=coid, at=at, settings=_settings_text(conn))
         if outcome.connected:
             host.write_event(20225, conn, coid=coid, at=at, settings=_settings_text(conn))
         else:
