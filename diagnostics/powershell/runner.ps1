@@ -704,7 +704,8 @@ function Invoke-Step {
     $clock = [System.Diagnostics.Stopwatch]::StartNew()
     $line = [ordered]@{ step = $id; ok = $false }
     try {
-        if (-not $Handlers.ContainsKey($kind)) { throw ('unknown step kind ''' + $kind + '''') }
+        # -ccontains: kinds are case-sensitive, as in the catalog (a hashtable is not).
+        if (-not (@($Handlers.Keys) -ccontains $kind)) { throw ('unknown step kind ''' + $kind + '''') }
         $result = & $Handlers[$kind] $Step.args
         # A stray value emitted by a cmdlet would arrive before the result: keep the result.
         if ($result -is [array]) { $result = $result[-1] }
@@ -746,7 +747,7 @@ if ($null -ne $plan.steps -and -not ($plan.steps -is [array])) {
     Stop-WithFatal 'plan: "steps" must be a list'
 }
 $steps = @($plan.steps)
-$seen = @{}
+$seen = New-Object System.Collections.Hashtable  # case-sensitive, unlike @{}
 foreach ($step in $steps) {
     $idProp = $null
     if ($null -ne $step) { $idProp = $step.PSObject.Properties['id'] }
