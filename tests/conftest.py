@@ -145,11 +145,10 @@ def celery_queue() -> str:
 @pytest.fixture(scope="session")
 def worker(django_db_setup, django_db_blocker, celery_queue) -> Iterator[subprocess.Popen]:
     """A real Celery worker process on its own queue, against the test database."""
-    log = tempfile.NamedTemporaryFile(prefix="kaiketsu-worker-", suffix=".log", delete=False)
-    proc = _start_worker(celery_queue, log)
-    yield proc
-    _stop(proc, timeout=20)
-    log.close()
+    with tempfile.NamedTemporaryFile(prefix="kaiketsu-worker-", suffix=".log") as log:
+        proc = _start_worker(celery_queue, log)
+        yield proc
+        _stop(proc, timeout=20)
 
 
 def _start_worker(queue: str, log) -> subprocess.Popen:
