@@ -40,6 +40,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -113,6 +114,8 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# WhiteNoise serves static files under uvicorn; finders let the demo and tests skip collectstatic.
+WHITENOISE_USE_FINDERS = True
 
 # --- Celery: Redis is the broker; results live in the database, not in Celery. ---------------
 KAIKETSU_JOB_TIME_LIMIT = env.int("KAIKETSU_JOB_TIME_LIMIT", default=300)

@@ -1,7 +1,7 @@
 """Diagnosis jobs end to end: a real Celery worker, real Redis, stock pywinrm against winsim."""
 
-import redis
 import pytest
+import redis
 from django.conf import settings
 
 from diagnostics import jobs, live
