@@ -121,7 +121,6 @@ class Supervisor:
 
     def __init__(self) -> None:
         self.services: list[Service] = []
-        self.stopping = False
 
     def start(self, service: Service) -> Service:
         """Start `service` and remember it for shutdown."""
@@ -138,7 +137,6 @@ class Supervisor:
 
     def stop_all(self) -> None:
         """Stop every child, newest first; a second Ctrl-C kills whatever is left at once."""
-        self.stopping = True
         for service in reversed(self.services):
             if service.poll() is None:
                 say(f"stopping {service.name} (pid {service.pid})")
@@ -166,7 +164,10 @@ def start_everything(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
         raise SetupError(f"{host}:{port} is already taken: stop that server or set PORT=...")
     VAR_DIR.mkdir(exist_ok=True)
 
-    redis_url, redis_service = ensure_redis(env.get("REDIS_URL"))
+    try:
+        redis_url, redis_service = ensure_redis(env.get("REDIS_URL"))
+    except RuntimeError as error:  # no Redis answers and none can be started here
+        raise SetupError(str(error)) from error
     if redis_service:
         sup.adopt(redis_service)
         say(f"started a private Redis at {redis_url} (stops with this command)")

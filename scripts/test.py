@@ -1,6 +1,6 @@
 """The Python half of `make test`: Redis, the migrations check, then pytest.
 
-Usage: python scripts/test.py [PYTEST ARGS...]
+Usage: python scripts/test.py [PYTEST ARGS...]   (none: pyproject's testpaths + scripts' tests)
 
 Reuses REDIS_URL if it answers, else starts a private Redis for the run and exports its URL to
 pytest (and so to the Celery workers the integration tests start). `manage.py makemigrations
@@ -21,13 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from services import ROOT, compilemessages_argv, ensure_redis  # noqa: E402
 
 PYTEST_NO_TESTS = 5
+OWN_TESTS = "scripts/test_services.py"
 
 
-def pytest_settings_module() -> str:
-    """DJANGO_SETTINGS_MODULE from pyproject.toml's pytest options (portal.settings if unset)."""
+def pytest_options() -> dict:
+    """pyproject.toml's [tool.pytest.ini_options]."""
     data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    options = data.get("tool", {}).get("pytest", {}).get("ini_options", {})
-    return str(options.get("DJANGO_SETTINGS_MODULE", "portal.settings"))
+    return data.get("tool", {}).get("pytest", {}).get("ini_options", {})
+
+
+def default_pytest_paths() -> list[str]:
+    """pyproject's testpaths plus this folder's own tests (the tooling is tested too)."""
+    paths = [str(path) for path in pytest_options().get("testpaths", ["tests"])]
+    return [*paths, OWN_TESTS] if OWN_TESTS not in paths else paths
 
 
 def run(argv: list[str], env: dict[str, str]) -> int:
@@ -40,7 +46,10 @@ def run(argv: list[str], env: dict[str, str]) -> int:
 def main(pytest_args: list[str]) -> int:
     """Ensure Redis, check migrations, run pytest; return the status `make` should see."""
     env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", pytest_settings_module())
+    env.setdefault(
+        "DJANGO_SETTINGS_MODULE",
+        str(pytest_options().get("DJANGO_SETTINGS_MODULE", "portal.settings")),
+    )
     redis_url, redis_service = ensure_redis(env.get("REDIS_URL"))
     env["REDIS_URL"] = redis_url
     print(
@@ -58,7 +67,9 @@ def main(pytest_args: list[str]) -> int:
             status = run([sys.executable, "manage.py", *compile_argv], env)
             if status != 0:
                 return status
-        status = run([sys.executable, "-m", "pytest", *pytest_args], env)
+        # With no arguments pytest would run testpaths only: name them and add ours.
+        paths = [] if pytest_args else default_pytest_paths()
+        status = run([sys.executable, "-m", "pytest", *paths, *pytest_args], env)
         if status == PYTEST_NO_TESTS:
             print("test: pytest collected no tests; that is a failure", file=sys.stderr)
             return 1
