@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from diagnostics import live, remote
 from diagnostics.models import Article, Check, Job, Machine, Secret, StepResult
@@ -74,8 +75,8 @@ def start_diagnosis(
 ) -> Job:
     """Create a queued diagnosis job and enqueue it once the transaction commits."""
     if not article.checks.exists():
-        raise JobRefused("this article has no automated checks")
-    job = Job.objects.create(
+        raise JobRefused(_("This article has no automated checks."))
+    job = create_job(
         user=user,
         machine=machine,
         article=article,
@@ -85,6 +86,35 @@ def start_diagnosis(
     )
     transaction.on_commit(lambda: enqueue(job.pk))
     return job
+
+
+def busy_message(machine: Machine) -> str:
+    """What keeps a machine busy, and since when, in words for the employee."""
+    active = machine.jobs.filter(status__in=Job.ACTIVE).order_by("created_at").first()
+    if active is None:
+        return _("%(machine)s is busy with another job. Try again in a moment.") % {
+            "machine": machine.name
+        }
+    since = timezone.localtime(active.started_at or active.created_at)
+    return _(
+        "%(machine)s is busy: %(kind)s #%(id)s (%(status)s) since %(since)s. "
+        "Try again when it has finished."
+    ) % {
+        "machine": machine.name,
+        "kind": active.get_kind_display(),
+        "id": active.pk,
+        "status": active.get_status_display(),
+        "since": since.strftime("%H:%M:%S"),
+    }
+
+
+def create_job(**fields: Any) -> Job:
+    """Insert a job; the database's per-machine lock refuses a second active one."""
+    try:
+        with transaction.atomic():
+            return Job.objects.create(**fields)
+    except IntegrityError:
+        raise JobRefused(busy_message(fields["machine"])) from None
 
 
 def enqueue(job_id: int) -> None:
@@ -184,14 +214,13 @@ def run_job(job_id: int) -> None:
     try:
         outcome = remote.run_plan(target_for(job.machine), to_send, recorder, deadline_s=deadline)
     except remote.RemoteError as exc:
+        _keep_output(job, exc.outcome)  # what arrived before the failure stays readable
         _finish(job, Job.Status.ERROR, Job.Outcome.ERROR, str(exc))
         return
     except SoftTimeLimitExceeded:
         _finish(job, Job.Status.ERROR, Job.Outcome.ERROR, "The job hit its time limit.")
         return
-    job.transcript = outcome.transcript[:MAX_TRANSCRIPT]
-    job.stderr = outcome.stderr[:20_000]
-    job.save(update_fields=["transcript", "stderr"])
+    _keep_output(job, outcome)
 
     problems = _problems(job, recorder, outcome)
     if problems:
@@ -199,6 +228,14 @@ def run_job(job_id: int) -> None:
         return
     failing = job.steps.exclude(verdict__in=["pass", "done"]).exists()
     _finish(job, Job.Status.DONE, Job.Outcome.PROBLEMS if failing else Job.Outcome.HEALTHY)
+
+
+def _keep_output(job: Job, outcome: remote.RunOutcome | None) -> None:
+    if outcome is None:
+        return
+    job.transcript = outcome.transcript[:MAX_TRANSCRIPT]
+    job.stderr = outcome.stderr[:20_000]
+    job.save(update_fields=["transcript", "stderr"])
 
 
 def _problems(job: Job, recorder: _Recorder, outcome: remote.RunOutcome) -> str:
@@ -228,7 +265,10 @@ def reap_stale_jobs(now: Any = None) -> int:
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.KAIKETSU_REAP_AFTER)
     reaped = 0
-    for job in Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=cutoff):
+    stale = Job.objects.filter(
+        status__in=[Job.Status.RUNNING, Job.Status.RESTARTING], heartbeat_at__lt=cutoff
+    )
+    for job in stale:
         if job.mark_interrupted("The worker running this job stopped; the steps above arrived."):
             live.publish(job.pk, "done", {"status": job.status, "outcome": job.outcome})
             reaped += 1

@@ -197,8 +197,12 @@ class Check(Bilingual, models.Model):
 class Job(models.Model):
     """One run of typed steps on one machine: a diagnosis, a fix or a roll-back.
 
-    Status moves QUEUED -> RUNNING -> DONE | ERROR | INTERRUPTED, and only through the methods
-    below and jobs.py; the outcome says what a finished job found.
+    Status moves only through the methods below and jobs.py:
+    APPROVAL -> QUEUED (approved) | DECLINED;  QUEUED -> RUNNING;
+    RUNNING -> RESTARTING (the machine restarts, then verification) | WAITING (restart later)
+            -> DONE | ERROR | INTERRUPTED.
+    The outcome says what a finished job found. At most one job per machine is ACTIVE
+    (a database constraint), and the reaper ends active jobs whose worker died.
     """
 
     class Kind(models.TextChoices):
@@ -207,11 +211,15 @@ class Job(models.Model):
         ROLLBACK = "rollback", _("Roll back")
 
     class Status(models.TextChoices):
+        APPROVAL = "approval", _("Waiting for approval")
         QUEUED = "queued", _("Queued")
         RUNNING = "running", _("Running")
+        RESTARTING = "restarting", _("Restarting")
+        WAITING = "waiting", _("Waiting for restart")
         DONE = "done", _("Done")
         ERROR = "error", _("Could not run")
         INTERRUPTED = "interrupted", _("Interrupted")
+        DECLINED = "declined", _("Declined")
 
     class Outcome(models.TextChoices):
         NONE = "", "-"
@@ -219,25 +227,49 @@ class Job(models.Model):
         PROBLEMS = "problems", _("Problems found")
         FIXED = "fixed", _("Fixed")
         NOT_FIXED = "not_fixed", _("Not fixed")
+        ROLLED_BACK = "rolled_back", _("Rolled back")
         ERROR = "error", _("Error")
 
-    TERMINAL = (Status.DONE, Status.ERROR, Status.INTERRUPTED)
+    class Restart(models.TextChoices):
+        NONE = "", _("No restart needed")
+        NOW = "now", _("Restart now")
+        DELAY = "delay", _("Restart in a few minutes")
+        LATER = "later", _("I will restart later")
+
+    TERMINAL = (Status.DONE, Status.ERROR, Status.INTERRUPTED, Status.DECLINED)
+    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.RESTARTING)
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
     )
     machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="jobs")
     article = models.ForeignKey(Article, on_delete=models.PROTECT, related_name="jobs")
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children"
+    )  # a fix's diagnosis; a roll-back's fix
     kind = models.CharField(max_length=10, choices=Kind, default=Kind.DIAGNOSE)
     status = models.CharField(max_length=12, choices=Status, default=Status.QUEUED)
-    outcome = models.CharField(max_length=10, choices=Outcome, default=Outcome.NONE, blank=True)
+    outcome = models.CharField(max_length=12, choices=Outcome, default=Outcome.NONE, blank=True)
     pasted_text = models.TextField(blank=True)
     match_score = models.FloatField(null=True, blank=True)
+    fix_keys = models.JSONField(default=list, blank=True)  # the article fixes a fix job applies
+    restart = models.CharField(max_length=5, choices=Restart, default=Restart.NONE, blank=True)
+    restart_delay_min = models.PositiveSmallIntegerField(null=True, blank=True)
     plan = models.JSONField(default=dict)  # as sent, with secrets masked
+    note = models.TextField(blank=True)  # what the portal did on its own (e.g. an auto roll-back)
     error = models.TextField(blank=True)
     transcript = models.TextField(blank=True)  # raw stdout, head and tail kept
     stderr = models.TextField(blank=True)
     step_count = models.PositiveIntegerField(default=0)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="decided_jobs",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    handed_over_at = models.DateTimeField(null=True, blank=True)  # sent to the helpdesk
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -246,6 +278,14 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat")]
+        constraints = [
+            # The per-machine lock: the database refuses a second active job for a machine.
+            models.UniqueConstraint(
+                fields=["machine"],
+                condition=models.Q(status__in=["queued", "running", "restarting"]),
+                name="one_active_job_per_machine",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.kind} {self.machine_id}"
@@ -255,9 +295,11 @@ class Job(models.Model):
         return self.status in self.TERMINAL
 
     def finish(self, status: Status, outcome: Outcome, error: str = "") -> bool:
-        """Move a running job to a terminal state once; False if it already ended."""
+        """Move an active or waiting job to a terminal state once; False if it already ended."""
         now = timezone.now()
-        updated = Job.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+        updated = Job.objects.filter(
+            pk=self.pk, status__in=[*self.ACTIVE, self.Status.WAITING]
+        ).update(
             status=status, outcome=outcome, error=error[:4000], finished_at=now, heartbeat_at=now
         )
         if updated:
@@ -266,6 +308,45 @@ class Job(models.Model):
 
     def mark_interrupted(self, reason: str) -> bool:
         return self.finish(self.Status.INTERRUPTED, self.Outcome.ERROR, reason)
+
+    def move(self, old: Status, new: Status) -> bool:
+        """Compare-and-set the status; False if another process moved it first."""
+        now = timezone.now()
+        moved = Job.objects.filter(pk=self.pk, status=old).update(status=new, heartbeat_at=now)
+        if moved:
+            self.status, self.heartbeat_at = new, now
+        return bool(moved)
+
+
+class AuditEntry(models.Model):
+    """Who did what to which machine: every fix request, approval, decline, fix and roll-back."""
+
+    class Action(models.TextChoices):
+        FIX_REQUESTED = "fix_requested", _("Fix requested")
+        FIX_APPROVED = "fix_approved", _("Fix approved")
+        FIX_DECLINED = "fix_declined", _("Fix declined")
+        FIX_APPLIED = "fix_applied", _("Fix applied")
+        ROLLBACK = "rollback", _("Rolled back")
+        AUTO_ROLLBACK = "auto_rollback", _("Rolled back automatically")
+        HANDED_OVER = "handed_over", _("Handed to the helpdesk")
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True
+    )  # null: the portal itself
+    action = models.CharField(max_length=20, choices=Action)
+    job = models.ForeignKey(Job, on_delete=models.PROTECT, related_name="audit")
+    machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="audit")
+    changes = models.JSONField(default=list, blank=True)  # [{"setting", "from", "to"}]
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = _("audit entry")
+        verbose_name_plural = _("audit entries")
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.action} {self.machine_id}"
 
 
 class StepResult(models.Model):
@@ -277,8 +358,15 @@ class StepResult(models.Model):
         ERROR = "error", _("Error")
         DONE = "done", _("Done")  # a fix step that ran
 
+    class Phase(models.TextChoices):
+        CHECK = "check", _("Check")
+        FIX = "fix", _("Fix")
+        VERIFY = "verify", _("Verify")
+        ROLLBACK = "rollback", _("Roll back")
+
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="steps")
     step_id = models.CharField(max_length=20)
+    phase = models.CharField(max_length=8, choices=Phase, default=Phase.CHECK)
     position = models.PositiveIntegerField()
     kb_check = models.ForeignKey(Check, on_delete=models.SET_NULL, null=True, blank=True)
     kind = models.CharField(max_length=40)
