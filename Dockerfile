@@ -24,8 +24,11 @@ RUN python scripts/deps.py > /tmp/requirements.txt \
 
 COPY . .
 
-# Build-time only keys: these commands read settings but touch no database and no secret.
-RUN DEBUG=true python manage.py compilemessages --ignore=.venv --ignore=var \
+# DEBUG=true only lends these build steps the dev keys: they read settings, touch no database.
+# compilemessages fails on a tree without catalogues, hence the check for a .po file first.
+RUN if find . -name '*.po' -path '*/LC_MESSAGES/*' | grep -q .; then \
+        DEBUG=true python manage.py compilemessages --ignore=var; \
+    fi \
     && DEBUG=true python manage.py collectstatic --noinput
 
 RUN useradd --create-home --uid 10001 kaiketsu \
