@@ -187,7 +187,9 @@ def ping(host: Host, args: dict[str, Any]) -> dict[str, Any]:
 
 def vpn_events(host: Host, args: dict[str, Any]) -> dict[str, Any]:
     events = host.recent_events(args.get("hours", 24), args.get("max", 20))
-    last_error = next((e.code for e in events if e.id == 20227), None)
+    # The newest dial outcome decides: a later successful connection (20225) clears an error.
+    outcome = next((e for e in events if e.id in (20225, 20227)), None)
+    last_error = outcome.code if outcome is not None and outcome.id == 20227 else None
     return {
         "events": [
             {

@@ -449,6 +449,7 @@ function Invoke-VpnEvents {
     }
     $items = New-Object 'System.Collections.Generic.List[object]'
     $lastError = $null
+    $decided = $false
     foreach ($e in $events) {
         $values = @($e.Properties | ForEach-Object { $_.Value })
         $id = [int]$e.Id
@@ -462,7 +463,11 @@ function Invoke-VpnEvents {
             $parsed = 0
             if ([int]::TryParse(([string]$values[3]).Trim(), [ref]$parsed)) { $code = $parsed }
         }
-        if ($id -eq 20227 -and $null -eq $lastError -and $null -ne $code) { $lastError = $code }
+        # The newest dial outcome decides: a later successful connection (20225) clears an error.
+        if (-not $decided) {
+            if ($id -eq 20225) { $decided = $true }
+            elseif ($id -eq 20227 -and $null -ne $code) { $lastError = $code; $decided = $true }
+        }
         $items.Add([ordered]@{
                 id         = $id
                 time       = $e.TimeCreated.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')

@@ -288,8 +288,18 @@ def test_vpn_events_newest_first_with_the_last_error_code() -> None:
     assert facts["last_error_code"] is None
     (wider, _) = run(host, ("vpn_events", {}))
     assert [e["id"] for e in wider["facts"]["events"]] == [20225, 20221, 20227]
-    assert wider["facts"]["last_error_code"] == 691
+    # The newest dial connected, so the older 691 no longer counts as the last error.
+    assert wider["facts"]["last_error_code"] is None
     assert wider["facts"]["events"][0]["time"].endswith("Z")
+
+
+def test_vpn_events_last_error_is_the_newest_dial_outcome_when_it_failed() -> None:
+    host = make_host({"events": [
+        {"dial": True, "minutes_ago": 90},
+        {"id": 20227, "code": 691, "minutes_ago": 30},
+    ]})  # fmt: skip
+    (line, _) = run(host, ("vpn_events", {}))
+    assert line["facts"]["last_error_code"] == 691
 
 
 def test_plan_errors_are_one_fatal_line() -> None:
