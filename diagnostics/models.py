@@ -277,7 +277,18 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat")]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
+            # Helpdesk history (issue #6): newest first, keyset on (created_at, id), one
+            # index per filter so each filter walks its own rows in order.
+            models.Index(fields=["created_at", "id"], name="job_created_id"),
+            models.Index(fields=["user", "created_at", "id"], name="job_user_created"),
+            models.Index(fields=["machine", "created_at", "id"], name="job_machine_created"),
+            models.Index(fields=["article", "created_at", "id"], name="job_article_created"),
+            models.Index(fields=["status", "created_at", "id"], name="job_status_created"),
+            models.Index(fields=["kind", "created_at", "id"], name="job_kind_created"),
+            models.Index(fields=["outcome", "created_at", "id"], name="job_outcome_created"),
+        ]
         constraints = [
             # The per-machine lock: the database refuses a second active job for a machine.
             models.UniqueConstraint(
