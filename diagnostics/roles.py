@@ -1,4 +1,8 @@
-"""Roles as Django groups: employee (default), helpdesk, KB admin."""
+"""Roles as Django groups: employee (default), helpdesk, KB admin.
+
+Superusers are not a group: they pass every permission check. Employees need no permission:
+they reach only what they own, which the views check per object.
+"""
 
 from django.contrib.auth.models import Group, Permission
 
@@ -6,9 +10,19 @@ HELPDESK = "helpdesk"
 KB_ADMIN = "kb_admin"
 EMPLOYEE = "employee"
 
-_PERMS = {
+PERMISSIONS = {
     EMPLOYEE: [],
-    HELPDESK: ["view_job", "view_stepresult", "view_machine", "view_article"],
+    # The helpdesk sees every job and machine, imports machines and tests their connection.
+    HELPDESK: [
+        "view_job",
+        "view_stepresult",
+        "view_auditentry",
+        "view_machine",
+        "add_machine",
+        "change_machine",
+        "view_credential",
+        "view_article",
+    ],
     KB_ADMIN: [
         f"{action}_{model}"
         for model in ("article", "signature", "check", "fix")
@@ -17,11 +31,15 @@ _PERMS = {
 }
 
 
-def ensure_groups() -> dict[str, Group]:
+def ensure_groups(group_model=Group, permission_model=Permission) -> dict[str, Group]:
+    """Create or update the role groups with exactly their permissions.
+
+    A data migration passes its historical models; everyone else the defaults.
+    """
     groups = {}
-    for name, codenames in _PERMS.items():
-        group, _ = Group.objects.get_or_create(name=name)
-        perms = Permission.objects.filter(
+    for name, codenames in PERMISSIONS.items():
+        group, _ = group_model.objects.get_or_create(name=name)
+        perms = permission_model.objects.filter(
             content_type__app_label="diagnostics", codename__in=codenames
         )
         group.permissions.set(perms)
