@@ -20,3 +20,11 @@ def run_job_task(job_id: int) -> None:
 @shared_task(name="diagnostics.tasks.reap_jobs", time_limit=60)
 def reap_jobs() -> int:
     return jobs.reap_stale_jobs()
+
+
+@shared_task(name="diagnostics.tasks.test_connection", time_limit=60)
+def test_connection_task(machine_id: int, token: str) -> None:
+    # Read-only (`hostname`), so a lost run costs nothing; the page shows the stored answer.
+    from diagnostics import connectivity
+
+    connectivity.run(machine_id, token)

@@ -1,0 +1,203 @@
+"""The helpdesk dashboard's numbers: one aggregate query per chart, plain data out.
+
+Every function takes the moment "now" so tests (and a dashboard viewed at midnight) agree on
+the window. Days and weeks are counted in the portal's time zone (TIME_ZONE), as staff read them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from django.db.models import Count, Max, Q
+from django.db.models.functions import TruncDate, TruncWeek
+from django.urls import reverse
+from django.utils import timezone
+
+from diagnostics.matching import THRESHOLD
+from diagnostics.models import Job, StepResult
+
+DAYS = 30
+WEEKS = 12
+TOP = 10
+# An outcome that means the machine still has (or may still have) the problem.
+FAILURE_OUTCOMES = (Job.Outcome.PROBLEMS, Job.Outcome.NOT_FIXED, Job.Outcome.ERROR)
+# The admin's add form reads GET parameters as initial values; keep the link a sane length.
+DRAFT_TEXT_CHARS = 1500
+
+
+def window_start(now: dt.datetime, days: int = DAYS) -> dt.datetime:
+    """Local midnight ``days - 1`` days before today: "the last 30 days" includes today."""
+    today = timezone.localtime(now).date()
+    first = today - dt.timedelta(days=days - 1)
+    return timezone.make_aware(dt.datetime.combine(first, dt.time.min))
+
+
+@dataclass
+class DailyOutcomes:
+    days: list[dt.date]
+    outcomes: list[str]  # Job.Outcome values, "" = not finished yet
+    counts: dict[tuple[dt.date, str], int] = field(default_factory=dict)
+
+    def series(self, outcome: str) -> list[int]:
+        return [self.counts.get((day, outcome), 0) for day in self.days]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def jobs_per_day(now: dt.datetime, days: int = DAYS) -> DailyOutcomes:
+    """Jobs created per local day by outcome, for the last ``days`` days (today included)."""
+    start = window_start(now, days)
+    rows = (
+        Job.objects.filter(created_at__gte=start, created_at__lte=now)
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "outcome")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    first = timezone.localtime(start).date()
+    result = DailyOutcomes(
+        days=[first + dt.timedelta(days=i) for i in range(days)],
+        outcomes=[value for value, _label in Job.Outcome.choices],
+    )
+    for row in rows:
+        result.counts[(row["day"], row["outcome"])] = row["n"]
+    return result
+
+
+def top_articles(now: dt.datetime, days: int = DAYS, limit: int = TOP) -> list[dict]:
+    """Articles by number of diagnoses started for them (a diagnosis follows a match)."""
+    return list(
+        Job.objects.filter(
+            kind=Job.Kind.DIAGNOSE, created_at__gte=window_start(now, days), created_at__lte=now
+        )
+        .values("article_id", "article__slug", "article__title_ja", "article__title_en")
+        .annotate(n=Count("id"))
+        .order_by("-n", "article__slug")[:limit]
+    )
+
+
+def failing_checks(now: dt.datetime, days: int = DAYS, limit: int = TOP) -> list[dict]:
+    """Knowledge-base checks by number of results with verdict fail or error."""
+    return list(
+        StepResult.objects.filter(
+            kb_check__isnull=False,
+            verdict__in=[StepResult.Verdict.FAIL, StepResult.Verdict.ERROR],
+            created_at__gte=window_start(now, days),
+            created_at__lte=now,
+        )
+        .values(
+            "kb_check_id",
+            "kb_check__key",
+            "kb_check__title_ja",
+            "kb_check__title_en",
+            "kb_check__article__slug",
+        )
+        .annotate(
+            n=Count("id"),
+            fail=Count("id", filter=Q(verdict=StepResult.Verdict.FAIL)),
+            error=Count("id", filter=Q(verdict=StepResult.Verdict.ERROR)),
+        )
+        .order_by("-n", "kb_check__article__slug", "kb_check__key")[:limit]
+    )
+
+
+def fix_success(now: dt.datetime, weeks: int = WEEKS) -> list[dict]:
+    """Per week (Monday, local time): fixed, not_fixed and fixed / (fixed + not_fixed)."""
+    today = timezone.localtime(now).date()
+    monday = today - dt.timedelta(days=today.weekday())
+    first = monday - dt.timedelta(weeks=weeks - 1)
+    start = timezone.make_aware(dt.datetime.combine(first, dt.time.min))
+    rows = (
+        Job.objects.filter(
+            kind=Job.Kind.FIX,
+            outcome__in=[Job.Outcome.FIXED, Job.Outcome.NOT_FIXED],
+            created_at__gte=start,
+            created_at__lte=now,
+        )
+        .annotate(week=TruncWeek("created_at"))
+        .values("week")
+        .annotate(
+            fixed=Count("id", filter=Q(outcome=Job.Outcome.FIXED)),
+            not_fixed=Count("id", filter=Q(outcome=Job.Outcome.NOT_FIXED)),
+        )
+        .order_by()
+    )
+    by_week = {_as_date(row["week"]): row for row in rows}
+    result = []
+    for i in range(weeks):
+        week = first + dt.timedelta(weeks=i)
+        row = by_week.get(week, {})
+        fixed, not_fixed = row.get("fixed", 0), row.get("not_fixed", 0)
+        total = fixed + not_fixed
+        result.append(
+            {
+                "week": week,
+                "fixed": fixed,
+                "not_fixed": not_fixed,
+                "rate": fixed / total if total else None,
+            }
+        )
+    return result
+
+
+def _as_date(value: dt.date | dt.datetime) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return timezone.localtime(value).date() if timezone.is_aware(value) else value.date()
+    return value
+
+
+def repeated_failures(now: dt.datetime, days: int = DAYS, minimum: int = 2) -> list[dict]:
+    """Machines with at least ``minimum`` jobs ending in problems, not fixed or error."""
+    return list(
+        Job.objects.filter(
+            outcome__in=FAILURE_OUTCOMES,
+            created_at__gte=window_start(now, days),
+            created_at__lte=now,
+        )
+        .values("machine_id", "machine__name")
+        .annotate(n=Count("id"), last=Max("created_at"))
+        .filter(n__gte=minimum)
+        .order_by("-n", "machine__name")
+    )
+
+
+def unmatched_texts(now: dt.datetime, days: int = DAYS, limit: int = 20) -> list[dict]:
+    """Pasted texts the matcher was not confident about: the knowledge base's blind spots.
+
+    A diagnosis only exists once someone picked an article, so a weak or missing score is
+    the trace of a paste that matched nothing well. Equal texts are counted together.
+    """
+    rows = (
+        Job.objects.filter(
+            Q(match_score__isnull=True) | Q(match_score__lt=THRESHOLD),
+            kind=Job.Kind.DIAGNOSE,
+            created_at__gte=window_start(now, days),
+            created_at__lte=now,
+        )
+        .exclude(pasted_text="")
+        .values("pasted_text")
+        .annotate(n=Count("id"), last=Max("created_at"), best=Max("match_score"))
+        .order_by("-n", "-last")[:limit]
+    )
+    return [{**row, "draft_url": draft_article_url(row["pasted_text"])} for row in rows]
+
+
+def _is_japanese(text: str) -> bool:
+    return any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def draft_article_url(text: str) -> str:
+    """The admin's "add article" page with the pasted text prefilled, as a draft."""
+    text = text.strip()[:DRAFT_TEXT_CHARS]
+    lang = "ja" if _is_japanese(text) else "en"
+    first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    params = {
+        "status": "draft",
+        f"title_{lang}": first_line[:200],
+        f"summary_{lang}": text,
+    }
+    return reverse("admin:diagnostics_article_add") + "?" + urlencode(params)
