@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from diagnostics.views import events, pages
 
@@ -10,4 +10,5 @@ urlpatterns = [
     path("jobs/", pages.job_create, name="job-create"),
     path("jobs/<int:pk>/", pages.job_detail, name="job-detail"),
     path("jobs/<int:pk>/events/", events.job_events, name="job-events"),
+    path("helpdesk/", include("diagnostics.history_urls")),
 ]

@@ -1,0 +1,217 @@
+"""Helpdesk job history queries: filters, text search and keyset pages. No HTTP here.
+
+Pages are keyset pages on (created_at, id), newest first: a page is "the next N jobs older
+than this cursor", so a page costs the same at job 50 and at job 900,000, and jobs that
+arrive between two fetches never shift rows into the next page (no gaps, no duplicates).
+
+Text search looks in four places: the pasted error, Job.error, the machine name and the
+steps' error texts. Each place is its own query, ordered and limited on its own, and the
+pages are merged here: on PostgreSQL every branch can then pick its own index (the trigram
+index when the text is rare, the (created_at, id) walk when it is common), which an OR of
+the four in one query cannot (an OR with an EXISTS defeats the bitmap plans).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from diagnostics.models import Job, Machine, StepResult
+
+PAGE_SIZE = 50
+EXPORT_BATCH = 2000
+MIN_SEARCH_CHARS = 3  # a trigram index needs three characters; shorter would scan every row
+MAX_SEARCH_CHARS = 200
+RELATED = ("user", "machine", "article")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The last row of a page: the next page starts strictly after (older than) it."""
+
+    created_at: datetime
+    id: int
+
+
+@dataclass
+class Filters:
+    """What the helpdesk asked for; ids already resolved from the names in the URL."""
+
+    user_id: int | None = None
+    machine_id: int | None = None
+    article_id: int | None = None
+    status: str = ""
+    kind: str = ""
+    outcome: str | None = None  # "" is a real outcome (none yet), so None means "any"
+    date_from: date | None = None
+    date_to: date | None = None
+    text: str = ""
+    empty: bool = False  # a name in the URL matched nothing: the answer is no rows
+
+
+@dataclass
+class Page:
+    jobs: list[Job]
+    next_cursor: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """An opaque, URL-safe token for a cursor."""
+    micros = int(cursor.created_at.timestamp() * 1_000_000)
+    raw = f"{micros}.{cursor.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> Cursor | None:
+    """The cursor in a token, or None for an empty or malformed one (start at the top)."""
+    if not token or len(token) > 64:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        micros, pk = raw.split(".")
+        created = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
+        return Cursor(created, int(pk)) if int(pk) > 0 else None
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _day_start(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def filtered(filters: Filters) -> QuerySet[Job]:
+    """Jobs matching every filter except the text search, unordered."""
+    qs = Job.objects.all()
+    if filters.empty:
+        return qs.none()
+    for name in ("user_id", "machine_id", "article_id"):
+        value = getattr(filters, name)
+        if value is not None:
+            qs = qs.filter(**{name: value})
+    if filters.status:
+        qs = qs.filter(status=filters.status)
+    if filters.kind:
+        qs = qs.filter(kind=filters.kind)
+    if filters.outcome is not None:
+        qs = qs.filter(outcome=filters.outcome)
+    if filters.date_from:
+        qs = qs.filter(created_at__gte=_day_start(filters.date_from))
+    if filters.date_to:  # the whole "to" day is included
+        qs = qs.filter(created_at__lt=_day_start(filters.date_to + timedelta(days=1)))
+    return qs
+
+
+def after(qs: QuerySet[Job], cursor: Cursor | None) -> QuerySet[Job]:
+    """Rows strictly older than the cursor, newest first.
+
+    `created_at <= c` is the index bound (a deep page seeks straight to its place);
+    the OR only settles ties at exactly that instant.
+    """
+    if cursor is not None:
+        qs = qs.filter(created_at__lte=cursor.created_at).filter(
+            Q(created_at__lt=cursor.created_at) | Q(id__lt=cursor.id)
+        )
+    return qs.order_by("-created_at", "-id")
+
+
+def search_branches(qs: QuerySet[Job], text: str) -> list[QuerySet[Job]]:
+    """One queryset per place the text may be in; their union is the search result."""
+    steps = StepResult.objects.filter(job_id=OuterRef("pk"), error__icontains=text).exclude(
+        error=""
+    )
+    machines = Machine.objects.filter(name__icontains=text).values("pk")
+    return [
+        qs.filter(pasted_text__icontains=text),
+        qs.filter(error__icontains=text).exclude(error=""),
+        qs.filter(machine_id__in=machines),
+        qs.filter(Exists(steps)),
+    ]
+
+
+def page_ids(filters: Filters, cursor: Cursor | None, limit: int) -> list[tuple[datetime, int]]:
+    """(created_at, id) of the next `limit` jobs after the cursor, newest first."""
+    base = filtered(filters)
+    if not filters.text:
+        return list(after(base, cursor).values_list("created_at", "id")[:limit])
+    seen: set[int] = set()
+    rows: list[tuple[datetime, int]] = []
+    for branch in search_branches(base, filters.text):
+        for created, pk in after(branch, cursor).values_list("created_at", "id")[:limit]:
+            if pk not in seen:
+                seen.add(pk)
+                rows.append((created, pk))
+    return heapq.nlargest(limit, rows)
+
+
+def fetch_page(filters: Filters, cursor: Cursor | None, size: int = PAGE_SIZE) -> Page:
+    """One page of jobs (user, machine and article joined) and the cursor of the next."""
+    if filters.text:
+        keys = page_ids(filters, cursor, size + 1)
+        by_id = Job.objects.select_related(*RELATED).in_bulk([pk for _, pk in keys[:size]])
+        jobs = [by_id[pk] for _, pk in keys[:size] if pk in by_id]
+        more = len(keys) > size
+    else:
+        rows = list(after(filtered(filters), cursor).select_related(*RELATED)[: size + 1])
+        jobs, more = rows[:size], len(rows) > size
+    next_cursor = encode_cursor(Cursor(jobs[-1].created_at, jobs[-1].pk)) if more else ""
+    return Page(jobs=jobs, next_cursor=next_cursor)
+
+
+def failed_check_counts(job_ids: list[int]) -> dict[int, int]:
+    """Failed or unrunnable checks (and verifications) per job, in one query."""
+    rows = (
+        StepResult.objects.filter(
+            job_id__in=job_ids,
+            verdict__in=[StepResult.Verdict.FAIL, StepResult.Verdict.ERROR],
+            phase__in=[StepResult.Phase.CHECK, StepResult.Phase.VERIFY],
+        )
+        .values("job_id")
+        .annotate(n=Count("id"))
+        .values_list("job_id", "n")
+    )
+    return dict(rows)
+
+
+def iterate(filters: Filters, batch: int = EXPORT_BATCH) -> Iterator[list[Job]]:
+    """Every matching job, newest first, in keyset batches (constant memory)."""
+    cursor: Cursor | None = None
+    while True:
+        page = fetch_page(filters, cursor, batch)
+        if page.jobs:
+            yield page.jobs
+        if not page.next_cursor:
+            return
+        last = page.jobs[-1]
+        cursor = Cursor(last.created_at, last.pk)
+
+
+def diff_rows(before: object, after_: object) -> list[dict]:
+    """A fix step's before/after as rows: setting, before, after, changed."""
+    before = before if isinstance(before, dict) else {}
+    after_ = after_ if isinstance(after_, dict) else {}
+    keys = list(dict.fromkeys([*before, *after_]))
+    return [
+        {
+            "setting": key,
+            "before": before.get(key),
+            "after": after_.get(key),
+            "changed": before.get(key) != after_.get(key),
+        }
+        for key in keys
+    ]
+
+
+def bounded(text: str, limit: int = 20_000) -> str:
+    """Head and tail of a long output, with the cut said in the middle."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n… [{len(text) - limit:,} characters cut] …\n{text[-half:]}"

@@ -1,0 +1,277 @@
+"""Helpdesk pages: the job history, one job in full, re-run, and the CSV export (issue #6).
+
+Only helpdesk staff (the view_job permission) and superusers get here; for anyone else the
+pages do not exist (404), as employees have their own job page.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_GET, require_POST
+
+from diagnostics import history, jobs
+from diagnostics.models import Article, AuditEntry, Job, Machine
+from diagnostics.views.pages import can_see_all_jobs
+
+OUTCOME_NONE = "none"  # the URL's word for Job.Outcome.NONE (""), which a select cannot carry
+POLL_SECONDS = 2
+
+
+def _require_helpdesk(request: HttpRequest) -> None:
+    """404 for anyone who is not helpdesk staff or a superuser: no hint the pages exist."""
+    if not can_see_all_jobs(request.user):
+        raise Http404
+
+
+def _helpdesk_job(request: HttpRequest, pk: int) -> Job:
+    _require_helpdesk(request)
+    return get_object_or_404(Job.objects.select_related("user", "machine", "article"), pk=pk)
+
+
+class HistoryFilterForm(forms.Form):
+    """The history's filters, all in the URL so a view can be shared by link."""
+
+    user = forms.CharField(label=gettext_lazy("User"), required=False, max_length=150)
+    machine = forms.CharField(label=gettext_lazy("Machine"), required=False, max_length=63)
+    article = forms.ChoiceField(label=gettext_lazy("Article"), required=False)
+    status = forms.ChoiceField(
+        label=gettext_lazy("Status"),
+        required=False,
+        choices=[("", gettext_lazy("Any"))] + list(Job.Status.choices),
+    )
+    kind = forms.ChoiceField(
+        label=gettext_lazy("Kind"),
+        required=False,
+        choices=[("", gettext_lazy("Any"))] + list(Job.Kind.choices),
+    )
+    outcome = forms.ChoiceField(
+        label=gettext_lazy("Outcome"),
+        required=False,
+        choices=[("", gettext_lazy("Any")), (OUTCOME_NONE, gettext_lazy("None yet"))]
+        + [(v, label) for v, label in Job.Outcome.choices if v],
+    )
+    date_from = forms.DateField(
+        label=gettext_lazy("From"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    date_to = forms.DateField(
+        label=gettext_lazy("To"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    q = forms.CharField(
+        label=gettext_lazy("Search"),
+        required=False,
+        max_length=history.MAX_SEARCH_CHARS,
+        widget=forms.TextInput(attrs={"type": "search"}),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        articles = Article.objects.order_by("slug").values_list("slug", flat=True)
+        self.fields["article"].choices = [("", _("Any"))] + [(s, s) for s in articles]
+
+    def clean_q(self) -> str:
+        text = " ".join(self.cleaned_data["q"].split())
+        if text and len(text) < history.MIN_SEARCH_CHARS:
+            raise forms.ValidationError(
+                _("Search for at least %(n)d characters.") % {"n": history.MIN_SEARCH_CHARS}
+            )
+        return text
+
+    def to_filters(self) -> history.Filters:
+        """The filters with names resolved to ids (one query per name given)."""
+        # An invalid field (a too-short search) is left out; the valid ones still apply.
+        data: dict = {}
+        if self.is_bound:
+            self.is_valid()
+            data = self.cleaned_data
+        f = history.Filters(
+            status=data.get("status", ""),
+            kind=data.get("kind", ""),
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+            text=data.get("q", ""),
+        )
+        outcome = data.get("outcome", "")
+        if outcome:
+            f.outcome = "" if outcome == OUTCOME_NONE else outcome
+        lookups = (
+            ("user", "user_id", get_user_model().objects, "username"),
+            ("machine", "machine_id", Machine.objects, "name"),
+            ("article", "article_id", Article.objects, "slug"),
+        )
+        for key, attr, manager, field_name in lookups:
+            name = (data.get(key) or "").strip()
+            if name:
+                pk = manager.filter(**{field_name: name}).values_list("pk", flat=True).first()
+                if pk is None:
+                    f.empty = True
+                setattr(f, attr, pk)
+        return f
+
+
+def _filter_form(request: HttpRequest) -> HistoryFilterForm:
+    return HistoryFilterForm(request.GET)
+
+
+@require_GET
+@login_required
+def job_list(request: HttpRequest) -> HttpResponse:
+    _require_helpdesk(request)
+    form = _filter_form(request)
+    filters = form.to_filters()
+    page = history.fetch_page(filters, history.decode_cursor(request.GET.get("after", "")))
+    query = request.GET.copy()
+    query.pop("after", None)
+    ctx = {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "is_first": not request.GET.get("after"),
+        "poll_seconds": POLL_SECONDS,
+        "active": set(Job.ACTIVE) | {Job.Status.APPROVAL, Job.Status.WAITING},
+    }
+    if request.htmx:
+        return render(request, "diagnostics/history/list.html#history-results", ctx)
+    return render(request, "diagnostics/history/list.html", ctx)
+
+
+def _steps_with_diffs(job: Job) -> list[dict]:
+    steps = job.steps.select_related("kb_check").order_by("position", "id")
+    return [
+        {
+            "result": step,
+            "diff": history.diff_rows(step.before, step.after)
+            if step.before is not None or step.after is not None
+            else [],
+        }
+        for step in steps
+    ]
+
+
+def _timeline(job: Job, steps: list[dict]) -> list[tuple]:
+    events = [(job.created_at, _("Queued"), "")]
+    if job.decided_at:
+        events.append((job.decided_at, _("Decided"), job.get_status_display()))
+    if job.started_at:
+        events.append((job.started_at, _("Started"), ""))
+    for row in steps:
+        r = row["result"]
+        events.append((r.created_at, f"{r.step_id} {r.kind}", r.get_verdict_display()))
+    if job.handed_over_at:
+        events.append((job.handed_over_at, _("Handed to the helpdesk"), ""))
+    if job.finished_at:
+        events.append((job.finished_at, _("Finished"), job.get_status_display()))
+    return sorted(events, key=lambda e: e[0])
+
+
+@require_GET
+@login_required
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _helpdesk_job(request, pk)
+    if request.htmx and request.GET.get("row"):
+        # The history polls the rows of running jobs here; a finished row stops polling.
+        ctx = {
+            "job": job,
+            "poll_seconds": POLL_SECONDS,
+            "active": set(Job.ACTIVE) | {Job.Status.APPROVAL, Job.Status.WAITING},
+        }
+        return render(request, "diagnostics/history/list.html#history-row", ctx)
+    steps = _steps_with_diffs(job)
+    audit = AuditEntry.objects.filter(job=job).select_related("actor").order_by("at", "id")
+    ctx = {
+        "job": job,
+        "steps": steps,
+        "timeline": _timeline(job, steps),
+        "audit": list(audit),
+        "plan_json": json.dumps(job.plan, indent=2, ensure_ascii=False),
+        "transcript": history.bounded(job.transcript),
+        "stderr": history.bounded(job.stderr),
+    }
+    return render(request, "diagnostics/history/detail.html", ctx)
+
+
+@require_POST
+@login_required
+def job_rerun(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _helpdesk_job(request, pk)
+    try:
+        new = jobs.start_diagnosis(request.user, job.machine, job.article, job.pasted_text)
+    except jobs.JobRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("diagnostics:helpdesk-job", pk=job.pk)
+    return redirect("diagnostics:job-detail", pk=new.pk)
+
+
+class _Echo:
+    """A file-like object whose write() hands the line back, for csv.writer."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    """Text a spreadsheet would run as a formula gets a leading quote (CSV injection)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _csv_rows(filters: history.Filters) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield "\ufeff"  # the BOM: Excel then reads the file as UTF-8 (Japanese names, errors)
+    yield writer.writerow(
+        [
+            "id",
+            "created_at",
+            "user",
+            "machine",
+            "article",
+            "kind",
+            "status",
+            "outcome",
+            "failed_checks",
+            "error",
+        ]
+    )
+    for batch in history.iterate(filters):
+        failed = history.failed_check_counts([job.pk for job in batch])
+        for job in batch:
+            yield writer.writerow(
+                [
+                    job.pk,
+                    timezone.localtime(job.created_at).isoformat(timespec="seconds"),
+                    _cell(job.user.get_username()),
+                    _cell(job.machine.name),
+                    job.article.slug,
+                    job.kind,
+                    job.status,
+                    job.outcome,
+                    failed.get(job.pk, 0),
+                    _cell(job.error),
+                ]
+            )
+
+
+@require_GET
+@login_required
+def job_export(request: HttpRequest) -> HttpResponse:
+    _require_helpdesk(request)
+    filters = _filter_form(request).to_filters()
+    response = StreamingHttpResponse(_csv_rows(filters), content_type="text/csv; charset=utf-8")
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="kaiketsu-jobs-{stamp}.csv"'
+    return response
