@@ -11,4 +11,5 @@ urlpatterns = [
     path("jobs/<int:pk>/", pages.job_detail, name="job-detail"),
     path("jobs/<int:pk>/events/", events.job_events, name="job-events"),
     path("helpdesk/", include("diagnostics.history_urls")),
+    path("console/", include("diagnostics.console_urls")),
 ]

@@ -1,0 +1,17 @@
+"""Helpdesk console URLs, included under "console/" in the "diagnostics" namespace."""
+
+from django.urls import path
+
+from diagnostics.views import console
+
+urlpatterns = [
+    path("", console.dashboard_view, name="dashboard"),
+    path("machines/", console.machines, name="machines"),
+    path("machines/import/", console.machines_import, name="machines-import"),
+    path("machines/<int:pk>/test/", console.machine_test, name="machine-test"),
+    path(
+        "machines/<int:pk>/test/<str:token>/",
+        console.machine_test_result,
+        name="machine-test-result",
+    ),
+]
