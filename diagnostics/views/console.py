@@ -79,6 +79,10 @@ def _dashboard_context(now: dt.datetime) -> dict:
     ]
     articles = dashboard.top_articles(now)
     checks = dashboard.failing_checks(now)
+    for row in articles:
+        row["title"] = _title(row, "article__")
+    for row in checks:
+        row["title"] = _title(row, "kb_check__")
     weeks = dashboard.fix_success(now)
     return {
         "days": dashboard.DAYS,
@@ -108,10 +112,7 @@ def _dashboard_context(now: dt.datetime) -> dict:
         "checks": checks,
         "checks_chart": charts.horizontal_bars(
             gettext("Failing checks"),
-            [
-                (f"{_title(c, 'kb_check__')} ({c['kb_check__article__slug']})", c["n"], "")
-                for c in checks
-            ],
+            [(f"{c['title']} ({c['kb_check__article__slug']})", c["n"], "") for c in checks],
             color="#c0392b",
             empty=gettext("No check failed in this period."),
         ),
