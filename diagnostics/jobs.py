@@ -1,20 +1,23 @@
 """Job workflows: start, run, finish, reap. The one place where job state changes.
 
-Views and the CLI call start_diagnosis(); the Celery task calls run_job(); the beat schedule
-calls reap_stale_jobs(). Every path ends a job in a terminal state with what arrived kept.
+Views and the CLI call start_diagnosis() (and fixes.request_fix() & co.); the Celery task
+calls run_job(); the beat schedule calls reap_stale_jobs(). Every path ends a job in a
+terminal state with what arrived kept. Fix, verification and roll-back workflows live in
+fixes.py and use the machinery here (execute(), finish()).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import DateTimeField, F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -26,16 +29,24 @@ log = logging.getLogger(__name__)
 
 MAX_TRANSCRIPT = 200_000
 MAX_PASTE = 100_000
+Phase = StepResult.Phase
 
 
 class JobRefused(Exception):
-    """A job cannot be started (e.g. the article has no automated checks)."""
+    """A job cannot be started or moved (busy machine, nothing to run, wrong state)."""
 
 
 @dataclass
-class _Step:
-    plan_step: PlanStep
-    check: Check | None
+class Step:
+    """One planned step: what runs on the host, where it shows, and how it is judged."""
+
+    id: str
+    kind: str
+    args: dict[str, Any]
+    phase: str
+    title: str
+    check: Check | None = None
+    expect: list[dict[str, Any]] | None = field(default=None)  # check kinds only
 
 
 def target_for(machine: Machine) -> remote.Target:
@@ -52,11 +63,29 @@ def target_for(machine: Machine) -> remote.Target:
     )
 
 
-def _diagnosis_steps(article: Article) -> list[_Step]:
+def check_steps(article: Article, prefix: str = "c", phase: str = Phase.CHECK) -> list[Step]:
+    """The article's checks, in order, as steps with ids c1, c2, ... (or v1, v2, ...)."""
     return [
-        _Step(PlanStep(f"c{i}", check.kind, check.args), check)
+        Step(
+            f"{prefix}{i}",
+            check.kind,
+            check.args,
+            phase,
+            check.tr("title"),
+            check=check,
+            expect=check.expect,
+        )
         for i, check in enumerate(article.checks.order_by("position", "id"), start=1)
     ]
+
+
+def planned_steps(job: Job) -> list[Step]:
+    """Every step a job will run, known before it runs (the page shows them as pending)."""
+    if job.kind == Job.Kind.DIAGNOSE:
+        return check_steps(job.article)
+    from diagnostics import fixes  # fixes builds on this module
+
+    return fixes.planned_steps(job)
 
 
 def _resolve_secret(name: str) -> str:
@@ -64,6 +93,9 @@ def _resolve_secret(name: str) -> str:
     if secret is None:
         raise PlanError(f"the secret {name!r} is not in the secret store")
     return secret.get_value()
+
+
+# --- starting ------------------------------------------------------------------------------
 
 
 def start_diagnosis(
@@ -117,18 +149,35 @@ def create_job(**fields: Any) -> Job:
         raise JobRefused(busy_message(fields["machine"])) from None
 
 
+def time_limit(job: Job) -> int:
+    """Seconds the task may take: a fix may also wait for the machine to restart and verify."""
+    base = settings.KAIKETSU_JOB_TIME_LIMIT
+    if job.kind == Job.Kind.DIAGNOSE:
+        return base
+    delay = (job.restart_delay_min or 0) * 60
+    return 3 * base + delay + settings.KAIKETSU_RESTART_TIMEOUT
+
+
 def enqueue(job_id: int) -> None:
     """Hand a job to Celery; if the broker cannot be reached, end the job with that reason."""
     from diagnostics.tasks import run_job_task  # tasks imports jobs
 
+    job = Job.objects.get(pk=job_id)
+    limit = time_limit(job)
     try:
-        run_job_task.apply_async(args=[job_id], retry=True, retry_policy={"max_retries": 3})
+        run_job_task.apply_async(
+            args=[job_id],
+            soft_time_limit=limit,
+            time_limit=limit + 30,
+            retry=True,
+            retry_policy={"max_retries": 3},
+        )
     except Exception as exc:  # kombu raises several types for "broker unreachable"
         log.error("job %s could not be queued: %s", job_id, exc)
         Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
             status=Job.Status.ERROR,
             outcome=Job.Outcome.ERROR,
-            error="The job queue (Redis) is unavailable; nothing was run. Try again shortly.",
+            error=_("The job queue (Redis) is unavailable; nothing was run. Try again shortly."),
             finished_at=timezone.now(),
         )
 
@@ -138,18 +187,23 @@ def claim(job_id: int) -> bool:
     now = timezone.now()
     return bool(
         Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-            status=Job.Status.RUNNING, started_at=now, heartbeat_at=now
+            status=Job.Status.RUNNING,
+            started_at=Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
+            heartbeat_at=now,
         )
     )
+
+
+# --- running -------------------------------------------------------------------------------
 
 
 class _Recorder:
     """Receives the host's lines as they arrive: saves each step, then tells open pages."""
 
-    def __init__(self, job: Job, steps: list[_Step]):
+    def __init__(self, job: Job, steps: list[Step], first_position: int):
         self.job = job
-        self.steps = {s.plan_step.id: s for s in steps}
-        self.positions = {s.plan_step.id: i for i, s in enumerate(steps)}
+        self.steps = {s.id: s for s in steps}
+        self.positions = {s.id: first_position + i for i, s in enumerate(steps)}
         self.fatal = ""
         self.bad_lines: list[str] = []
         self.ended = False
@@ -167,15 +221,16 @@ class _Recorder:
             return
         step = self.steps[line["step"]]
         verdict = "done" if line["ok"] else "error"
-        if step.check is not None:
-            verdict, _ = evaluate(step.check.expect, line)
+        if step.expect is not None:
+            verdict, _failed = evaluate(step.expect, line)
         try:
             StepResult.objects.create(
                 job=self.job,
-                step_id=line["step"],
-                position=self.positions[line["step"]],
+                step_id=step.id,
+                phase=step.phase,
+                position=self.positions[step.id],
                 kb_check=step.check,
-                kind=step.plan_step.kind,
+                kind=step.kind,
                 facts=line.get("facts") or {},
                 before=line.get("before"),
                 after=line.get("after"),
@@ -185,56 +240,45 @@ class _Recorder:
                 duration_ms=max(0, int(line.get("ms") or 0)),
             )
         except IntegrityError:  # the same step reported twice: keep the first
-            self.bad_lines.append(f"step {line['step']} reported twice")
+            self.bad_lines.append(f"step {step.id} reported twice")
             return
         Job.objects.filter(pk=self.job.pk).update(
             heartbeat_at=timezone.now(), step_count=F("step_count") + 1
         )
-        live.publish(self.job.pk, "step", {"step": line["step"]})
+        live.publish(self.job.pk, "step", {"step": step.id})
 
 
-def run_job(job_id: int) -> None:
-    """Run a queued job to a terminal state. Safe to call twice: only one call claims it."""
-    if not claim(job_id):
-        log.info("job %s was already claimed; not running it again", job_id)
-        return
-    job = Job.objects.select_related("machine__credential", "article").get(pk=job_id)
-    live.publish(job.pk, "status", {"status": job.status})
-    steps = _diagnosis_steps(job.article)
+def execute(job: Job, steps: list[Step]) -> str:
+    """Run steps on the job's machine as ONE WinRM command; '' or what went wrong.
+
+    Each result is saved as it arrives; the plan (secrets masked) and the bounded output are
+    added to the job, whatever happens.
+    """
+    plan_steps = [PlanStep(s.id, s.kind, s.args) for s in steps]
     try:
-        to_send, to_show = build_plan(job.pk, [s.plan_step for s in steps], _resolve_secret)
+        to_send, to_show = build_plan(job.pk, plan_steps, _resolve_secret)
     except PlanError as exc:
-        _finish(job, Job.Status.ERROR, Job.Outcome.ERROR, f"The plan could not be built: {exc}")
-        return
-    job.plan = to_show
+        return _("The plan could not be built: %(error)s") % {"error": exc}
+    job.plan = {**to_show, "steps": [*(job.plan or {}).get("steps", []), *to_show["steps"]]}
     job.save(update_fields=["plan"])
 
-    recorder = _Recorder(job, steps)
+    recorder = _Recorder(job, steps, first_position=job.steps.count())
     deadline = max(10, settings.KAIKETSU_JOB_TIME_LIMIT - 10)
     try:
         outcome = remote.run_plan(target_for(job.machine), to_send, recorder, deadline_s=deadline)
     except remote.RemoteError as exc:
         _keep_output(job, exc.outcome)  # what arrived before the failure stays readable
-        _finish(job, Job.Status.ERROR, Job.Outcome.ERROR, str(exc))
-        return
-    except SoftTimeLimitExceeded:
-        _finish(job, Job.Status.ERROR, Job.Outcome.ERROR, "The job hit its time limit.")
-        return
+        return str(exc)
     _keep_output(job, outcome)
-
-    problems = _problems(job, recorder, outcome)
-    if problems:
-        _finish(job, Job.Status.ERROR, Job.Outcome.ERROR, problems)
-        return
-    failing = job.steps.exclude(verdict__in=["pass", "done"]).exists()
-    _finish(job, Job.Status.DONE, Job.Outcome.PROBLEMS if failing else Job.Outcome.HEALTHY)
+    return _problems(job, recorder, outcome)
 
 
 def _keep_output(job: Job, outcome: remote.RunOutcome | None) -> None:
     if outcome is None:
         return
-    job.transcript = outcome.transcript[:MAX_TRANSCRIPT]
-    job.stderr = outcome.stderr[:20_000]
+    sep = "\n" if job.transcript else ""
+    job.transcript = (job.transcript + sep + outcome.transcript)[-MAX_TRANSCRIPT:]
+    job.stderr = (job.stderr + sep + outcome.stderr)[-20_000:]
     job.save(update_fields=["transcript", "stderr"])
 
 
@@ -255,13 +299,40 @@ def _problems(job: Job, recorder: _Recorder, outcome: remote.RunOutcome) -> str:
     return ""
 
 
-def _finish(job: Job, status: Job.Status, outcome: Job.Outcome, error: str = "") -> None:
+def run_job(job_id: int) -> None:
+    """Run a queued job to its next resting state. Only one call can claim a job."""
+    if not claim(job_id):
+        log.info("job %s was already claimed; not running it again", job_id)
+        return
+    job = Job.objects.select_related("machine__credential", "article", "parent").get(pk=job_id)
+    live.publish(job.pk, "status", {"status": job.status})
+    try:
+        if job.kind == Job.Kind.DIAGNOSE:
+            _run_diagnosis(job)
+        else:
+            from diagnostics import fixes
+
+            fixes.run(job)
+    except SoftTimeLimitExceeded:
+        finish(job, Job.Status.ERROR, Job.Outcome.ERROR, _("The job hit its time limit."))
+
+
+def _run_diagnosis(job: Job) -> None:
+    error = execute(job, check_steps(job.article))
+    if error:
+        finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
+        return
+    failing = job.steps.exclude(verdict__in=["pass", "done"]).exists()
+    finish(job, Job.Status.DONE, Job.Outcome.PROBLEMS if failing else Job.Outcome.HEALTHY)
+
+
+def finish(job: Job, status: Job.Status, outcome: Job.Outcome, error: str = "") -> None:
     if job.finish(status, outcome, error):
         live.publish(job.pk, "done", {"status": status, "outcome": outcome})
 
 
 def reap_stale_jobs(now: Any = None) -> int:
-    """End running jobs whose worker died (no heartbeat within the limit) as interrupted."""
+    """End active jobs whose worker died (no heartbeat within the limit) as interrupted."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.KAIKETSU_REAP_AFTER)
     reaped = 0
@@ -269,7 +340,9 @@ def reap_stale_jobs(now: Any = None) -> int:
         status__in=[Job.Status.RUNNING, Job.Status.RESTARTING], heartbeat_at__lt=cutoff
     )
     for job in stale:
-        if job.mark_interrupted("The worker running this job stopped; the steps above arrived."):
+        if job.mark_interrupted(
+            _("The worker running this job stopped; the steps above are what arrived.")
+        ):
             live.publish(job.pk, "done", {"status": job.status, "outcome": job.outcome})
             reaped += 1
     return reaped

@@ -151,3 +151,93 @@ def parse_line(line: dict[str, Any], known_steps: set[str]) -> str | None:
 
 def is_check_kind(kind: str) -> bool:
     return kind in KINDS and not KINDS[kind].fix
+
+
+# --- fixes: what will change, and how to undo it -------------------------------------------
+
+# The fact a check step reports that a fix step of this kind changes, per fix argument.
+_PREVIEW_FACTS = {
+    "set_service": {"start_type": "start_type", "action": "status"},
+    "set_registry_value": {"value": "value", "absent": "value"},
+    "set_vpn_connection": {
+        "tunnel_type": "tunnel_type",
+        "authentication_method": "authentication_method",
+        "encryption_level": "encryption_level",
+    },
+    "set_vpn_ipsec": {"revert_to_default": "ipsec_custom_policy"},
+}
+_ACTION_RESULT = {"start": "Running", "restart": "Running", "stop": "Stopped"}
+
+
+def _setting_name(kind: str, args: dict[str, Any], arg: str) -> str:
+    if kind == "set_service":
+        return f"{args['name']}: {'status' if arg == 'action' else arg}"
+    if kind == "set_registry_value":
+        return f"{args['path']}\\{args['name']}"
+    return arg
+
+
+def preview_changes(kind: str, args: dict[str, Any], facts: dict[str, Any] | None) -> list[dict]:
+    """Rows of {setting, current, new} a fix step will change, from the diagnosis' facts.
+
+    ``facts`` are those of the check the fix answers (None when unknown): the current value
+    is shown only when that check reported the same setting.
+    """
+    facts = facts or {}
+    rows = []
+    for arg, fact in _PREVIEW_FACTS.get(kind, {}).items():
+        if arg not in args:
+            continue
+        new: Any = args[arg]
+        if kind == "set_service" and arg == "action":
+            new = _ACTION_RESULT[args[arg]]
+        elif kind == "set_registry_value" and arg == "absent":
+            new = None
+        elif kind == "set_vpn_ipsec":
+            new = "default"
+        rows.append(
+            {"setting": _setting_name(kind, args, arg), "current": facts.get(fact), "new": new}
+        )
+    if kind == "set_vpn_ipsec" and not args.get("revert_to_default"):
+        rows.append(
+            {
+                "setting": "ipsec_custom_policy",
+                "current": facts.get("ipsec_custom_policy"),
+                "new": {k: args[k] for k in args if k != "name"},
+            }
+        )
+    if kind == "set_vpn_psk":
+        rows.append({"setting": "pre-shared key", "current": MASK, "new": MASK})
+    if kind == "schedule_reboot":
+        rows.append({"setting": "restart", "current": None, "new": args.get("delay_seconds", 0)})
+    return rows
+
+
+def rollback_args(kind: str, args: dict[str, Any], before: dict[str, Any]) -> dict | None:
+    """Args that put back what a fix step found (``before``), or None if it cannot be undone.
+
+    The PSK cannot be read back on Windows, and a restart cannot be taken back.
+    """
+    if kind == "set_service":
+        out = {
+            "name": args["name"],
+            "action": "start" if before.get("status") == "Running" else "stop",
+        }
+        if before.get("start_type") in ("Automatic", "Manual", "Disabled"):
+            out["start_type"] = before["start_type"]
+        return out
+    if kind == "set_registry_value":
+        base = {"path": args["path"], "name": args["name"]}
+        if not before.get("exists"):
+            return {**base, "absent": True}
+        return {**base, "type": before["type"], "value": before["value"]}
+    if kind == "set_vpn_connection":
+        out = {k: before.get(k) for k in args if k != "name" and before.get(k) is not None}
+        return {**({"name": args["name"]} if "name" in args else {}), **out} if out else None
+    if kind == "set_vpn_ipsec":
+        policy = before.get("ipsec_custom_policy")
+        name = {"name": args["name"]} if "name" in args else {}
+        if not policy:
+            return {**name, "revert_to_default": True}
+        return {**name, **{k: policy.get(k) for k in policy}}
+    return None

@@ -126,11 +126,14 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = KAIKETSU_JOB_TIME_LIMIT
-CELERY_TASK_TIME_LIMIT = KAIKETSU_JOB_TIME_LIMIT + 30
 # Redis redelivers an unacked task after the visibility timeout: keep it well above the longest
 # job, and the task itself refuses a job that already started.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * (KAIKETSU_JOB_TIME_LIMIT + 30)}
+# A fix job may also wait for the machine to restart (and for a delayed restart to come).
+KAIKETSU_RESTART_TIMEOUT = env.int("KAIKETSU_RESTART_TIMEOUT", default=600)
+KAIKETSU_RESTART_NOW_SECONDS = env.int("KAIKETSU_RESTART_NOW_SECONDS", default=30)
+KAIKETSU_RESTART_DELAYS = (5, 15, 30)  # minutes the employee may choose
+_LONGEST_JOB = 3 * KAIKETSU_JOB_TIME_LIMIT + KAIKETSU_RESTART_TIMEOUT + 60 * 30
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * _LONGEST_JOB}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reap-dead-jobs": {"task": "diagnostics.tasks.reap_jobs", "schedule": 30.0},

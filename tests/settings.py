@@ -21,4 +21,5 @@ CELERY_BROKER_URL = REDIS_URL
 # Workers and the browser's server run in their own processes against the test database, so
 # an SQLite test database must be a file, not memory.
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-kaiketsu.sqlite3")}  # noqa: F405
+    # One file per test run, so two runs on one checkout never share (or delete) it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-kaiketsu-{os.getpid()}.sqlite3")}  # noqa: F405

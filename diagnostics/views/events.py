@@ -33,20 +33,22 @@ def _render_step(job: Job, step_id: str) -> str:
     return render_to_string("diagnostics/job.html#step-row", step_row_context(job, step_id))
 
 
-def _render_progress_and_verdict(job: Job) -> tuple[str, str]:
+def _render_job_parts(job: Job) -> tuple[str, str, str]:
     job.refresh_from_db()
     ctx = job_context(job)
     return (
         render_to_string("diagnostics/job.html#progress", ctx),
         render_to_string("diagnostics/job.html#verdict", ctx),
+        render_to_string("diagnostics/job.html#steps-table", ctx),
     )
 
 
 async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     if job.is_finished:
-        progress, verdict = await sync_to_async(_render_progress_and_verdict)(job)
+        progress, verdict, table = await sync_to_async(_render_job_parts)(job)
         yield _sse("progress", progress)
+        yield _sse("steps", table)
         yield _sse("done", verdict)
         return
     async for item in live.follow(job.pk, after):
@@ -57,9 +59,10 @@ async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[s
         if event == "step" and isinstance(data.get("step"), str):
             html = await sync_to_async(_render_step)(job, data["step"])
             yield _sse(f"step-{data['step']}", html, event_id)
-        progress, verdict = await sync_to_async(_render_progress_and_verdict)(job)
+        progress, verdict, table = await sync_to_async(_render_job_parts)(job)
         yield _sse("progress", progress, event_id)
         if event == "done" or job.is_finished:
+            yield _sse("steps", table, event_id)  # rows no one planned (an automatic roll-back)
             yield _sse("done", verdict, event_id)
             return
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Prefetch
@@ -11,7 +12,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import jobs, kbindex, live
+from diagnostics import fixes, jobs, kbindex, live
 from diagnostics.models import Article, Check, Job, Machine, StepResult
 
 MAX_PASTE_CHARS = 100_000
@@ -118,17 +119,36 @@ def job_create(request: HttpRequest) -> HttpResponse:
     return redirect("diagnostics:job-detail", pk=job.pk)
 
 
+def _rows(job: Job, results: dict[str, StepResult]) -> list[dict]:
+    """Planned steps (pending until their result arrives), then any unplanned results."""
+    planned = jobs.planned_steps(job)
+    rows = [
+        {"step_id": s.id, "title": s.title, "phase": s.phase, "check": s.check,
+         "result": results.get(s.id)}
+        for s in planned
+    ]  # fmt: skip
+    known = {s.id for s in planned}
+    for r in sorted(results.values(), key=lambda r: r.position):
+        if r.step_id not in known:  # e.g. an automatic roll-back
+            title = r.kb_check.tr("title") if r.kb_check else r.get_phase_display()
+            rows.append(
+                {"step_id": r.step_id, "title": title, "phase": r.phase, "check": r.kb_check,
+                 "result": r}
+            )  # fmt: skip
+    return rows
+
+
 def job_context(job: Job) -> dict:
     """Everything the job page and its live fragments need, from the database."""
-    checks = list(job.article.checks.select_related("fix").order_by("position", "id"))
     results = {r.step_id: r for r in job.steps.select_related("kb_check__fix")}
-    rows = [
-        {"step_id": f"c{i}", "check": c, "result": results.get(f"c{i}")}
-        for i, c in enumerate(checks, start=1)
-    ]
+    rows = _rows(job, results)
     done = sum(1 for r in rows if r["result"] is not None)
     failed = [
-        r for r in rows if r["result"] is not None and r["result"].verdict in ("fail", "error")
+        r
+        for r in rows
+        if r["result"] is not None
+        and r["result"].verdict in ("fail", "error")
+        and r["phase"] in ("check", "verify")
     ]
     return {
         "job": job,
@@ -137,16 +157,20 @@ def job_context(job: Job) -> dict:
         "total": len(rows),
         "percent": int(100 * done / len(rows)) if rows else 100,
         "failed": failed,
+        "offers": fixes.offered_fixes(job) if job.outcome == Job.Outcome.PROBLEMS else [],
+        "children": list(job.children.order_by("-created_at")),
+        "can_roll_back": job.kind == Job.Kind.FIX
+        and job.is_finished
+        and any(r.phase == "fix" and r.changed for r in results.values()),
     }
 
 
 def step_row_context(job: Job, step_id: str) -> dict:
-    result = (
-        StepResult.objects.select_related("kb_check__fix").filter(job=job, step_id=step_id).first()
-    )
-    return {
-        "row": {"step_id": step_id, "check": result.kb_check if result else None, "result": result}
+    results = {
+        r.step_id: r for r in job.steps.select_related("kb_check__fix").filter(step_id=step_id)
     }
+    row = next((r for r in _rows(job, results) if r["step_id"] == step_id), None)
+    return {"row": row or {"step_id": step_id, "title": step_id, "result": None}}
 
 
 @require_GET
@@ -162,3 +186,113 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, "diagnostics/job.html#job-body", ctx)
     return render(request, "diagnostics/job.html", ctx)
+
+
+def _owner_or_helpdesk(request: HttpRequest, job: Job) -> None:
+    """Acting on a machine: its owners and the helpdesk; everyone else gets 404."""
+    if can_see_all_jobs(request.user):
+        return
+    if not job.machine.owners.filter(pk=request.user.pk).exists():
+        raise Http404
+
+
+@login_required
+def fix_confirm(request: HttpRequest, pk: int) -> HttpResponse:
+    """Show exactly what each offered fix changes; on POST, request the chosen fixes."""
+    diagnosis = _job_for(request, pk)
+    _owner_or_helpdesk(request, diagnosis)
+    offers = fixes.offered_fixes(diagnosis)
+    if not offers:
+        messages.error(request, _("This diagnosis offers no automatic fix."))
+        return redirect("diagnostics:job-detail", pk=diagnosis.pk)
+    if request.method == "POST":
+        try:
+            delay = int(request.POST.get("delay") or 0) or None
+        except ValueError:
+            delay = None
+        try:
+            job = fixes.request_fix(
+                request.user,
+                diagnosis,
+                request.POST.getlist("fix"),
+                request.POST.get("restart", ""),
+                delay,
+            )
+        except jobs.JobRefused as exc:
+            messages.error(request, str(exc))
+            return redirect("diagnostics:fix-confirm", pk=diagnosis.pk)
+        return redirect("diagnostics:job-detail", pk=job.pk)
+    return render(
+        request,
+        "diagnostics/fix_confirm.html",
+        {
+            "job": diagnosis,
+            "offers": offers,
+            "needs_restart": any(o.fix.restart_required for o in offers),
+            "delays": settings.KAIKETSU_RESTART_DELAYS,
+            "restart_now_seconds": settings.KAIKETSU_RESTART_NOW_SECONDS,
+        },
+    )
+
+
+@require_POST
+@login_required
+def job_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    fix_job = _job_for(request, pk)  # the employee's own fixes, or the helpdesk for any
+    try:
+        job = fixes.request_rollback(request.user, fix_job)
+    except jobs.JobRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("diagnostics:job-detail", pk=fix_job.pk)
+    return redirect("diagnostics:job-detail", pk=job.pk)
+
+
+@require_POST
+@login_required
+def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _job_for(request, pk)
+    try:
+        fixes.resume(job, request.user, restart_now=request.POST.get("action") == "restart")
+    except jobs.JobRefused as exc:
+        messages.error(request, str(exc))
+    return redirect("diagnostics:job-detail", pk=job.pk)
+
+
+@require_POST
+@login_required
+def job_handover(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _job_for(request, pk)
+    fixes.hand_over(job, request.user)
+    messages.success(request, _("The helpdesk has this job with its whole transcript."))
+    return redirect("diagnostics:job-detail", pk=job.pk)
+
+
+@require_GET
+@login_required
+def approvals(request: HttpRequest) -> HttpResponse:
+    """The helpdesk's queue of fixes waiting for approval."""
+    if not can_see_all_jobs(request.user):
+        raise Http404
+    waiting = (
+        Job.objects.filter(status=Job.Status.APPROVAL)
+        .select_related("machine", "article", "user")
+        .prefetch_related("audit")
+        .order_by("created_at")
+    )
+    return render(request, "diagnostics/approvals.html", {"jobs": waiting})
+
+
+@require_POST
+@login_required
+def approval_decide(request: HttpRequest, pk: int) -> HttpResponse:
+    if not can_see_all_jobs(request.user):
+        raise Http404
+    job = get_object_or_404(Job, pk=pk)
+    approve = request.POST.get("decision") == "approve"
+    try:
+        fixes.decide(job, request.user, approve, request.POST.get("note", "")[:2000])
+    except jobs.JobRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, _("Approved.") if approve else _("Declined."))
+    return redirect("diagnostics:approvals")

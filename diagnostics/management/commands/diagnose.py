@@ -6,8 +6,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from diagnostics import jobs
+from diagnostics import fixes, jobs
 from diagnostics.models import Article, Job, Machine, StepResult
+from diagnostics.views.pages import can_see_all_jobs
 
 
 def step_json(step: StepResult) -> dict:
@@ -23,6 +24,8 @@ def step_json(step: StepResult) -> dict:
 
 def job_json(job: Job) -> dict:
     outcome = job.outcome if job.status == Job.Status.DONE else "error"
+    if job.status in (Job.Status.WAITING, Job.Status.APPROVAL, Job.Status.DECLINED):
+        outcome = "not_fixed"
     return {
         "job": job.pk,
         "status": job.status,
@@ -48,8 +51,6 @@ class Command(BaseCommand):
         parser.add_argument("--wait", type=float, default=settings.KAIKETSU_JOB_TIME_LIMIT + 60)
 
     def handle(self, *args, machine, article, as_json, fix, user, wait, **options):
-        if fix:
-            raise CommandError("--fix is not available yet: fix jobs come with issue #5")
         target = Machine.objects.filter(name=machine).first()
         if target is None:
             raise CommandError(f"no machine named {machine!r}")
@@ -57,32 +58,68 @@ class Command(BaseCommand):
         if art is None:
             raise CommandError(f"no published article {article!r}")
         runner = self._user(user, target)
-        with transaction.atomic():
-            try:
+        self.as_json = as_json
+        try:
+            with transaction.atomic():
                 job = jobs.start_diagnosis(runner, target, art, pasted_text="(command line)")
-            except jobs.JobRefused as exc:
-                raise CommandError(str(exc)) from None
+        except jobs.JobRefused as exc:
+            raise CommandError(str(exc)) from None
+        job = self._follow(job, wait)
+        fix_job = self._fix(job, runner, wait) if fix else None
+        if as_json:
+            result = job_json(job)
+            if fix_job is not None:
+                result["fix"] = job_json(fix_job)
+                result["outcome"] = result["fix"]["outcome"]
+            self.stdout.write(json.dumps(result, ensure_ascii=False))
+
+    def _follow(self, job: Job, wait: float) -> Job:
+        """Print each step as it arrives (unless --json) until the job rests."""
         shown: set[str] = set()
         deadline = time.monotonic() + wait
         while True:
             job.refresh_from_db()
-            if not as_json:
+            if not self.as_json:
                 for step in job.steps.select_related("kb_check").exclude(step_id__in=shown):
                     shown.add(step.step_id)
                     self.stdout.write(self._line(step))
-            if job.is_finished:
+            if job.is_finished or job.status in (Job.Status.WAITING, Job.Status.APPROVAL):
                 break
             if time.monotonic() > deadline:
                 raise CommandError(
                     f"job {job.pk} did not finish in {wait:.0f} s (is a worker running?)"
                 )
             time.sleep(0.2)
-        if as_json:
-            self.stdout.write(json.dumps(job_json(job), ensure_ascii=False))
-        else:
-            self.stdout.write(f"job {job.pk}: {job.status} / {job_json(job)['outcome']}")
-            if job.error:
-                self.stdout.write(job.error)
+        if not self.as_json:
+            outcome = job_json(job)["outcome"]
+            self.stdout.write(f"job {job.pk} ({job.kind}): {job.status} / {outcome}")
+            for text in (job.note, job.error):
+                if text:
+                    self.stdout.write(text)
+        return job
+
+    def _fix(self, diagnosis: Job, user, wait: float) -> Job | None:
+        """Apply every offered fix, consenting to a restart now, and wait for verification."""
+        offers = fixes.offered_fixes(diagnosis)
+        can_approve = can_see_all_jobs(user)
+        keys = [o.fix.key for o in offers if can_approve or not o.fix.needs_approval]
+        skipped = [o.fix.key for o in offers if o.fix.key not in keys]
+        if skipped and not self.as_json:
+            self.stdout.write(f"needs the helpdesk's approval, not applied: {', '.join(skipped)}")
+        if not keys:
+            if not self.as_json:
+                self.stdout.write("no automatic fix to apply")
+            return None
+        try:
+            with transaction.atomic():
+                fix_job = fixes.request_fix(user, diagnosis, keys, Job.Restart.NOW)
+            if fix_job.status == Job.Status.APPROVAL:
+                fixes.decide(fix_job, user, approve=True, note="approved from the command line")
+        except jobs.JobRefused as exc:
+            raise CommandError(str(exc)) from None
+        if not self.as_json:
+            self.stdout.write(f"fix job {fix_job.pk}: {', '.join(keys)} (restart now if needed)")
+        return self._follow(fix_job, wait + settings.KAIKETSU_RESTART_TIMEOUT)
 
     def _user(self, username, machine):
         User = get_user_model()
@@ -100,5 +137,7 @@ class Command(BaseCommand):
     def _line(self, step: StepResult) -> str:
         title = step.kb_check.title_en if step.kb_check else step.kind
         mark = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "done": "DONE"}[step.verdict]
+        if step.verdict == "done" and step.changed is False:
+            mark = "SAME"
         detail = f"  {step.error}" if step.error else ""
         return f"{mark:<6}{title} ({step.duration_ms} ms){detail}"

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from diagnostics.models import Credential, Machine
+from diagnostics.models import Credential, Machine, Secret
 from diagnostics.roles import EMPLOYEE, HELPDESK, KB_ADMIN, ensure_groups
 from winsim.hosts import load_profile
 
@@ -69,6 +69,13 @@ class Command(BaseCommand):
                 },
             )
             machine.owners.add(*owners)
+        if hosts:
+            # The company PSK that set_vpn_psk fixes send: the demo VPN server's own key.
+            secret, _ = Secret.objects.get_or_create(
+                name="company-l2tp-psk", defaults={"description": "Company L2TP pre-shared key"}
+            )
+            secret.set_value(hosts[0].server.psk)
+            secret.save()
         self.stdout.write(f"{len(hosts)} demo machines from {profile}")
         self.stdout.write("Demo logins (passwords are new on every load):")
         for username, password, role in logins:

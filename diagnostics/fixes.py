@@ -1,0 +1,415 @@
+"""From a diagnosis to a verified fix: offer, request, approve, apply, restart, verify, undo.
+
+A fix job applies the chosen article fixes in one WinRM command, restarts the machine when a
+fix needs it and the employee agreed, then verifies: it dials the VPN and runs the article's
+checks again. It ends Fixed only when all pass. A check that passed before the fix and fails
+after it makes the portal put the old values back on its own. A roll-back job restores the
+``before`` values of a fix job. Every request, decision and change is audited.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from diagnostics import live, remote
+from diagnostics.jobs import (
+    JobRefused,
+    Phase,
+    Step,
+    check_steps,
+    create_job,
+    enqueue,
+    execute,
+    finish,
+    target_for,
+)
+from diagnostics.models import AuditEntry, Check, Fix, Job, StepResult
+from diagnostics.plans import preview_changes, rollback_args
+
+DIAL_EXPECT = [{"fact": "connected", "op": "true"}]
+Restart = Job.Restart
+
+
+@dataclass
+class FixOffer:
+    """An article fix offered for a diagnosis' failed checks, with what it will change."""
+
+    fix: Fix
+    checks: list[Check]
+    changes: list[dict[str, Any]]
+
+
+def offered_fixes(diagnosis: Job) -> list[FixOffer]:
+    """The fixes of the failed checks of a finished diagnosis, in article order."""
+    if diagnosis.kind != Job.Kind.DIAGNOSE or diagnosis.status != Job.Status.DONE:
+        return []
+    offers: dict[int, FixOffer] = {}
+    failed = (
+        diagnosis.steps.filter(verdict__in=["fail", "error"], kb_check__fix__isnull=False)
+        .select_related("kb_check__fix")
+        .order_by("position")
+    )
+    for result in failed:
+        fix = result.kb_check.fix
+        offer = offers.get(fix.pk)
+        if offer is None:
+            changes = [
+                row
+                for step in fix.steps
+                for row in preview_changes(step["kind"], step.get("args") or {}, result.facts)
+            ]
+            offer = offers[fix.pk] = FixOffer(fix, [], changes)
+        offer.checks.append(result.kb_check)
+    return sorted(offers.values(), key=lambda o: o.fix.position)
+
+
+def _needs_restart(job: Job) -> bool:
+    return Fix.objects.filter(
+        article=job.article, key__in=job.fix_keys, restart_required=True
+    ).exists()
+
+
+def _fixes_of(job: Job) -> list[Fix]:
+    by_key = {f.key: f for f in Fix.objects.filter(article=job.article, key__in=job.fix_keys)}
+    return [by_key[k] for k in job.fix_keys if k in by_key]
+
+
+def _audit(job: Job, action: str, actor: Any = None, changes=None, detail: str = "") -> None:
+    AuditEntry.objects.create(
+        job=job,
+        machine=job.machine,
+        actor=actor,
+        action=action,
+        changes=changes or [],
+        detail=detail[:2000],
+    )
+
+
+# --- requests and decisions (called by views and the CLI) ------------------------------------
+
+
+def request_fix(
+    user: Any,
+    diagnosis: Job,
+    fix_keys: list[str],
+    restart: str = Restart.NONE,
+    delay_min: int | None = None,
+) -> Job:
+    """Create a fix job for chosen offered fixes; it waits for approval where one needs it."""
+    offers = {o.fix.key: o for o in offered_fixes(diagnosis)}
+    chosen = [k for k in dict.fromkeys(fix_keys) if k in offers]
+    if not chosen:
+        raise JobRefused(_("Choose at least one of the offered fixes."))
+    restart_needed = any(offers[k].fix.restart_required for k in chosen)
+    if restart_needed and restart not in (Restart.NOW, Restart.DELAY, Restart.LATER):
+        raise JobRefused(_("One of these fixes needs a restart: choose when to restart."))
+    if not restart_needed:
+        restart, delay_min = Restart.NONE, None
+    if restart == Restart.DELAY and delay_min not in settings.KAIKETSU_RESTART_DELAYS:
+        raise JobRefused(_("Choose one of the offered restart delays."))
+    if restart != Restart.DELAY:
+        delay_min = None
+    approval = any(offers[k].fix.needs_approval for k in chosen)
+    with transaction.atomic():
+        job = create_job(
+            user=user,
+            machine=diagnosis.machine,
+            article=diagnosis.article,
+            parent=diagnosis,
+            kind=Job.Kind.FIX,
+            status=Job.Status.APPROVAL if approval else Job.Status.QUEUED,
+            fix_keys=chosen,
+            restart=restart,
+            restart_delay_min=delay_min,
+            pasted_text=diagnosis.pasted_text,
+        )
+        changes = [row for k in chosen for row in offers[k].changes]
+        _audit(job, AuditEntry.Action.FIX_REQUESTED, user, changes, ", ".join(chosen))
+        if not approval:
+            transaction.on_commit(lambda: enqueue(job.pk))
+    return job
+
+
+def decide(job: Job, user: Any, approve: bool, note: str = "") -> None:
+    """The helpdesk approves (the fix is queued) or declines a fix waiting for approval."""
+    now = timezone.now()
+    new = Job.Status.QUEUED if approve else Job.Status.DECLINED
+    fields: dict[str, Any] = {"status": new, "decided_by": user, "decided_at": now}
+    if not approve:
+        fields.update(outcome=Job.Outcome.NONE, finished_at=now, error=note[:4000])
+    try:
+        with transaction.atomic():
+            moved = Job.objects.filter(pk=job.pk, status=Job.Status.APPROVAL).update(**fields)
+            if not moved:
+                raise JobRefused(_("This fix is no longer waiting for approval."))
+            action = AuditEntry.Action.FIX_APPROVED if approve else AuditEntry.Action.FIX_DECLINED
+            _audit(job, action, user, detail=note)
+            if approve:
+                transaction.on_commit(lambda: enqueue(job.pk))
+    except IntegrityError:  # approving makes the job active: the machine may be busy
+        raise JobRefused(busy_message_for(job)) from None
+    job.refresh_from_db()
+    live.publish(job.pk, "done" if not approve else "status", {"status": job.status})
+
+
+def busy_message_for(job: Job) -> str:
+    from diagnostics.jobs import busy_message
+
+    return busy_message(job.machine)
+
+
+def request_rollback(user: Any, fix_job: Job) -> Job:
+    """A roll-back job restoring the values a finished fix job found."""
+    if fix_job.kind != Job.Kind.FIX or not fix_job.is_finished:
+        raise JobRefused(_("Only a finished fix can be rolled back."))
+    if not rollback_steps(fix_job, "r"):
+        raise JobRefused(_("This fix changed nothing that can be rolled back."))
+    if (
+        fix_job.children.filter(kind=Job.Kind.ROLLBACK)
+        .exclude(status__in=[Job.Status.ERROR, Job.Status.INTERRUPTED])
+        .exists()
+    ):
+        raise JobRefused(_("This fix has already been rolled back."))
+    restart = fix_job.restart if fix_job.restart in (Restart.NOW, Restart.DELAY) else Restart.NONE
+    with transaction.atomic():
+        job = create_job(
+            user=user,
+            machine=fix_job.machine,
+            article=fix_job.article,
+            parent=fix_job,
+            kind=Job.Kind.ROLLBACK,
+            restart=Restart.NOW if restart else Restart.NONE,
+        )
+        transaction.on_commit(lambda: enqueue(job.pk))
+    return job
+
+
+def resume(job: Job, user: Any, restart_now: bool) -> None:
+    """Continue a fix waiting for a restart: restart now, or verify (the user restarted)."""
+    if restart_now:
+        Job.objects.filter(pk=job.pk).update(restart=Restart.NOW)
+    try:
+        with transaction.atomic():
+            if not Job.objects.filter(pk=job.pk, status=Job.Status.WAITING).update(
+                status=Job.Status.QUEUED
+            ):
+                raise JobRefused(_("This fix is not waiting for a restart."))
+            transaction.on_commit(lambda: enqueue(job.pk))
+    except IntegrityError:
+        raise JobRefused(busy_message_for(job)) from None
+    live.publish(job.pk, "status", {"status": Job.Status.QUEUED})
+
+
+def hand_over(job: Job, user: Any) -> None:
+    """Flag an unfixed job for the helpdesk; the job's page and history carry everything."""
+    if Job.objects.filter(pk=job.pk, handed_over_at__isnull=True).update(
+        handed_over_at=timezone.now()
+    ):
+        _audit(job, AuditEntry.Action.HANDED_OVER, user)
+
+
+# --- steps ---------------------------------------------------------------------------------
+
+
+def fix_steps(job: Job) -> list[Step]:
+    steps = []
+    for fix in _fixes_of(job):
+        for i, step in enumerate(fix.steps, start=1):
+            steps.append(
+                Step(
+                    f"f{fix.position + 1}-{i}",
+                    step["kind"],
+                    step.get("args") or {},
+                    Phase.FIX,
+                    fix.tr("title"),
+                )
+            )
+    return steps
+
+
+def reboot_step(job: Job, prefix: str = "f") -> Step:
+    delay = (job.restart_delay_min or 0) * 60 or settings.KAIKETSU_RESTART_NOW_SECONDS
+    message = _("Kaiketsu will restart this computer to finish fixing the VPN. Save your work.")
+    return Step(
+        f"{prefix}-restart",
+        "schedule_reboot",
+        {"delay_seconds": delay, "message": message},
+        Phase.FIX if prefix == "f" else Phase.ROLLBACK,
+        _("Restart the machine"),
+    )
+
+
+def verify_steps(job: Job) -> list[Step]:
+    dial = Step("v-dial", "vpn_dial", {}, Phase.VERIFY, _("Connect the VPN"), expect=DIAL_EXPECT)
+    # Dial first: the recent-errors check then sees this attempt, not the old failure.
+    return [dial, *check_steps(job.article, "v", Phase.VERIFY)]
+
+
+def rollback_steps(fix_job: Job, prefix: str) -> list[Step]:
+    """Steps that undo the changed fix steps of ``fix_job``, last change first."""
+    changed = fix_job.steps.filter(phase=Phase.FIX, changed=True).order_by("-position")
+    plan = {s["id"]: s for s in (fix_job.plan or {}).get("steps", [])}
+    steps = []
+    for n, result in enumerate(changed, start=1):
+        sent = plan.get(result.step_id)
+        if sent is None:
+            continue
+        args = rollback_args(result.kind, sent.get("args") or {}, result.before or {})
+        if args is None:
+            continue
+        title = _("Put back: %(step)s") % {"step": result.kind}
+        steps.append(Step(f"{prefix}{n}", result.kind, args, Phase.ROLLBACK, title))
+    return steps
+
+
+def planned_steps(job: Job) -> list[Step]:
+    """What a fix or roll-back job will run, for the page's pending rows."""
+    if job.kind == Job.Kind.ROLLBACK:
+        steps = rollback_steps(job.parent, "r")
+        if job.restart == Restart.NOW:
+            steps.append(reboot_step(job, "r"))
+        return steps
+    steps = fix_steps(job)
+    if job.restart in (Restart.NOW, Restart.DELAY) and _needs_restart(job):
+        steps.append(reboot_step(job))
+    return steps + verify_steps(job)
+
+
+# --- running (called by jobs.run_job in the worker) -----------------------------------------
+
+
+def run(job: Job) -> None:
+    if job.kind == Job.Kind.ROLLBACK:
+        _run_rollback(job)
+    else:
+        _run_fix(job)
+
+
+def _run_fix(job: Job) -> None:
+    already_applied = job.steps.filter(phase=Phase.FIX).exists()  # resumed after "later"
+    if not already_applied:
+        error = execute(job, fix_steps(job))
+        if error:
+            finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
+            return
+        _audit(job, AuditEntry.Action.FIX_APPLIED, job.user, _changes(job, Phase.FIX))
+    if _needs_restart(job):
+        job.refresh_from_db(fields=["restart"])
+        if job.restart == Restart.LATER and not already_applied:
+            job.note = _("Restart the machine to finish the fix, then press Verify.")
+            job.save(update_fields=["note"])
+            job.move(Job.Status.RUNNING, Job.Status.WAITING)
+            live.publish(job.pk, "done", {"status": job.status})
+            return
+        if job.restart in (Restart.NOW, Restart.DELAY):
+            error = _restart_and_wait(job, reboot_step(job))
+            if error:
+                finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
+                return
+    _verify(job)
+
+
+def _restart_and_wait(job: Job, step: Step) -> str:
+    """Schedule the restart, then wait until the machine goes away and answers again."""
+    if job.steps.filter(step_id=step.id).exists():  # resumed twice: never restart twice
+        return ""
+    error = execute(job, [step])
+    if error:
+        return error
+    job.move(Job.Status.RUNNING, Job.Status.RESTARTING)
+    live.publish(job.pk, "status", {"status": job.status})
+    target = target_for(job.machine)
+    delay = step.args["delay_seconds"]
+    went_down = _wait(job, target, answering=False, timeout=delay + 120)
+    came_back = went_down and _wait(
+        job, target, answering=True, timeout=settings.KAIKETSU_RESTART_TIMEOUT
+    )
+    job.move(Job.Status.RESTARTING, Job.Status.RUNNING)
+    if not went_down:
+        return _("%(machine)s did not restart within %(s)s seconds.") % {
+            "machine": job.machine.name,
+            "s": delay + 120,
+        }
+    if not came_back:
+        return _("%(machine)s did not come back within %(s)s seconds after restarting.") % {
+            "machine": job.machine.name,
+            "s": settings.KAIKETSU_RESTART_TIMEOUT,
+        }
+    return ""
+
+
+def _wait(job: Job, target: remote.Target, answering: bool, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            remote.test_connection(target, timeout_s=5)
+            up = True
+        except remote.RemoteError:
+            up = False
+        Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+        if up == answering:
+            return True
+        time.sleep(1)
+    return False
+
+
+def _verify(job: Job) -> None:
+    error = execute(job, verify_steps(job))
+    if error:
+        finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
+        return
+    results = {r.step_id: r for r in job.steps.filter(phase=Phase.VERIFY)}
+    before = {r.step_id[1:]: r.verdict for r in job.parent.steps.filter(phase=Phase.CHECK)}
+    regressions = [
+        r
+        for step_id, r in results.items()
+        # Event-log checks judge the dial this job just made, not what the fix changed.
+        if step_id.startswith("v") and r.kind not in ("vpn_dial", "vpn_events")
+        and r.verdict == "fail" and before.get(step_id[1:]) == "pass"
+    ]  # fmt: skip
+    if regressions:
+        _auto_rollback(job, regressions)
+        return
+    failed = any(r.verdict != "pass" for r in results.values())
+    finish(job, Job.Status.DONE, Job.Outcome.NOT_FIXED if failed else Job.Outcome.FIXED)
+
+
+def _auto_rollback(job: Job, regressions: list[StepResult]) -> None:
+    names = ", ".join(r.kb_check.tr("title") for r in regressions if r.kb_check)
+    steps = rollback_steps(job, "a")
+    error = execute(job, steps) if steps else ""
+    job.note = _(
+        "Rolled back automatically: %(checks)s passed before the fix and failed after it."
+    ) % {"checks": names}
+    job.save(update_fields=["note"])
+    _audit(job, AuditEntry.Action.AUTO_ROLLBACK, None, _changes(job, Phase.ROLLBACK), job.note)
+    finish(job, Job.Status.DONE if not error else Job.Status.ERROR, Job.Outcome.NOT_FIXED, error)
+
+
+def _run_rollback(job: Job) -> None:
+    error = execute(job, rollback_steps(job.parent, "r"))
+    if error:
+        finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
+        return
+    _audit(job, AuditEntry.Action.ROLLBACK, job.user, _changes(job, Phase.ROLLBACK))
+    if job.restart == Restart.NOW:
+        error = _restart_and_wait(job, reboot_step(job, "r"))
+        if error:
+            finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
+            return
+    finish(job, Job.Status.DONE, Job.Outcome.ROLLED_BACK)
+
+
+def _changes(job: Job, phase: str) -> list[dict[str, Any]]:
+    """Audit rows: what each changed step changed, from what to what (never a secret)."""
+    rows = []
+    for r in job.steps.filter(phase=phase, changed=True).order_by("position"):
+        rows.append({"step": r.step_id, "kind": r.kind, "from": r.before, "to": r.after})
+    return rows
