@@ -81,6 +81,8 @@ def _child_env(**extra: str) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
         PYTHONUNBUFFERED="1",
         KAIKETSU_JOB_TIME_LIMIT=TEST_JOB_TIME_LIMIT,
+        KAIKETSU_RESTART_NOW_SECONDS="1",
+        KAIKETSU_RESTART_TIMEOUT="60",
         **extra,
     )
     return env
@@ -105,14 +107,13 @@ def test_database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def winsim_fleet(tmp_path_factory) -> Iterator[dict[str, dict]]:
-    """The demo fleet on free ports: {host name: its --print-json line}."""
+def start_fleet(directory: Path) -> tuple[subprocess.Popen, dict[str, dict]]:
+    """The demo fleet on free ports: (process, {host name: its --print-json line})."""
     profile = yaml.safe_load(DEMO_PROFILE.read_text(encoding="utf-8"))
     for host in (profile.get("hosts") or {}).values():
         if isinstance(host, dict):
             host["port"] = 0
-    path = tmp_path_factory.mktemp("winsim") / "fleet.yaml"
+    path = directory / "fleet.yaml"
     path.write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "winsim", "--profile", str(path), "--print-json"],
@@ -133,6 +134,21 @@ def winsim_fleet(tmp_path_factory) -> Iterator[dict[str, dict]]:
     if len(hosts) < expected:
         _stop(proc)
         pytest.fail(f"winsim started {len(hosts)} of {expected} demo hosts")
+    return proc, hosts
+
+
+@pytest.fixture(scope="session")
+def winsim_fleet(tmp_path_factory) -> Iterator[dict[str, dict]]:
+    """The demo fleet, shared by tests that only read it (diagnoses)."""
+    proc, hosts = start_fleet(tmp_path_factory.mktemp("winsim"))
+    yield hosts
+    _stop(proc)
+
+
+@pytest.fixture
+def fresh_fleet(tmp_path) -> Iterator[dict[str, dict]]:
+    """A demo fleet of its own, for a test that changes hosts (fixes, restarts)."""
+    proc, hosts = start_fleet(tmp_path)
     yield hosts
     _stop(proc)
 
@@ -147,6 +163,7 @@ def worker(django_db_setup, django_db_blocker, celery_queue) -> Iterator[subproc
     """A real Celery worker process on its own queue, against the test database."""
     with tempfile.NamedTemporaryFile(prefix="kaiketsu-worker-", suffix=".log") as log:
         proc = _start_worker(celery_queue, log)
+        proc.log_path = log.name  # tests read what the worker logged
         yield proc
         _stop(proc, timeout=20)
 
@@ -198,13 +215,12 @@ def use_worker_queue(settings, celery_queue, worker):
     app.conf.task_default_queue = "kaiketsu"
 
 
-@pytest.fixture
-def demo_machines(db, employee, winsim_fleet) -> dict:
-    """One Machine per winsim demo host, owned by `employee`."""
+def machines_for(fleet: dict[str, dict], owner) -> dict:
+    """One Machine per winsim host of ``fleet``, owned by ``owner``."""
     from diagnostics.models import Credential, Machine
 
     machines = {}
-    for name, info in winsim_fleet.items():
+    for name, info in fleet.items():
         cred = Credential(name=f"{name}-cred", username=info["username"])
         cred.set_password(info["password"])
         cred.save()
@@ -218,9 +234,21 @@ def demo_machines(db, employee, winsim_fleet) -> dict:
             verify_tls=False,
             credential=cred,
         )
-        machine.owners.add(employee)
+        machine.owners.add(owner)
         machines[name] = machine
     return machines
+
+
+@pytest.fixture
+def demo_machines(db, employee, winsim_fleet) -> dict:
+    """One Machine per host of the shared demo fleet, owned by `employee`."""
+    return machines_for(winsim_fleet, employee)
+
+
+@pytest.fixture
+def fresh_machines(db, employee, fresh_fleet) -> dict:
+    """One Machine per host of a fleet of the test's own, owned by `employee`."""
+    return machines_for(fresh_fleet, employee)
 
 
 def wait_for_job(job, timeout: float = 60):
