@@ -259,3 +259,12 @@ def test_charts_escape_labels_and_scale_to_a_round_maximum():
     assert "No data" in charts.stacked_bars(
         "t", ["a"], [charts.Series("x", "X", "#000", [0])], empty="No data"
     )
+
+
+def test_only_staff_who_may_add_articles_get_the_draft_links(
+    client, helpdesk, admin_client, dataset
+):
+    client.force_login(helpdesk)
+    add_url = reverse("admin:diagnostics_article_add")
+    assert add_url not in client.get(reverse("diagnostics:dashboard")).content.decode()
+    assert add_url in admin_client.get(reverse("diagnostics:dashboard")).content.decode()

@@ -136,7 +136,10 @@ def _dashboard_context(now: dt.datetime) -> dict:
 @require_GET
 @staff_only("diagnostics.view_job")
 def dashboard_view(request: HttpRequest) -> HttpResponse:
-    return render(request, "diagnostics/console/dashboard.html", _dashboard_context(timezone.now()))
+    ctx = _dashboard_context(timezone.now())
+    # The draft link leads into the admin: only for those the admin lets add an article.
+    ctx["can_draft"] = request.user.is_staff and request.user.has_perm("diagnostics.add_article")
+    return render(request, "diagnostics/console/dashboard.html", ctx)
 
 
 def machines_with_last_diagnosis():
