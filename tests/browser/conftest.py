@@ -61,9 +61,9 @@ def web_server(django_db_setup, django_db_blocker, celery_queue):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                requests.get(url + "/login/", timeout=1)
+                requests.get(url + "/login/", timeout=5)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 if proc.poll() is not None:
                     raise RuntimeError(Path(log.name).read_text()[-2000:]) from None
                 time.sleep(0.2)
