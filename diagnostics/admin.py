@@ -2,8 +2,12 @@
 
 from django import forms
 from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
+from diagnostics import kbindex, matching
 from diagnostics.catalog import CHECK_KINDS, FIX_KINDS, StepArgsError, validate_args
 from diagnostics.models import (
     Article,
@@ -167,6 +171,51 @@ class ArticleAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["slug", "title_ja", "title_en", "signatures__text"]
     inlines = [SignatureInline, FixInline, CheckInline]
+    change_list_template = "admin/diagnostics/article/change_list.html"
+
+    # Every change tells all web and worker processes to rebuild their matcher index.
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        kbindex.bump_version()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        kbindex.bump_version()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        kbindex.bump_version()
+
+    def get_urls(self):
+        own = [
+            path(
+                "try/",
+                self.admin_site.admin_view(self.try_text_view),
+                name="diagnostics_article_try",
+            )
+        ]
+        return own + super().get_urls()
+
+    def try_text_view(self, request):
+        """Rank every article, drafts included, for a pasted text: scores and why."""
+        text = request.POST.get("text", "") if request.method == "POST" else ""
+        result = None
+        if text.strip():
+            lang = "en" if (get_language() or "ja").startswith("en") else "ja"
+            index = matching.build_index(kbindex.article_dicts(include_drafts=True))
+            result = matching.match(index, text, top=10, lang=lang)
+        statuses = dict(Article.objects.values_list("slug", "status"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Try a text against the matcher"),
+            "text": text,
+            "result": result,
+            "statuses": statuses,
+            "threshold": matching.THRESHOLD,
+            "highlight": result.matches[0].highlight if result and result.matches else [],
+        }
+        return TemplateResponse(request, "admin/diagnostics/article/try.html", context)
 
 
 class StepResultInline(admin.TabularInline):

@@ -48,15 +48,24 @@ def _current_stamp() -> str:
         return _state["stamp"] or "no-cache"
 
 
-def article_dicts() -> list[dict[str, Any]]:
-    """Published articles in the shape diagnostics/kb.py loads (what the matcher indexes)."""
-    articles = Article.objects.filter(status=Article.Status.PUBLISHED).prefetch_related(
+def article_dicts(include_drafts: bool = False) -> list[dict[str, Any]]:
+    """Articles in the shape diagnostics/kb.py loads (what the matcher indexes).
+
+    Published ones only, unless ``include_drafts`` (the admin's "try a text" page), where
+    drafts are presented as published so the matcher ranks them too.
+    """
+    articles = (
+        Article.objects.all()
+        if include_drafts
+        else Article.objects.filter(status=Article.Status.PUBLISHED)
+    )
+    articles = articles.prefetch_related(
         Prefetch("signatures", queryset=Signature.objects.order_by("id"))
     )
     return [
         {
             "slug": a.slug,
-            "status": a.status,
+            "status": Article.Status.PUBLISHED if include_drafts else a.status,
             "title": {"ja": a.title_ja, "en": a.title_en},
             "error_codes": list(a.error_codes or []),
             "signatures": [{"lang": s.lang, "text": s.text} for s in a.signatures.all()],

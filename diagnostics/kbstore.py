@@ -100,17 +100,15 @@ def article_data(article: Article) -> dict[str, Any]:
         data["notes"] = _pair(article, "notes")
     checks = []
     for c in article.checks.select_related("fix").order_by("position", "id"):
-        check = {"key": c.key, "title": _pair(c, "title"), "kind": c.kind}
-        if c.args:
-            check["args"] = c.args
+        check = {"key": c.key, "title": _pair(c, "title"), "kind": c.kind, "args": c.args}
         check["expect"] = c.expect
         check["explanation"] = _pair(c, "explanation")
         if c.fix:
             check["fix"] = c.fix.key
         checks.append(check)
-    if checks:
-        data["checks"] = checks
-    fixes = [
+    # The file format always carries these lists, empty or not (docs/kb-format.md).
+    data["checks"] = checks
+    data["fixes"] = [
         {
             "key": f.key,
             "title": _pair(f, "title"),
@@ -120,12 +118,8 @@ def article_data(article: Article) -> dict[str, Any]:
         }
         for f in article.fixes.order_by("position", "id")
     ]
-    if fixes:
-        data["fixes"] = fixes
-    if article.manual_steps:
-        data["manual_steps"] = article.manual_steps
-    if article.sources:
-        data["sources"] = article.sources
+    data["manual_steps"] = article.manual_steps or []
+    data["sources"] = article.sources or []
     return data
 
 

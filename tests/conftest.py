@@ -98,7 +98,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 10) -> None:
             proc.wait()
 
 
-def test_database_url() -> str:
+def child_database_url() -> str:
     """A DATABASE_URL for child processes that points at the test database."""
     db = settings.DATABASES["default"]
     if db["ENGINE"].endswith("sqlite3"):
@@ -191,7 +191,7 @@ def _start_worker(queue: str, log) -> subprocess.Popen:
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=_child_env(DATABASE_URL=test_database_url(), KAIKETSU_QUEUE=queue),
+        env=_child_env(DATABASE_URL=child_database_url(), KAIKETSU_QUEUE=queue),
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

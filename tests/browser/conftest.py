@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, _child_env, _stop, test_database_url
+from tests.conftest import ROOT, _child_env, _stop, child_database_url
 
 # Playwright's sync API keeps an event loop in this thread; the ORM calls in these tests are
 # ordinary blocking calls in a test process, not in an async view.
@@ -55,7 +55,7 @@ def web_server(django_db_setup, django_db_blocker, celery_queue):
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=_child_env(DATABASE_URL=test_database_url(), KAIKETSU_QUEUE=celery_queue),
+            env=_child_env(DATABASE_URL=child_database_url(), KAIKETSU_QUEUE=celery_queue),
         )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

@@ -1,0 +1,182 @@
+"""The knowledge base in the database: import/export, the admin, and the matcher's index."""
+
+import subprocess
+import sys
+
+import pytest
+from django.urls import reverse
+
+from diagnostics import kb, kbindex
+from diagnostics.kbstore import KBError, export_dir, import_dir
+from diagnostics.models import Article
+from tests.conftest import ROOT, _child_env, child_database_url
+
+SEED = "l2tp-ipsec-psk-negotiation"
+
+
+def test_export_after_import_gives_back_every_shipped_file_byte_for_byte(kb, tmp_path):
+    export_dir(tmp_path)
+
+    for shipped in sorted((ROOT / "kb").glob("*.yaml")):
+        exported = tmp_path / shipped.name
+        assert exported.read_text(encoding="utf-8") == shipped.read_text(encoding="utf-8")
+
+
+def test_import_with_one_bad_file_imports_nothing(db, tmp_path):
+    good = kb.load_file(ROOT / "kb" / f"{SEED}.yaml")
+    (tmp_path / "a.yaml").write_text(kb.dump(good), encoding="utf-8")
+    bad = dict(good, slug="broken", checks=[{**good["checks"][0], "kind": "run_script"}])
+    (tmp_path / "b.yaml").write_text(kb.dump(bad), encoding="utf-8")
+
+    with pytest.raises(KBError, match="broken"):
+        import_dir(tmp_path)
+    assert not Article.objects.exists()
+
+
+def test_kb_admin_tries_a_text_and_sees_the_ranking_with_scores(client, kb_admin, kb):
+    client.force_login(kb_admin)
+    url = reverse("admin:diagnostics_article_try")
+    text = "Remote Access error 789 - The L2TP connection attempt failed because the security layer encountered a processing error during initial negotiations with the remote computer."
+
+    response = client.post(url, {"text": text})
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    first_row = body.split("<tbody>", 1)[1].split("</tr>", 1)[0]
+    assert SEED in first_row and "<mark>" in body
+
+
+def test_try_a_text_ranks_drafts_too(client, kb_admin, kb):
+    Article.objects.filter(slug=SEED).update(status="draft")
+    client.force_login(kb_admin)
+    response = client.post(reverse("admin:diagnostics_article_try"), {"text": "エラー 789"})
+    assert SEED in response.content.decode()
+    assert kbindex.find("エラー 789", "ja").matches[0].article != SEED  # not for employees
+
+
+def test_employees_cannot_open_the_try_page(client, employee):
+    client.force_login(employee)
+    response = client.get(reverse("admin:diagnostics_article_try"))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_markdown_from_the_kb_is_rendered_without_raw_html(client, employee, kb):
+    Article.objects.filter(slug=SEED).update(
+        causes_en="- **bold** <script>alert('x')</script> <img src=x onerror=alert(1)>"
+    )
+    client.force_login(employee)
+    body = client.get(
+        reverse("diagnostics:article", args=[SEED]), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+    assert "<strong>bold</strong>" in body
+    assert "<script>alert" not in body and "onerror" not in body
+
+
+def test_draft_articles_are_not_shown_to_employees(client, employee, kb):
+    Article.objects.filter(slug=SEED).update(status="draft")
+    client.force_login(employee)
+    assert client.get(reverse("diagnostics:article", args=[SEED])).status_code == 404
+
+
+INDEX_PROBE = """
+import django, sys
+django.setup()
+from diagnostics import kbindex
+text = sys.argv[1]
+print(kbindex.find(text, "en").matches[0].article if kbindex.find(text, "en").matches else "-", flush=True)
+sys.stdin.readline()
+print(kbindex.find(text, "en").matches[0].article if kbindex.find(text, "en").matches else "-", flush=True)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_admin_edit_rebuilds_the_index_in_another_process(client, kb_admin, kb):
+    """A long-lived process (like a web or worker process) sees the edit on its next match."""
+    probe = subprocess.Popen(
+        [sys.executable, "-c", INDEX_PROBE, "kaiketsu-unique-phrase-for-the-index-test"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env=_child_env(DATABASE_URL=child_database_url()),
+    )  # fmt: skip
+    try:
+        before = probe.stdout.readline().strip()
+        article = Article.objects.get(slug=SEED)
+        client.force_login(kb_admin)
+        data = _change_form_data(client, article)
+        data.update({
+            "signatures-TOTAL_FORMS": str(int(data["signatures-TOTAL_FORMS"]) + 1),
+            f"signatures-{data['signatures-TOTAL_FORMS']}-lang": "en",
+            f"signatures-{data['signatures-TOTAL_FORMS']}-text":
+                "kaiketsu unique phrase for the index test",
+            f"signatures-{data['signatures-TOTAL_FORMS']}-verified": "on",
+        })  # fmt: skip
+        response = client.post(reverse("admin:diagnostics_article_change", args=[article.pk]), data)
+        assert response.status_code == 302, response.content.decode()[:3000]
+        probe.stdin.write("\n")
+        probe.stdin.flush()
+        after = probe.stdout.readline().strip()
+    finally:
+        probe.kill()
+    assert before != SEED
+    assert after == SEED
+
+
+def _change_form_data(client, article) -> dict:
+    """The admin change form's current values, as a browser would post them back."""
+    from html.parser import HTMLParser
+
+    page = client.get(reverse("admin:diagnostics_article_change", args=[article.pk]))
+
+    class Form(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.data: dict[str, str] = {}
+            self.textarea: str | None = None
+            self.select: str | None = None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            name = a.get("name")
+            if tag == "input" and name and a.get("type") not in ("submit", "button", "file"):
+                if a.get("type") == "checkbox":
+                    if "checked" in a:
+                        self.data[name] = a.get("value", "on")
+                else:
+                    self.data[name] = a.get("value", "")
+            elif tag == "textarea" and name:
+                self.textarea = name
+                self.data[name] = ""
+            elif tag == "select" and name:
+                self.select = name
+            elif tag == "option" and self.select and "selected" in a:
+                self.data[self.select] = a.get("value", "")
+
+        def handle_endtag(self, tag):
+            if tag == "textarea":
+                self.textarea = None
+            elif tag == "select":
+                self.select = None
+
+        def handle_data(self, data):
+            if self.textarea:
+                self.data[self.textarea] += data
+
+    parser = Form()
+    parser.feed(page.content.decode())
+    data = {k: v for k, v in parser.data.items() if "__prefix__" not in k}
+    for key in list(data):
+        if data[key].startswith("\n") and key.endswith(
+            (
+                "_ja",
+                "_en",
+                "args",
+                "expect",
+                "steps",
+                "text",
+                "error_codes",
+                "manual_steps",
+                "sources",
+            )
+        ):
+            data[key] = data[key][1:]  # the admin writes a newline after <textarea>
+    data["_save"] = "Save"
+    return data
