@@ -192,6 +192,7 @@ def _start_worker(queue: str, log) -> subprocess.Popen:
         stdout=log,
         stderr=subprocess.STDOUT,
         env=_child_env(DATABASE_URL=child_database_url(), KAIKETSU_QUEUE=queue),
+        start_new_session=True,  # its own process group, so a test can kill the whole worker
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
