@@ -197,7 +197,7 @@ def start_everything(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
     worker_argv = [PYTHON, "-m", "celery", "-A", "portal", "worker", "-B", "--loglevel=INFO"]
     worker_argv += ["--without-mingle", "--without-gossip", "--schedule", beat_schedule]
     worker = sup.start(Service("worker", worker_argv, env=env, sink=echo_child))
-    web_argv = [PYTHON, "-m", "uvicorn", "scripts.devasgi:application"]
+    web_argv = [PYTHON, "-m", "uvicorn", "portal.asgi:application"]  # WhiteNoise serves /static/
     web_argv += ["--host", host, "--port", str(port)]
     # Live job pages hold an SSE connection open: do not wait for them on Ctrl-C.
     web_argv += ["--timeout-graceful-shutdown", "3"]
