@@ -80,8 +80,9 @@ MEASURE_JS = """
       sessionStorage.setItem('bench.click', String(now()));
     }
   }, true);
-  const marks = window.__bench = {first: null, verdict: null};
+  const marks = window.__bench = {page: null, first: null, verdict: null};
   const check = () => {
+    if (marks.page === null && document.querySelector('#job-steps')) marks.page = now();
     if (marks.first === null &&
         document.querySelector('tr.step:not([data-verdict="pending"])')) marks.first = now();
     if (marks.verdict === null && document.querySelector('#job-verdict h2')) {
@@ -103,6 +104,7 @@ class Stop(Exception):
 class Run:
     """One press of Diagnose: milliseconds from the click (None when it never happened)."""
 
+    page_ms: float | None  # the job page's step table parsed: POST, redirect, render
     first_ms: float | None
     verdict_ms: float | None
     status: str
@@ -141,41 +143,34 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.median(values), percentile(values, 95)
 
 
+def _values(runs: list[Run], attr: str) -> list[float]:
+    return [v for r in runs if (v := getattr(r, attr)) is not None]
+
+
 def timing_table(figures: list[HostFigures]) -> list[str]:
-    """Rows: host, median/p95 to first step and to verdict (ms), requests per job, outcome."""
-    head = f"{'host':<26} {'n':>2} {'first med':>9} {'first p95':>9} {'verdict med':>11} "
-    head += f"{'verdict p95':>11} {'requests':>8}  outcome"
+    """Rows: host, runs, median page, median/p95 first step and verdict (ms), requests."""
+    head = f"{'host':<26} {'n':>2} {'page':>6} {'first med':>9} {'first p95':>9} "
+    head += f"{'verdict med':>11} {'verdict p95':>11} {'requests':>8}  outcome"
     lines = [head, "-" * len(head)]
-    all_first: list[float] = []
-    all_verdict: list[float] = []
     for host in figures:
-        first = [r.first_ms for r in host.runs if r.first_ms is not None]
-        verdict = [r.verdict_ms for r in host.runs if r.verdict_ms is not None]
-        all_first += first
-        all_verdict += verdict
         outcomes = sorted({f"{r.status}/{r.outcome}" for r in host.runs})
-        lines.append(_row(host.name, len(host.runs), first, verdict, host.requests, outcomes))
+        lines.append(_row(host.name, host.runs, host.requests, outcomes))
     requests = [h.requests for h in figures if h.requests is not None]
     median_requests = int(statistics.median(requests)) if requests else None
+    every_run = [r for h in figures for r in h.runs]
     lines.append("-" * len(head))
-    lines.append(_row("all hosts", len(all_verdict), all_first, all_verdict, median_requests, []))
+    lines.append(_row("all hosts", every_run, median_requests, []))
     return lines
 
 
-def _row(
-    name: str,
-    count: int,
-    first: list[float],
-    verdict: list[float],
-    requests: int | None,
-    outcomes: list[str],
-) -> str:
-    first_med, first_p95 = _stats(first)
-    verdict_med, verdict_p95 = _stats(verdict)
+def _row(name: str, runs: list[Run], requests: int | None, outcomes: list[str]) -> str:
+    page_med, _ = _stats(_values(runs, "page_ms"))
+    first_med, first_p95 = _stats(_values(runs, "first_ms"))
+    verdict_med, verdict_p95 = _stats(_values(runs, "verdict_ms"))
     return (
-        f"{name:<26} {count:>2} {_fmt(first_med):>9} {_fmt(first_p95):>9} "
-        f"{_fmt(verdict_med):>11} {_fmt(verdict_p95):>11} {_fmt(requests):>8}  "
-        + ", ".join(outcomes)
+        f"{name:<26} {len(runs):>2} {_fmt(page_med):>6} {_fmt(first_med):>9} "
+        f"{_fmt(first_p95):>9} {_fmt(verdict_med):>11} {_fmt(verdict_p95):>11} "
+        f"{_fmt(requests):>8}  " + ", ".join(outcomes)
     )
 
 
@@ -374,13 +369,15 @@ def diagnose_once(context: Any, base_url: str, machine_id: int, keep_open: bool 
             )
         except PlaywrightTimeout:  # counted as a failed run, not a figure; the bench goes on
             page.close()
-            return Run(first_ms=None, verdict_ms=None, status="timeout", outcome=""), None
+            return Run(None, None, None, status="timeout", outcome=""), None
         marks = page.evaluate(
             """() => ({click: Number(sessionStorage.getItem('bench.click')),
-                       first: window.__bench.first, verdict: window.__bench.verdict})"""
+                       page: window.__bench.page, first: window.__bench.first,
+                       verdict: window.__bench.verdict})"""
         )
         box = page.locator("#job-verdict")
         run = Run(
+            page_ms=None if marks["page"] is None else marks["page"] - marks["click"],
             first_ms=None if marks["first"] is None else marks["first"] - marks["click"],
             verdict_ms=marks["verdict"] - marks["click"],
             status=box.get_attribute("data-status") or "?",
@@ -430,18 +427,23 @@ def measure_pass(
 ) -> tuple[list[HostFigures], list[HostFigures]]:
     """All runs of one pass (hosts interleaved per round, so load drift hits every host)."""
     timed = {name: HostFigures(name) for name in reachable}
-    errors = {name: HostFigures(name) for name in failing}
+    errors = {name: HostFigures(name) for name in failing if error_runs}
+    if reachable and runs:
+        # Not counted: the first job pays for cold caches (templates, imports in the pool child).
+        warm, _ = diagnose_once(context, base_url, machine_ids[reachable[0]])
+        print(f"  warm-up on {reachable[0]}: verdict {_fmt(warm.verdict_ms)} ms", flush=True)
     for round_no in range(runs):
         for name in reachable:
             run, _ = diagnose_once(context, base_url, machine_ids[name])
             timed[name].runs.append(run)
             print(
-                f"  round {round_no + 1}: {name:<26} first {_fmt(run.first_ms):>6} ms, "
+                f"  round {round_no + 1}: {name:<26} page {_fmt(run.page_ms):>5} ms, "
+                f"first {_fmt(run.first_ms):>5} ms, "
                 f"verdict {_fmt(run.verdict_ms):>6} ms  {run.status}/{run.outcome}",
                 flush=True,
             )
     for _ in range(error_runs):
-        for name in failing:
+        for name in errors:
             run, _ = diagnose_once(context, base_url, machine_ids[name])
             errors[name].runs.append(run)
             print(
@@ -478,9 +480,13 @@ def take_screenshot(context: Any, base_url: str, machine_id: int, path: Path) ->
 
 def print_pass(title: str, timed: list[HostFigures], errors: list[HostFigures]) -> None:
     """The tables of one pass."""
-    print(f"\n== {title} ==")
-    print("milliseconds from the click on Diagnose (browser clock); requests = WinRM HTTP")
-    print("requests of one seed-article job (diagnostics.remote.run_plan, 14 checks)")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\n== {title} == (load average now {load} on {os.cpu_count()} CPUs)")
+    print("milliseconds from the click on Diagnose (browser clock): page = job page parsed,")
+    print("first = first step row no longer pending, verdict = #job-verdict h2 in the page;")
+    print("p95 is nearest-rank (with 3 runs per host: the slowest). requests = WinRM HTTP requests")
+    print("of one seed-article job (14 checks) as RunOutcome.requests reports them (taken before")
+    print("the final shell Delete, so the wire sees one more).")
     print("\n".join(timing_table(timed)))
     if errors:
         print("\nhosts that cannot run a step: click -> error verdict (ms, per run)")
