@@ -11,6 +11,7 @@ from diagnostics import kbindex, matching
 from diagnostics.catalog import CHECK_KINDS, FIX_KINDS, StepArgsError, validate_args
 from diagnostics.models import (
     Article,
+    AuditEntry,
     Check,
     Credential,
     Fix,
@@ -235,4 +236,23 @@ class JobAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Job._meta.fields]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(admin.ModelAdmin):
+    """The audit trail is evidence: readable, never editable or deletable from the admin."""
+
+    list_display = ["at", "action", "machine", "actor", "job"]
+    list_filter = ["action"]
+    search_fields = ["machine__name", "actor__username", "detail"]
+    readonly_fields = [f.name for f in AuditEntry._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
