@@ -229,6 +229,8 @@ def fix_confirm(request: HttpRequest, pk: int) -> HttpResponse:
             "job": diagnosis,
             "offers": offers,
             "needs_restart": any(o.fix.restart_required for o in offers),
+            # Fixes that need the helpdesk start unticked unless nothing else is offered.
+            "all_need_approval": all(o.fix.needs_approval for o in offers),
             "delays": settings.KAIKETSU_RESTART_DELAYS,
             "restart_now_seconds": settings.KAIKETSU_RESTART_NOW_SECONDS,
         },
