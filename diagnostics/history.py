@@ -31,6 +31,7 @@ EXPORT_BATCH = 2000
 MIN_SEARCH_CHARS = 3  # a trigram index needs three characters; shorter would scan every row
 MAX_SEARCH_CHARS = 200
 RELATED = ("user", "machine", "article")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class Page:
 
 def encode_cursor(cursor: Cursor) -> str:
     """An opaque, URL-safe token for a cursor."""
-    micros = int(cursor.created_at.timestamp() * 1_000_000)
+    # Integer microseconds: a float timestamp would round and could skip a row at a tie.
+    micros = (cursor.created_at - EPOCH) // timedelta(microseconds=1)
     raw = f"{micros}.{cursor.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -77,7 +79,7 @@ def decode_cursor(token: str) -> Cursor | None:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         micros, pk = raw.split(".")
-        created = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
+        created = EPOCH + timedelta(microseconds=int(micros))
         return Cursor(created, int(pk)) if int(pk) > 0 else None
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError, OSError):
         return None

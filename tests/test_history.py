@@ -328,8 +328,9 @@ def test_a_malformed_cursor_starts_at_the_newest_job(helpdesk_client, dataset):
         assert response.context["page"].jobs[0] == dataset["running"]
 
 
-def test_cursor_round_trips():
-    cursor = history.Cursor(datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), 42)
+@pytest.mark.parametrize("micro", [0, 1, 678901, 999999])
+def test_cursor_round_trips_to_the_microsecond(micro):
+    cursor = history.Cursor(datetime(2026, 1, 2, 3, 4, 5, micro, tzinfo=UTC), 42)
     assert history.decode_cursor(history.encode_cursor(cursor)) == cursor
 
 
