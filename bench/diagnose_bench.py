@@ -27,6 +27,7 @@ import base64
 import json
 import math
 import os
+import re
 import secrets
 import signal
 import statistics
@@ -353,23 +354,61 @@ def log_in(context: Any, base_url: str, password: str) -> None:
     page.close()
 
 
+def last_job(machine_id: int) -> str:
+    """The machine's newest job as one line (status, outcome, error): why a run failed."""
+    from diagnostics.models import Job
+
+    job = Job.objects.filter(machine_id=machine_id).order_by("-pk").first()
+    if job is None:
+        return "no job was created"
+    return f"job #{job.pk} {job.status}/{job.outcome or '-'} {job.error[:160]!r}"
+
+
+def wait_until_idle(machine_id: int, timeout: float = 60) -> bool:
+    """Wait until the machine has no active job (the per-machine lock refuses a second one)."""
+    from diagnostics.models import Job
+
+    active = Job.objects.filter(machine_id=machine_id, status__in=Job.ACTIVE)
+    return wait_until(lambda: not active.exists(), timeout, interval=0.2)
+
+
 def diagnose_once(context: Any, base_url: str, machine_id: int, keep_open: bool = False) -> Any:
-    """Press Diagnose on the seed article for one machine; return (Run, page if kept open)."""
+    """Press Diagnose on the seed article for one machine; return (Run, page if kept open).
+
+    A run that never reaches a verdict is returned with status "timeout" (or "not started"
+    when the portal refused the job) and no times, so the bench reports it and goes on.
+    """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    wait_until_idle(machine_id)
     page = context.new_page()
+    trouble: list[str] = []  # what the browser saw go wrong, for a run without a verdict
+    page.on("pageerror", lambda exc: trouble.append(f"page error: {exc}"))
+    page.on("requestfailed", lambda req: trouble.append(f"failed: {req.url} {req.failure}"))
+    page.on(
+        "response",
+        lambda resp: (
+            trouble.append(f"HTTP {resp.status}: {resp.url}") if resp.status >= 500 else None
+        ),
+    )
     try:
         page.goto(f"{base_url}/articles/{SEED_SLUG}/?machine={machine_id}")
         page.click("#diagnose")
-        page.wait_for_url(f"{base_url}/jobs/*/")
+        try:
+            page.wait_for_url(re.compile(r"/jobs/\d+/$"), timeout=30_000)
+        except PlaywrightTimeout:
+            flash = page.locator(".messages, .flash").all_inner_texts()
+            page.close()
+            return Run(None, None, None, "not started", " ".join(flash)[:160]), None
         try:
             page.wait_for_function(
                 "() => window.__bench && window.__bench.verdict !== null",
                 timeout=VERDICT_TIMEOUT_MS,
             )
-        except PlaywrightTimeout:  # counted as a failed run, not a figure; the bench goes on
+        except PlaywrightTimeout:
             page.close()
-            return Run(None, None, None, status="timeout", outcome=""), None
+            why = "; ".join([last_job(machine_id), *trouble[:3]])
+            return Run(None, None, None, "timeout", why), None
         marks = page.evaluate(
             """() => ({click: Number(sessionStorage.getItem('bench.click')),
                        page: window.__bench.page, first: window.__bench.first,
