@@ -371,7 +371,11 @@ def _step(step: Any, keys: tuple[str, ...]) -> Any:
         return step
     out = _ordered(step, keys)
     if isinstance(out.get("args"), dict):
-        out["args"] = _flow_value(out["args"])
+        # Args in the catalog's order: a fixed order that survives storage in PostgreSQL's
+        # jsonb (which reorders keys), so kb_export gives back the files byte for byte.
+        spec = catalog.KINDS.get(out.get("kind", ""))
+        order = tuple(a.name for a in spec.args) if spec else ()
+        out["args"] = _flow_value(_ordered(out["args"], order))
     if isinstance(out.get("expect"), list):
         out["expect"] = [
             _flow_value(_ordered(e, EXPECT_KEYS)) if isinstance(e, dict) else e
