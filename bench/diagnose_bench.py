@@ -151,27 +151,30 @@ def _values(runs: list[Run], attr: str) -> list[float]:
 def timing_table(figures: list[HostFigures]) -> list[str]:
     """Rows: host, runs, median page, median/p95 first step and verdict (ms), requests."""
     head = f"{'host':<26} {'n':>2} {'page':>6} {'first med':>9} {'first p95':>9} "
-    head += f"{'verdict med':>11} {'verdict p95':>11} {'requests':>8}  outcome"
+    head += f"{'verdict med':>11} {'verdict p95':>11} {'requests':>8} {'winrm':>6}  outcome"
     lines = [head, "-" * len(head)]
     for host in figures:
         outcomes = sorted({f"{r.status}/{r.outcome}" for r in host.runs})
-        lines.append(_row(host.name, host.runs, host.requests, outcomes))
+        lines.append(_row(host.name, host.runs, host.requests, host.direct_ms, outcomes))
     requests = [h.requests for h in figures if h.requests is not None]
     median_requests = int(statistics.median(requests)) if requests else None
+    direct, _ = _stats([h.direct_ms for h in figures if h.direct_ms is not None])
     every_run = [r for h in figures for r in h.runs]
     lines.append("-" * len(head))
-    lines.append(_row("all hosts", every_run, median_requests, []))
+    lines.append(_row("all hosts", every_run, median_requests, direct, []))
     return lines
 
 
-def _row(name: str, runs: list[Run], requests: int | None, outcomes: list[str]) -> str:
+def _row(
+    name: str, runs: list[Run], requests: int | None, direct_ms: float | None, outcomes: list[str]
+) -> str:
     page_med, _ = _stats(_values(runs, "page_ms"))
     first_med, first_p95 = _stats(_values(runs, "first_ms"))
     verdict_med, verdict_p95 = _stats(_values(runs, "verdict_ms"))
     return (
         f"{name:<26} {len(runs):>2} {_fmt(page_med):>6} {_fmt(first_med):>9} "
         f"{_fmt(first_p95):>9} {_fmt(verdict_med):>11} {_fmt(verdict_p95):>11} "
-        f"{_fmt(requests):>8}  " + ", ".join(outcomes)
+        f"{_fmt(requests):>8} {_fmt(direct_ms):>6}  " + ", ".join(outcomes)
     )
 
 
@@ -525,7 +528,8 @@ def print_pass(title: str, timed: list[HostFigures], errors: list[HostFigures]) 
     print("first = first step row no longer pending, verdict = #job-verdict h2 in the page;")
     print("p95 is nearest-rank (with 3 runs per host: the slowest). requests = WinRM HTTP requests")
     print("of one seed-article job (14 checks) as RunOutcome.requests reports them (taken before")
-    print("the final shell Delete, so the wire sees one more).")
+    print("the final shell Delete, so the wire sees one more); winrm = that job's run_plan")
+    print("alone, in ms, called directly from this process (no Celery, database or browser).")
     print("\n".join(timing_table(timed)))
     if errors:
         print("\nhosts that cannot run a step: click -> error verdict (ms, per run)")
