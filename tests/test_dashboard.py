@@ -133,7 +133,7 @@ def test_failing_checks_count_fail_and_error_verdicts_per_check(dataset):
     fail = Counter()
     error = Counter()
     for s in dataset["steps"]:
-        if s.kb_check is not None and _in_window(s.job.created_at, now):
+        if s.kb_check is not None and _in_window(s.created_at, now):
             if s.verdict == "fail":
                 fail[s.kb_check.pk] += 1
             elif s.verdict == "error":
