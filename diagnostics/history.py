@@ -8,7 +8,8 @@ Text search looks in four places: the pasted error, Job.error, the machine name 
 steps' error texts. Each place is its own query, ordered and limited on its own, and the
 pages are merged here: on PostgreSQL every branch can then pick its own index (the trigram
 index when the text is rare, the (created_at, id) walk when it is common), which an OR of
-the four in one query cannot (an OR with an EXISTS defeats the bitmap plans).
+the four in one query cannot (an OR with an EXISTS defeats the bitmap plans). Step errors,
+10 rows per job, get a strategy chosen in code (see _step_matches).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
 from diagnostics.models import Job, Machine, StepResult
@@ -30,6 +31,9 @@ PAGE_SIZE = 50
 EXPORT_BATCH = 2000
 MIN_SEARCH_CHARS = 3  # a trigram index needs three characters; shorter would scan every row
 MAX_SEARCH_CHARS = 200
+STEP_HITS_CAP = 500  # fewer step matches than this: look them up; more: walk the jobs
+STEP_SCAN_CHUNK = 1000
+STEP_SCAN_CHUNKS = 4
 RELATED = ("user", "machine", "article")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -124,47 +128,92 @@ def after(qs: QuerySet[Job], cursor: Cursor | None) -> QuerySet[Job]:
     return qs.order_by("-created_at", "-id")
 
 
+Key = tuple[datetime, int]  # (created_at, id): the keyset order
+
+
 def search_branches(qs: QuerySet[Job], text: str) -> list[QuerySet[Job]]:
-    """One queryset per place the text may be in; their union is the search result."""
-    steps = StepResult.objects.filter(job_id=OuterRef("pk"), error__icontains=text).exclude(
-        error=""
-    )
+    """One queryset per place on the job row the text may be in (steps: _step_matches)."""
     machines = Machine.objects.filter(name__icontains=text).values("pk")
     return [
         qs.filter(pasted_text__icontains=text),
         qs.filter(error__icontains=text).exclude(error=""),
         qs.filter(machine_id__in=machines),
-        qs.filter(Exists(steps)),
     ]
 
 
-def page_ids(filters: Filters, cursor: Cursor | None, limit: int) -> list[tuple[datetime, int]]:
-    """(created_at, id) of the next `limit` jobs after the cursor, newest first."""
+def _step_matches(
+    base: QuerySet[Job], text: str, cursor: Cursor | None, limit: int
+) -> tuple[list[Key], Key | None]:
+    """Jobs with a step error containing the text: (keys, scan boundary or None).
+
+    PostgreSQL misjudges how many of 10,000,000 steps a LIKE matches, and either plan is
+    slow when it guesses wrong, so the choice is made here. A rare text (fewer than
+    STEP_HITS_CAP steps, found through the trigram index) is looked up by job id. A common
+    one is found by walking the jobs newest first, STEP_SCAN_CHUNK at a time, and probing
+    their steps by job id; the LOWER() probe keeps PostgreSQL off the trigram index. The
+    walk stops after STEP_SCAN_CHUNKS chunks: it then returns the oldest key it looked at,
+    and the page must end there (rows older than it were not searched yet).
+    """
+    hits = list(
+        StepResult.objects.filter(error__icontains=text)
+        .exclude(error="")
+        .values_list("job_id", flat=True)[:STEP_HITS_CAP]
+    )
+    if len(hits) < STEP_HITS_CAP:
+        qs = after(base.filter(id__in=set(hits)), cursor)
+        return list(qs.values_list("created_at", "id")[:limit]), None
+    found: list[Key] = []
+    lowered = text.lower()
+    chunk: list[Key] = []
+    for _ in range(STEP_SCAN_CHUNKS):
+        chunk = list(after(base, cursor).values_list("created_at", "id")[:STEP_SCAN_CHUNK])
+        matched = set(
+            StepResult.objects.annotate(low=Lower("error"))
+            .filter(job_id__in=[pk for _, pk in chunk], low__contains=lowered)
+            .exclude(error="")
+            .values_list("job_id", flat=True)
+        )
+        found += [key for key in chunk if key[1] in matched]
+        if len(found) >= limit or len(chunk) < STEP_SCAN_CHUNK:
+            return found[:limit], None
+        cursor = Cursor(*chunk[-1])
+    return found, chunk[-1]
+
+
+def page_ids(filters: Filters, cursor: Cursor | None, limit: int) -> tuple[list[Key], Key | None]:
+    """Keys of the next `limit` jobs after the cursor, newest first, and a scan boundary.
+
+    With a boundary, only rows at or newer than it were searched: the caller ends the page
+    there and continues from the boundary.
+    """
     base = filtered(filters)
     if not filters.text:
-        return list(after(base, cursor).values_list("created_at", "id")[:limit])
-    seen: set[int] = set()
-    rows: list[tuple[datetime, int]] = []
+        return list(after(base, cursor).values_list("created_at", "id")[:limit]), None
+    keys: set[Key] = set()
     for branch in search_branches(base, filters.text):
-        for created, pk in after(branch, cursor).values_list("created_at", "id")[:limit]:
-            if pk not in seen:
-                seen.add(pk)
-                rows.append((created, pk))
-    return heapq.nlargest(limit, rows)
+        keys.update(after(branch, cursor).values_list("created_at", "id")[:limit])
+    steps, boundary = _step_matches(base, filters.text, cursor, limit)
+    keys.update(steps)
+    if boundary is not None:
+        keys = {key for key in keys if key >= boundary}
+    return heapq.nlargest(limit, keys), boundary
 
 
 def fetch_page(filters: Filters, cursor: Cursor | None, size: int = PAGE_SIZE) -> Page:
     """One page of jobs (user, machine and article joined) and the cursor of the next."""
     if filters.text:
-        keys = page_ids(filters, cursor, size + 1)
+        keys, boundary = page_ids(filters, cursor, size + 1)
         by_id = Job.objects.select_related(*RELATED).in_bulk([pk for _, pk in keys[:size]])
         jobs = [by_id[pk] for _, pk in keys[:size] if pk in by_id]
-        more = len(keys) > size
+        if len(keys) > size:
+            last: Key | None = keys[size - 1]
+        else:
+            last = boundary  # a short page from a bounded scan: more may be older
     else:
         rows = list(after(filtered(filters), cursor).select_related(*RELATED)[: size + 1])
-        jobs, more = rows[:size], len(rows) > size
-    next_cursor = encode_cursor(Cursor(jobs[-1].created_at, jobs[-1].pk)) if more else ""
-    return Page(jobs=jobs, next_cursor=next_cursor)
+        jobs = rows[:size]
+        last = (jobs[-1].created_at, jobs[-1].pk) if len(rows) > size else None
+    return Page(jobs=jobs, next_cursor=encode_cursor(Cursor(*last)) if last else "")
 
 
 EXPORT_FIELDS = (
@@ -206,8 +255,9 @@ def export_rows(filters: Filters, batch: int = EXPORT_BATCH) -> Iterator[list[tu
     cursor: Cursor | None = None
     fields = (*EXPORT_FIELDS, "failed")
     while True:
+        boundary = None
         if filters.text:
-            keys = page_ids(filters, cursor, batch)
+            keys, boundary = page_ids(filters, cursor, batch)
             found = (
                 Job.objects.filter(pk__in=[pk for _, pk in keys])
                 .annotate(failed=_failed_checks())
@@ -218,12 +268,14 @@ def export_rows(filters: Filters, batch: int = EXPORT_BATCH) -> Iterator[list[tu
         else:
             qs = after(filtered(filters), cursor).annotate(failed=_failed_checks())
             rows = list(qs.values_list(*fields)[:batch])
-        if not rows:
+        if rows:
+            yield rows
+        if len(rows) == batch:
+            cursor = Cursor(rows[-1][1], rows[-1][0])
+        elif boundary is not None:  # a bounded step scan stopped here: go on from it
+            cursor = Cursor(*boundary)
+        else:
             return
-        yield rows
-        if len(rows) < batch:
-            return
-        cursor = Cursor(rows[-1][1], rows[-1][0])
 
 
 def diff_rows(before: object, after_: object) -> list[dict]:

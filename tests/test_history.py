@@ -265,8 +265,9 @@ def test_history_is_newest_first_and_escapes_what_users_typed(helpdesk_client, d
 
 def test_query_count_does_not_grow_with_rows(helpdesk_client, dataset, django_assert_num_queries):
     url = reverse("diagnostics:history")
-    # Session, user, two permission lookups, the article choices; four search branches; the
-    # page's rows with user, machine and article joined.
+    # Session, user, two permission lookups, the article choices; three search branches on
+    # the job and the step hits (none here, so no lookup of their jobs); the page's rows
+    # with user, machine and article.
     with django_assert_num_queries(10):
         small = helpdesk_client.get(url, {"q": "error"})
     psk = dataset["psk_ja"]
@@ -332,6 +333,39 @@ def test_a_malformed_cursor_starts_at_the_newest_job(helpdesk_client, dataset):
 def test_cursor_round_trips_to_the_microsecond(micro):
     cursor = history.Cursor(datetime(2026, 1, 2, 3, 4, 5, micro, tzinfo=UTC), 42)
     assert history.decode_cursor(history.encode_cursor(cursor)) == cursor
+
+
+def test_a_common_step_error_is_searched_in_bounded_chunks_without_gaps(monkeypatch, employee):
+    """The walk for a common step error: short pages end at the scan boundary, none lost."""
+    monkeypatch.setattr(history, "STEP_HITS_CAP", 2)
+    monkeypatch.setattr(history, "STEP_SCAN_CHUNK", 4)
+    monkeypatch.setattr(history, "STEP_SCAN_CHUNKS", 2)
+    machine, article = MachineFactory(), ArticleFactory()
+    jobs = [JobFactory(user=employee, machine=machine, article=article) for _ in range(40)]
+    matching = {job.pk for job in jobs[::7]}  # sparse: some 8-job scans find nothing
+    for job in jobs:
+        StepResult.objects.create(
+            job=job,
+            step_id="c1",
+            position=0,
+            kind="service_status",
+            verdict=StepResult.Verdict.ERROR,
+            error="The RPC server is unavailable" if job.pk in matching else "Timed out",
+        )
+    filters = history.Filters(text="rpc SERVER")
+    seen: list[int] = []
+    cursor, pages = None, 0
+    while True:
+        page = history.fetch_page(filters, cursor, size=3)
+        seen += [job.pk for job in page.jobs]
+        pages += 1
+        if not page.next_cursor:
+            break
+        cursor = history.decode_cursor(page.next_cursor)
+    assert sorted(seen, reverse=True) == seen and set(seen) == matching
+    assert len(seen) == len(matching) and pages > len(matching) // 3
+    exported = [row[0] for batch in history.export_rows(filters, batch=3) for row in batch]
+    assert exported == seen
 
 
 # --- live rows -----------------------------------------------------------------------------
