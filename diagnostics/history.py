@@ -141,43 +141,59 @@ def search_branches(qs: QuerySet[Job], text: str) -> list[QuerySet[Job]]:
     ]
 
 
+def _probe_chunk(base: QuerySet[Job], text: str, cursor: Cursor | None) -> list[Key]:
+    """The next STEP_SCAN_CHUNK jobs after the cursor (all of them, matching or not)."""
+    return list(after(base, cursor).values_list("created_at", "id")[:STEP_SCAN_CHUNK])
+
+
+def _with_step_error(keys: list[Key], text: str) -> list[Key]:
+    """The keys whose job has a step error containing the text, probed by job id.
+
+    LOWER() rather than icontains' UPPER(): it keeps PostgreSQL off the trigram index,
+    which it would pick on a bad estimate and then read every match in the table.
+    """
+    matched = set(
+        StepResult.objects.annotate(low=Lower("error"))
+        .filter(job_id__in=[pk for _, pk in keys], low__contains=text.lower())
+        .exclude(error="")
+        .order_by()  # the default ordering joins Job and sorts every match
+        .values_list("job_id", flat=True)
+    )
+    return [key for key in keys if key[1] in matched]
+
+
 def _step_matches(
     base: QuerySet[Job], text: str, cursor: Cursor | None, limit: int
 ) -> tuple[list[Key], Key | None]:
     """Jobs with a step error containing the text: (keys, scan boundary or None).
 
     PostgreSQL misjudges how many of 10,000,000 steps a LIKE matches, and either plan is
-    slow when it guesses wrong, so the choice is made here. A rare text (fewer than
-    STEP_HITS_CAP steps, found through the trigram index) is looked up by job id. A common
-    one is found by walking the jobs newest first, STEP_SCAN_CHUNK at a time, and probing
-    their steps by job id; the LOWER() probe keeps PostgreSQL off the trigram index. The
-    walk stops after STEP_SCAN_CHUNKS chunks: it then returns the oldest key it looked at,
-    and the page must end there (rows older than it were not searched yet).
+    slow when it guesses wrong, so the choice is made here. First the newest
+    STEP_SCAN_CHUNK jobs are probed by job id: a common text fills the page there. If not,
+    the trigram index counts the matching steps: a rare text (fewer than STEP_HITS_CAP) is
+    looked up by job id. Otherwise the walk goes on for at most STEP_SCAN_CHUNKS chunks and
+    returns the oldest key it looked at: the page must end there (older rows were not
+    searched yet) and the next page goes on from it.
     """
-    hits = list(
-        StepResult.objects.filter(error__icontains=text)
-        .exclude(error="")
-        .values_list("job_id", flat=True)[:STEP_HITS_CAP]
-    )
-    if len(hits) < STEP_HITS_CAP:
-        qs = after(base.filter(id__in=set(hits)), cursor)
-        return list(qs.values_list("created_at", "id")[:limit]), None
+    start = cursor
     found: list[Key] = []
-    lowered = text.lower()
-    chunk: list[Key] = []
-    for _ in range(STEP_SCAN_CHUNKS):
-        chunk = list(after(base, cursor).values_list("created_at", "id")[:STEP_SCAN_CHUNK])
-        matched = set(
-            StepResult.objects.annotate(low=Lower("error"))
-            .filter(job_id__in=[pk for _, pk in chunk], low__contains=lowered)
-            .exclude(error="")
-            .values_list("job_id", flat=True)
-        )
-        found += [key for key in chunk if key[1] in matched]
+    for n in range(STEP_SCAN_CHUNKS):
+        chunk = _probe_chunk(base, text, cursor)
+        found += _with_step_error(chunk, text)
         if len(found) >= limit or len(chunk) < STEP_SCAN_CHUNK:
             return found[:limit], None
         cursor = Cursor(*chunk[-1])
-    return found, chunk[-1]
+        if n == 0:
+            hits = list(
+                StepResult.objects.filter(error__icontains=text)
+                .exclude(error="")
+                .order_by()
+                .values_list("job_id", flat=True)[:STEP_HITS_CAP]
+            )
+            if len(hits) < STEP_HITS_CAP:
+                qs = after(base.filter(id__in=set(hits)), start)
+                return list(qs.values_list("created_at", "id")[:limit]), None
+    return found, (cursor.created_at, cursor.id)
 
 
 def page_ids(filters: Filters, cursor: Cursor | None, limit: int) -> tuple[list[Key], Key | None]:
