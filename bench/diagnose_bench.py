@@ -562,6 +562,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Build the world, measure, print; stop everything started, whatever happens."""
     args = parse_args(argv)
+    # Set both: a shell starts background jobs with SIGINT ignored, and `kill -INT` must still
+    # reach the finally block that stops the children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_stop)
     directory = Path(tempfile.mkdtemp(prefix="kaiketsu-bench-"))
     services: list[Service] = []
