@@ -91,7 +91,7 @@ class RunOutcome:
     garbage: list[str]  # non-JSON stdout lines, each cut to 200 chars, at most 20 kept
     stderr: str  # decoded, CLIXML progress records removed, bounded
     transcript: str  # raw stdout bounded: head 64 KiB + "[... N bytes cut ...]" + tail 64 KiB
-    requests: int  # WinRM HTTP requests made (for the bench)
+    requests: int  # WinRM HTTP requests made before the shell is closed (its Delete is one more)
 
 
 # --------------------------------------------------------------------------------------------

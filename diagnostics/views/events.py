@@ -33,6 +33,17 @@ def _render_step(job: Job, step_id: str) -> str:
     return render_to_string("diagnostics/job.html#step-row", step_row_context(job, step_id))
 
 
+def _is_finished(job: Job) -> bool:
+    job.refresh_from_db(fields=["status"])
+    return job.is_finished
+
+
+def _render_progress(job: Job) -> str:
+    """Only the bar per step: the verdict and the table wait for the end."""
+    job.refresh_from_db()
+    return render_to_string("diagnostics/job.html#progress", job_context(job))
+
+
 def _render_job_parts(job: Job) -> tuple[str, str, str]:
     job.refresh_from_db()
     ctx = job_context(job)
@@ -59,12 +70,15 @@ async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[s
         if event == "step" and isinstance(data.get("step"), str):
             html = await sync_to_async(_render_step)(job, data["step"])
             yield _sse(f"step-{data['step']}", html, event_id)
+        finished = event == "done" or await sync_to_async(_is_finished)(job)
+        if not finished:
+            yield _sse("progress", await sync_to_async(_render_progress)(job), event_id)
+            continue
         progress, verdict, table = await sync_to_async(_render_job_parts)(job)
         yield _sse("progress", progress, event_id)
-        if event == "done" or job.is_finished:
-            yield _sse("steps", table, event_id)  # rows no one planned (an automatic roll-back)
-            yield _sse("done", verdict, event_id)
-            return
+        yield _sse("steps", table, event_id)  # rows no one planned (an automatic roll-back)
+        yield _sse("done", verdict, event_id)
+        return
 
 
 async def job_events(request: HttpRequest, pk: int) -> HttpResponse:
