@@ -207,7 +207,9 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def job_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     job = _helpdesk_job(request, pk)
     try:
-        new = jobs.start_diagnosis(request.user, job.machine, job.article, job.pasted_text)
+        new = jobs.start_diagnosis(
+            request.user, job.machine, job.article, job.pasted_text, job.match_score
+        )
     except jobs.JobRefused as exc:
         messages.error(request, str(exc))
         return redirect("diagnostics:helpdesk-job", pk=job.pk)

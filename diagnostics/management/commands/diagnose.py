@@ -61,7 +61,7 @@ class Command(BaseCommand):
         self.as_json = as_json
         try:
             with transaction.atomic():
-                job = jobs.start_diagnosis(runner, target, art, pasted_text="(command line)")
+                job = jobs.start_diagnosis(runner, target, art)  # nothing was pasted
         except jobs.JobRefused as exc:
             raise CommandError(str(exc)) from None
         job = self._follow(job, wait)
