@@ -139,6 +139,7 @@ CELERY_BEAT_SCHEDULE = {
     "reap-dead-jobs": {"task": "diagnostics.tasks.reap_jobs", "schedule": 30.0},
 }
 
+KAIKETSU_DASHBOARD_CACHE_SECONDS = env.int("KAIKETSU_DASHBOARD_CACHE_SECONDS", default=60)
 KAIKETSU_WINRM_VERIFY_TLS = env.bool("KAIKETSU_WINRM_VERIFY_TLS", default=True)
 # A job that has not reported for this long while "running" belongs to a dead worker.
 KAIKETSU_REAP_AFTER = env.int("KAIKETSU_REAP_AFTER", default=KAIKETSU_JOB_TIME_LIMIT + 60)

@@ -10,8 +10,10 @@ import datetime as dt
 from collections.abc import Callable
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Q, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
@@ -136,7 +138,12 @@ def _dashboard_context(now: dt.datetime) -> dict:
 @require_GET
 @staff_only("diagnostics.view_job")
 def dashboard_view(request: HttpRequest) -> HttpResponse:
-    ctx = _dashboard_context(timezone.now())
+    # Aggregates over a million jobs take a moment: share them for a minute, per language.
+    ctx = cache.get_or_set(
+        f"kaiketsu:dashboard:{get_language()}",
+        lambda: _dashboard_context(timezone.now()),
+        settings.KAIKETSU_DASHBOARD_CACHE_SECONDS,
+    )
     # The draft link leads into the admin: only for those the admin lets add an article.
     ctx["can_draft"] = request.user.is_staff and request.user.has_perm("diagnostics.add_article")
     return render(request, "diagnostics/console/dashboard.html", ctx)
