@@ -264,9 +264,18 @@ def rollback_steps(fix_job: Job, prefix: str) -> list[Step]:
         args = rollback_args(result.kind, sent.get("args") or {}, result.before or {})
         if args is None:
             continue
-        title = _("Put back: %(step)s") % {"step": result.kind}
+        title = _("Put back: %(step)s") % {"step": _what(result.kind, args)}
         steps.append(Step(f"{prefix}{n}", result.kind, args, Phase.ROLLBACK, title))
     return steps
+
+
+def _what(kind: str, args: dict[str, Any]) -> str:
+    """A few words naming what a roll-back step puts back."""
+    if kind in ("set_service", "set_registry_value"):
+        return args["name"]
+    if kind == "set_vpn_ipsec":
+        return _("the VPN connection's IPsec settings")
+    return _("the VPN connection's settings")
 
 
 def planned_steps(job: Job) -> list[Step]:

@@ -124,7 +124,7 @@ def _rows(job: Job, results: dict[str, StepResult]) -> list[dict]:
     planned = jobs.planned_steps(job)
     rows = [
         {"step_id": s.id, "title": s.title, "phase": s.phase, "check": s.check,
-         "result": results.get(s.id)}
+         "phase_label": StepResult.Phase(s.phase).label, "result": results.get(s.id)}
         for s in planned
     ]  # fmt: skip
     known = {s.id for s in planned}
@@ -133,7 +133,7 @@ def _rows(job: Job, results: dict[str, StepResult]) -> list[dict]:
             title = r.kb_check.tr("title") if r.kb_check else r.get_phase_display()
             rows.append(
                 {"step_id": r.step_id, "title": title, "phase": r.phase, "check": r.kb_check,
-                 "result": r}
+                 "phase_label": r.get_phase_display(), "result": r}
             )  # fmt: skip
     return rows
 
