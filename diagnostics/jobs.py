@@ -268,9 +268,23 @@ def execute(job: Job, steps: list[Step]) -> str:
         outcome = remote.run_plan(target_for(job.machine), to_send, recorder, deadline_s=deadline)
     except remote.RemoteError as exc:
         _keep_output(job, exc.outcome)  # what arrived before the failure stays readable
-        return str(exc)
+        return f"{remote_headline(exc.kind, job.machine.name)}\n{exc}"
     _keep_output(job, outcome)
     return _problems(job, recorder, outcome)
+
+
+def remote_headline(kind: str, machine: str) -> str:
+    """One sentence in the reader's language for why the machine could not do the job."""
+    texts = {
+        "refused": _("%(m)s could not be reached: is it switched on and on the network?"),
+        "timeout": _("%(m)s stopped answering before the job finished."),
+        "auth": _("%(m)s refused the portal's account: its credentials need updating."),
+        "tls": _("%(m)s's certificate could not be verified."),
+        "protocol": _("The connection to %(m)s broke off."),
+        "garbage": _("%(m)s sent output the portal does not understand."),
+        "exit": _("The runner on %(m)s stopped with an error."),
+    }
+    return texts.get(kind, _("%(m)s could not run the job.")) % {"m": machine}
 
 
 def _keep_output(job: Job, outcome: remote.RunOutcome | None) -> None:
