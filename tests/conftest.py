@@ -107,12 +107,19 @@ def child_database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_fleet(directory: Path) -> tuple[subprocess.Popen, dict[str, dict]]:
-    """The demo fleet on free ports: (process, {host name: its --print-json line})."""
+def start_fleet(
+    directory: Path, faults: dict[str, dict] | None = None
+) -> tuple[subprocess.Popen, dict[str, dict]]:
+    """The demo fleet on free ports: (process, {host name: its --print-json line}).
+
+    ``faults`` switches on winsim faults per host name, e.g. {"demo-healthy": {...}}.
+    """
     profile = yaml.safe_load(DEMO_PROFILE.read_text(encoding="utf-8"))
-    for host in (profile.get("hosts") or {}).values():
+    for name, host in (profile.get("hosts") or {}).items():
         if isinstance(host, dict):
             host["port"] = 0
+            if faults and name in faults:
+                host["faults"] = {**(host.get("faults") or {}), **faults[name]}
     path = directory / "fleet.yaml"
     path.write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
     proc = subprocess.Popen(

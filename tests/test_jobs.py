@@ -97,3 +97,32 @@ def test_a_job_is_never_run_twice(demo_machines, seed_article, employee, use_wor
     job.refresh_from_db()
     assert job.steps.count() == steps_before
     assert job.status == Job.Status.DONE
+
+
+def test_a_host_flooding_stdout_leaves_a_bounded_transcript_and_a_clear_error(
+    tmp_path, employee, seed_article, use_worker_queue
+):
+    """5 MB of junk output: the job keeps head and tail, says what was cut, and ends."""
+    from diagnostics.jobs import MAX_TRANSCRIPT
+    from tests.conftest import _stop, machines_for, start_fleet
+
+    profile = tmp_path / "flood"
+    profile.mkdir()
+    proc, fleet = start_fleet(profile, faults={"demo-healthy": {"flood_bytes": 5_000_000}})
+    try:
+        machine = machines_for({"demo-healthy": fleet["demo-healthy"]}, employee)["demo-healthy"]
+        job = wait_for_job(_start(machine, seed_article, employee), timeout=90)
+    finally:
+        _stop(proc)
+
+    assert job.status == Job.Status.ERROR
+    assert "demo-healthy" in job.error
+    assert len(job.transcript) <= MAX_TRANSCRIPT
+    assert "bytes cut" in job.transcript
+    assert job.steps.count() == seed_article.checks.count()  # the real results all arrived
+
+
+def _start(machine, article, user):
+    job = jobs.start_diagnosis(user, machine, article, pasted_text="test")
+    jobs.enqueue(job.pk)
+    return job

@@ -55,6 +55,7 @@ class Faults:
     slow_step_ms: int = 0  # extra latency per step (applied by run_plan)
     malformed_output: bool = False  # one garbage stdout line among the step lines (by run_plan)
     exit_code: int | None = None  # the runner command exits with this code instead of 0
+    flood_bytes: int = 0  # after the first step, this much junk on stdout (a chatty module)
 
 
 @dataclass

@@ -419,4 +419,9 @@ def run_plan(host: Host, plan_json: str) -> Iterator[str]:
         if n == 0 and host.faults.malformed_output:
             # What a runner that forgot ConvertTo-Json would print: PowerShell's object notation.
             yield f"@{{step={step['id']}; ok=True; facts=System.Collections.Hashtable}}"
+        if n == 0 and host.faults.flood_bytes:
+            # What a module that writes to the host would print: lines that are not JSON.
+            filler = "WARNING: " + "x" * 1014
+            for _ in range(max(1, host.faults.flood_bytes // 1024)):
+                yield filler
     yield _line({"end": True, "steps": len(steps)})
