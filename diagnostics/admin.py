@@ -20,6 +20,7 @@ from diagnostics.models import (
     Secret,
     Signature,
     StepResult,
+    UnmatchedPaste,
 )
 from diagnostics.plans import validate_expect
 
@@ -255,4 +256,14 @@ class AuditEntryAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(UnmatchedPaste)
+class UnmatchedPasteAdmin(admin.ModelAdmin):
+    list_display = ["text", "count", "best_score", "last_seen"]
+    search_fields = ["text"]
+    readonly_fields = ["digest", "text", "best_score", "count", "first_seen", "last_seen"]
+
+    def has_add_permission(self, request):
         return False

@@ -7,16 +7,19 @@ the window. Days and weeks are counted in the portal's time zone (TIME_ZONE), as
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from django.db.models import Count, Max, Q
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Max, Q
 from django.db.models.functions import TruncDate, TruncWeek
 from django.urls import reverse
 from django.utils import timezone
 
+from diagnostics import matching
 from diagnostics.matching import THRESHOLD
-from diagnostics.models import Job, StepResult
+from diagnostics.models import Job, StepResult, UnmatchedPaste
 
 DAYS = 30
 WEEKS = 12
@@ -166,17 +169,38 @@ def repeated_failures(now: dt.datetime, days: int = DAYS, minimum: int = 2) -> l
     )
 
 
+def record_unmatched(text: str, best_score: float | None) -> None:
+    """Count a searched text that found no confident article (equal texts together)."""
+    normalised = matching.normalize(text)
+    if not normalised:
+        return
+    digest = hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+    now = timezone.now()
+    seen = UnmatchedPaste.objects.filter(digest=digest).update(
+        count=F("count") + 1, last_seen=now, best_score=best_score
+    )
+    if not seen:
+        try:
+            with transaction.atomic():
+                UnmatchedPaste.objects.create(
+                    digest=digest, text=text.strip()[:2000], best_score=best_score
+                )
+        except IntegrityError:  # the same text from someone else at the same moment
+            UnmatchedPaste.objects.filter(digest=digest).update(count=F("count") + 1)
+
+
 def unmatched_texts(now: dt.datetime, days: int = DAYS, limit: int = 20) -> list[dict]:
     """Pasted texts the matcher was not confident about: the knowledge base's blind spots.
 
-    A diagnosis only exists once someone picked an article, so a weak or missing score is
-    the trace of a paste that matched nothing well. Equal texts are counted together.
+    Two traces: searches that found no confident article (UnmatchedPaste), and diagnoses
+    started anyway from a weak or missing score. Equal texts are counted together.
     """
+    since = window_start(now, days)
     rows = (
         Job.objects.filter(
             Q(match_score__isnull=True) | Q(match_score__lt=THRESHOLD),
             kind=Job.Kind.DIAGNOSE,
-            created_at__gte=window_start(now, days),
+            created_at__gte=since,
             created_at__lte=now,
         )
         .exclude(pasted_text="")
@@ -184,7 +208,20 @@ def unmatched_texts(now: dt.datetime, days: int = DAYS, limit: int = 20) -> list
         .annotate(n=Count("id"), last=Max("created_at"), best=Max("match_score"))
         .order_by("-n", "-last")[:limit]
     )
-    return [{**row, "draft_url": draft_article_url(row["pasted_text"])} for row in rows]
+    merged = {row["pasted_text"]: dict(row) for row in rows}
+    searches = UnmatchedPaste.objects.filter(last_seen__gte=since, last_seen__lte=now).order_by(
+        "-count", "-last_seen"
+    )[:limit]
+    for paste in searches:
+        row = merged.setdefault(
+            paste.text, {"pasted_text": paste.text, "n": 0, "last": paste.last_seen, "best": None}
+        )
+        row["n"] += paste.count
+        row["last"] = max(row["last"], paste.last_seen)
+        scores = [s for s in (row["best"], paste.best_score) if s is not None]
+        row["best"] = max(scores) if scores else None
+    ranked = sorted(merged.values(), key=lambda r: (-r["n"], -r["last"].timestamp()))[:limit]
+    return [{**row, "draft_url": draft_article_url(row["pasted_text"])} for row in ranked]
 
 
 def _is_japanese(text: str) -> bool:

@@ -398,3 +398,26 @@ class StepResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}/{self.step_id} {self.verdict}"
+
+
+class UnmatchedPaste(models.Model):
+    """A searched text the matcher had no confident article for: a blind spot of the KB.
+
+    Recorded when an employee submits a search (not for every keystroke of the live
+    suggestions); equal texts after normalisation are counted together.
+    """
+
+    digest = models.CharField(max_length=64, unique=True)  # sha256 of the normalised text
+    text = models.TextField()  # the first paste of it, cut to 2,000 characters
+    best_score = models.FloatField(null=True, blank=True)
+    count = models.PositiveIntegerField(default=1)
+    first_seen = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-last_seen"]
+        verbose_name = _("unmatched paste")
+        verbose_name_plural = _("unmatched pastes")
+
+    def __str__(self) -> str:
+        return self.text[:60]

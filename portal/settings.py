@@ -139,6 +139,8 @@ CELERY_BEAT_SCHEDULE = {
     "reap-dead-jobs": {"task": "diagnostics.tasks.reap_jobs", "schedule": 30.0},
 }
 
+# Where "Ask the helpdesk" sends an employee whose paste matched nothing (a mailto: link).
+KAIKETSU_HELPDESK_EMAIL = env("KAIKETSU_HELPDESK_EMAIL", default="helpdesk@example.com")
 KAIKETSU_DASHBOARD_CACHE_SECONDS = env.int("KAIKETSU_DASHBOARD_CACHE_SECONDS", default=60)
 KAIKETSU_WINRM_VERIFY_TLS = env.bool("KAIKETSU_WINRM_VERIFY_TLS", default=True)
 # A job that has not reported for this long while "running" belongs to a dead worker.

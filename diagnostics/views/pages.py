@@ -12,7 +12,7 @@ from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import fixes, jobs, kbindex, live
+from diagnostics import dashboard, fixes, jobs, kbindex, live
 from diagnostics.models import Article, Check, Job, Machine, StepResult
 
 MAX_PASTE_CHARS = 100_000
@@ -62,7 +62,13 @@ def _search_context(request: HttpRequest) -> dict:
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     ctx = _search_context(request)
+    result = ctx["result"]
+    if result is not None and not result.confident and not request.htmx:
+        # A submitted search (not a keystroke of the live suggestions) that found nothing
+        # good: the dashboard lists these as the knowledge base's blind spots.
+        dashboard.record_unmatched(ctx["q"], result.matches[0].score if result.matches else None)
     ctx["machines"] = request.user.machines.all()
+    ctx["helpdesk_email"] = settings.KAIKETSU_HELPDESK_EMAIL
     ctx["machine_id"] = request.GET.get("machine", "")
     if request.htmx:
         return render(request, "diagnostics/home.html#results", ctx)

@@ -1,0 +1,38 @@
+"""Searches that find nothing are counted, and the dashboard lists them as blind spots."""
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from diagnostics import dashboard
+from diagnostics.models import UnmatchedPaste
+
+pytestmark = pytest.mark.django_db
+
+UNKNOWN = "プリンターに印刷できません。スプーラーが停止しています"
+
+
+def test_a_submitted_search_without_a_confident_match_is_counted(client, employee, kb):
+    client.force_login(employee)
+    client.get(reverse("diagnostics:home"), {"q": UNKNOWN})
+    client.get(reverse("diagnostics:home"), {"q": f"  {UNKNOWN}\n"})  # the same text, pasted again
+
+    paste = UnmatchedPaste.objects.get()
+    assert paste.count == 2 and paste.text == UNKNOWN
+    rows = dashboard.unmatched_texts(timezone.now())
+    assert [(r["pasted_text"], r["n"]) for r in rows] == [(UNKNOWN, 2)]
+    assert rows[0]["draft_url"].startswith("/admin/diagnostics/article/add/")
+
+
+def test_live_suggestions_and_confident_matches_are_not_counted(client, employee, kb):
+    client.force_login(employee)
+    client.get(reverse("diagnostics:home"), {"q": UNKNOWN}, HTTP_HX_REQUEST="true")
+    client.get(reverse("diagnostics:home"), {"q": "エラー 789"})
+    assert not UnmatchedPaste.objects.exists()
+
+
+def test_ask_the_helpdesk_goes_to_the_configured_address(client, employee, kb, settings):
+    settings.KAIKETSU_HELPDESK_EMAIL = "it-help@corp.example"
+    client.force_login(employee)
+    body = client.get(reverse("diagnostics:home"), {"q": UNKNOWN}).content.decode()
+    assert 'href="mailto:it-help@corp.example?subject=' in body
