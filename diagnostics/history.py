@@ -9,7 +9,7 @@ steps' error texts. Each place is its own query, ordered and limited on its own,
 pages are merged here: on PostgreSQL every branch can then pick its own index (the trigram
 index when the text is rare, the (created_at, id) walk when it is common), which an OR of
 the four in one query cannot (an OR with an EXISTS defeats the bitmap plans). Step errors,
-10 rows per job, get a strategy chosen in code (see _step_matches).
+10 rows per job, get a strategy chosen in code (see _error_matches).
 """
 
 from __future__ import annotations
@@ -132,11 +132,10 @@ Key = tuple[datetime, int]  # (created_at, id): the keyset order
 
 
 def search_branches(qs: QuerySet[Job], text: str) -> list[QuerySet[Job]]:
-    """One queryset per place on the job row the text may be in (steps: _step_matches)."""
+    """One queryset per place the text may be in (errors, on jobs and steps: _error_matches)."""
     machines = Machine.objects.filter(name__icontains=text).values("pk")
     return [
         qs.filter(pasted_text__icontains=text),
-        qs.filter(error__icontains=text).exclude(error=""),
         qs.filter(machine_id__in=machines),
     ]
 
@@ -146,32 +145,60 @@ def _probe_chunk(base: QuerySet[Job], text: str, cursor: Cursor | None) -> list[
     return list(after(base, cursor).values_list("created_at", "id")[:STEP_SCAN_CHUNK])
 
 
-def _with_step_error(keys: list[Key], text: str) -> list[Key]:
-    """The keys whose job has a step error containing the text, probed by job id.
+def _with_error(keys: list[Key], text: str) -> list[Key]:
+    """The keys whose job, or one of its steps, has an error containing the text.
 
-    LOWER() rather than icontains' UPPER(): it keeps PostgreSQL off the trigram index,
-    which it would pick on a bad estimate and then read every match in the table.
+    Probed by job id. LOWER() rather than icontains' UPPER(): it keeps PostgreSQL off the
+    trigram index, which it would pick on a bad estimate and then read every match.
     """
+    ids = [pk for _, pk in keys]
+    low = text.lower()
     matched = set(
         StepResult.objects.annotate(low=Lower("error"))
-        .filter(job_id__in=[pk for _, pk in keys], low__contains=text.lower())
+        .filter(job_id__in=ids, low__contains=low)
         .exclude(error="")
         .order_by()  # the default ordering joins Job and sorts every match
         .values_list("job_id", flat=True)
     )
+    matched.update(
+        Job.objects.annotate(low=Lower("error"))
+        .filter(id__in=ids, low__contains=low)
+        .exclude(error="")
+        .order_by()
+        .values_list("id", flat=True)
+    )
     return [key for key in keys if key[1] in matched]
 
 
-def _step_matches(
+def _error_hits(text: str) -> list[int] | None:
+    """Ids of the jobs whose errors contain the text, or None when there are too many."""
+    hits = list(
+        StepResult.objects.filter(error__icontains=text)
+        .exclude(error="")
+        .order_by()
+        .values_list("job_id", flat=True)[:STEP_HITS_CAP]
+    )
+    if len(hits) >= STEP_HITS_CAP:
+        return None
+    jobs = list(
+        Job.objects.filter(error__icontains=text)
+        .exclude(error="")
+        .order_by()
+        .values_list("id", flat=True)[:STEP_HITS_CAP]
+    )
+    return None if len(jobs) >= STEP_HITS_CAP else hits + jobs
+
+
+def _error_matches(
     base: QuerySet[Job], text: str, cursor: Cursor | None, limit: int
 ) -> tuple[list[Key], Key | None]:
-    """Jobs with a step error containing the text: (keys, scan boundary or None).
+    """Jobs whose error or step errors contain the text: (keys, scan boundary or None).
 
-    PostgreSQL misjudges how many of 10,000,000 steps a LIKE matches, and either plan is
-    slow when it guesses wrong, so the choice is made here. First the newest
-    STEP_SCAN_CHUNK jobs are probed by job id: a common text fills the page there. If not,
-    the trigram index counts the matching steps: a rare text (fewer than STEP_HITS_CAP) is
-    looked up by job id. Otherwise the walk goes on for at most STEP_SCAN_CHUNKS chunks and
+    PostgreSQL misjudges how many of 1,000,000 jobs and 10,000,000 steps a LIKE matches,
+    and either plan is slow when it guesses wrong, so the choice is made here. First the
+    newest STEP_SCAN_CHUNK jobs are probed by id: a common text fills the page there. If
+    that chunk has no match at all, the trigram indexes count the matches: a rare text
+    (fewer than STEP_HITS_CAP) is looked up by job id. Otherwise the walk goes on for at most STEP_SCAN_CHUNKS chunks and
     returns the oldest key it looked at: the page must end there (older rows were not
     searched yet) and the next page goes on from it.
     """
@@ -179,18 +206,15 @@ def _step_matches(
     found: list[Key] = []
     for n in range(STEP_SCAN_CHUNKS):
         chunk = _probe_chunk(base, text, cursor)
-        found += _with_step_error(chunk, text)
+        found += _with_error(chunk, text)
         if len(found) >= limit or len(chunk) < STEP_SCAN_CHUNK:
             return found[:limit], None
         cursor = Cursor(*chunk[-1])
-        if n == 0:
-            hits = list(
-                StepResult.objects.filter(error__icontains=text)
-                .exclude(error="")
-                .order_by()
-                .values_list("job_id", flat=True)[:STEP_HITS_CAP]
-            )
-            if len(hits) < STEP_HITS_CAP:
+        # A match among the newest chunk says the text is common (thousands of hits over
+        # the table): asking the trigram index would only read them all. Keep walking.
+        if n == 0 and not found:
+            hits = _error_hits(text)
+            if hits is not None:
                 qs = after(base.filter(id__in=set(hits)), start)
                 return list(qs.values_list("created_at", "id")[:limit]), None
     return found, (cursor.created_at, cursor.id)
@@ -208,7 +232,7 @@ def page_ids(filters: Filters, cursor: Cursor | None, limit: int) -> tuple[list[
     keys: set[Key] = set()
     for branch in search_branches(base, filters.text):
         keys.update(after(branch, cursor).values_list("created_at", "id")[:limit])
-    steps, boundary = _step_matches(base, filters.text, cursor, limit)
+    steps, boundary = _error_matches(base, filters.text, cursor, limit)
     keys.update(steps)
     if boundary is not None:
         keys = {key for key in keys if key >= boundary}
