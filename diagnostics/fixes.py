@@ -23,6 +23,7 @@ from diagnostics.jobs import (
     JobRefused,
     Phase,
     Step,
+    busy_message,
     check_steps,
     create_job,
     enqueue,
@@ -154,15 +155,9 @@ def decide(job: Job, user: Any, approve: bool, note: str = "") -> None:
             if approve:
                 transaction.on_commit(lambda: enqueue(job.pk))
     except IntegrityError:  # approving makes the job active: the machine may be busy
-        raise JobRefused(busy_message_for(job)) from None
+        raise JobRefused(busy_message(job.machine)) from None
     job.refresh_from_db()
     live.publish(job.pk, "done" if not approve else "status", {"status": job.status})
-
-
-def busy_message_for(job: Job) -> str:
-    from diagnostics.jobs import busy_message
-
-    return busy_message(job.machine)
 
 
 def request_rollback(user: Any, fix_job: Job) -> Job:
@@ -203,7 +198,7 @@ def resume(job: Job, user: Any, restart_now: bool) -> None:
                 raise JobRefused(_("This fix is not waiting for a restart."))
             transaction.on_commit(lambda: enqueue(job.pk))
     except IntegrityError:
-        raise JobRefused(busy_message_for(job)) from None
+        raise JobRefused(busy_message(job.machine)) from None
     live.publish(job.pk, "status", {"status": Job.Status.QUEUED})
 
 
