@@ -171,6 +171,7 @@ def repeated_failures(now: dt.datetime, days: int = DAYS, minimum: int = 2) -> l
 
 def record_unmatched(text: str, best_score: float | None) -> None:
     """Count a searched text that found no confident article (equal texts together)."""
+    text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
     normalised = matching.normalize(text)
     if not normalised:
         return

@@ -15,7 +15,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -113,7 +113,7 @@ def start_diagnosis(
         machine=machine,
         article=article,
         kind=Job.Kind.DIAGNOSE,
-        pasted_text=pasted_text[:MAX_PASTE],
+        pasted_text=pasted_text.replace("\x00", "")[:MAX_PASTE],  # PostgreSQL refuses NUL
         match_score=match_score,
     )
     transaction.on_commit(lambda: enqueue(job.pk))
@@ -144,9 +144,13 @@ def create_job(**fields: Any) -> Job:
     """Insert a job; the database's per-machine lock refuses a second active one."""
     try:
         with transaction.atomic():
-            return Job.objects.create(**fields)
+            job = Job.objects.create(**fields)
     except IntegrityError:
         raise JobRefused(busy_message(fields["machine"])) from None
+    # Ids restart when a database is recreated while Redis keeps streams for a day: a new
+    # job must never replay an old job's events.
+    live.discard(job.pk)
+    return job
 
 
 def time_limit(job: Job) -> int:
@@ -242,6 +246,9 @@ class _Recorder:
         except IntegrityError:  # the same step reported twice: keep the first
             self.bad_lines.append(f"step {step.id} reported twice")
             return
+        except DataError:  # e.g. a NUL character, which PostgreSQL cannot store
+            self.bad_lines.append(f"step {step.id} reported a value that cannot be stored")
+            return
         Job.objects.filter(pk=self.job.pk).update(
             heartbeat_at=timezone.now(), step_count=F("step_count") + 1
         )
@@ -291,8 +298,10 @@ def _keep_output(job: Job, outcome: remote.RunOutcome | None) -> None:
     if outcome is None:
         return
     sep = "\n" if job.transcript else ""
-    job.transcript = (job.transcript + sep + outcome.transcript)[-MAX_TRANSCRIPT:]
-    job.stderr = (job.stderr + sep + outcome.stderr)[-20_000:]
+    # A host may print anything, NUL included, which PostgreSQL text cannot hold.
+    transcript = outcome.transcript.replace("\x00", "\\0")
+    job.transcript = (job.transcript + sep + transcript)[-MAX_TRANSCRIPT:]
+    job.stderr = (job.stderr + sep + outcome.stderr.replace("\x00", "\\0"))[-20_000:]
     job.save(update_fields=["transcript", "stderr"])
 
 

@@ -45,6 +45,14 @@ def publish(job_id: int, event: str, data: dict[str, Any]) -> str | None:
     return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
 
+def discard(job_id: int) -> None:
+    """Drop any stream left under this job id (e.g. after the database was reset)."""
+    try:
+        _client().delete(stream_key(job_id))
+    except redis.RedisError as exc:
+        log.warning("live events for job %s not reset: %s", job_id, exc)
+
+
 def last_id(job_id: int) -> str:
     """The id of the newest event so far ("0" when none): the page resumes after it."""
     try:

@@ -308,6 +308,7 @@ class Job(models.Model):
     def finish(self, status: Status, outcome: Outcome, error: str = "") -> bool:
         """Move an active or waiting job to a terminal state once; False if it already ended."""
         now = timezone.now()
+        error = error.replace("\x00", "\\0")  # host output may carry NUL; PostgreSQL refuses it
         updated = Job.objects.filter(
             pk=self.pk, status__in=[*self.ACTIVE, self.Status.WAITING]
         ).update(
