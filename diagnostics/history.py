@@ -4,12 +4,13 @@ Pages are keyset pages on (created_at, id), newest first: a page is "the next N 
 than this cursor", so a page costs the same at job 50 and at job 900,000, and jobs that
 arrive between two fetches never shift rows into the next page (no gaps, no duplicates).
 
-Text search looks in four places: the pasted error, Job.error, the machine name and the
-steps' error texts. Each place is its own query, ordered and limited on its own, and the
+Text search looks in four places: the pasted error, the machine name, Job.error and the
+steps' error texts. Each is searched on its own, ordered and limited on its own, and the
 pages are merged here: on PostgreSQL every branch can then pick its own index (the trigram
 index when the text is rare, the (created_at, id) walk when it is common), which an OR of
-the four in one query cannot (an OR with an EXISTS defeats the bitmap plans). Step errors,
-10 rows per job, get a strategy chosen in code (see _error_matches).
+the four in one query cannot (an OR with an EXISTS defeats the bitmap plans). The two error
+places, whose match counts PostgreSQL misjudges, get a strategy chosen in code
+(see _error_matches).
 """
 
 from __future__ import annotations

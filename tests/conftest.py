@@ -59,6 +59,19 @@ def kb_admin(django_user_model):
 
 
 @pytest.fixture
+def idle_machine(db, employee):
+    """A machine of `employee` where nothing answers: for tests that never reach a host."""
+    from diagnostics.models import Credential, Machine
+
+    cred = Credential(name="idle-cred", username="kaiketsu")
+    cred.set_password("idle-password-1")
+    cred.save()
+    machine = Machine.objects.create(name="pc-idle", address="127.0.0.1", port=1, credential=cred)
+    machine.owners.add(employee)
+    return machine
+
+
+@pytest.fixture
 def kb(db):
     """The shipped knowledge base, imported into the test database."""
     from diagnostics.kbstore import import_dir

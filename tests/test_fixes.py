@@ -10,10 +10,8 @@ from diagnostics.models import (
     Article,
     AuditEntry,
     Check,
-    Credential,
     Fix,
     Job,
-    Machine,
     Secret,
     StepResult,
 )
@@ -208,11 +206,8 @@ def test_a_check_broken_by_a_fix_is_rolled_back_automatically(
     assert AuditEntry.objects.filter(job=job, action="auto_rollback", actor=None).exists()
 
 
-def test_two_concurrent_requests_for_one_machine_run_one_job(db, employee, seed_article):
-    cred = Credential(name="c", username="u")
-    cred.set_password("p")
-    cred.save()
-    machine = Machine.objects.create(name="pc-lock", address="127.0.0.1", port=1, credential=cred)
+def test_two_concurrent_requests_for_one_machine_run_one_job(idle_machine, employee, seed_article):
+    machine = idle_machine
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
 
@@ -235,14 +230,11 @@ def test_two_concurrent_requests_for_one_machine_run_one_job(db, employee, seed_
     assert outcomes.count("started") == 1
     refusal = next(o for o in outcomes if o != "started")
     running = Job.objects.get(machine=machine)  # exactly one
-    assert "pc-lock" in refusal and f"#{running.pk}" in refusal
+    assert "pc-idle" in refusal and f"#{running.pk}" in refusal
 
 
-def test_the_lock_never_outlives_a_dead_worker(db, employee, seed_article, settings):
-    cred = Credential(name="c", username="u")
-    cred.set_password("p")
-    cred.save()
-    machine = Machine.objects.create(name="pc-dead", address="127.0.0.1", port=1, credential=cred)
+def test_the_lock_never_outlives_a_dead_worker(idle_machine, employee, seed_article, settings):
+    machine = idle_machine
     stuck = jobs.create_job(user=employee, machine=machine, article=seed_article)
     assert jobs.claim(stuck.pk)
     settings.KAIKETSU_REAP_AFTER = 0

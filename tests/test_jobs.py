@@ -130,14 +130,9 @@ def _start(machine, article, user):
     return job
 
 
-def test_a_new_job_never_replays_events_left_under_its_id(db, employee, seed_article):
+def test_a_new_job_never_replays_events_left_under_its_id(idle_machine, employee, seed_article):
     """After a database reset ids start again, while Redis keeps old streams for a day."""
-    from diagnostics.models import Credential, Machine
-
-    cred = Credential(name="c", username="u")
-    cred.set_password("p")
-    cred.save()
-    machine = Machine.objects.create(name="pc-reset", address="127.0.0.1", port=1, credential=cred)
+    machine = idle_machine
     reused_id = 900_000_000 + os.getpid()
     live.publish(reused_id, "step", {"step": "c1"})  # from an earlier life of the database
     assert live.last_id(reused_id) != "0"
@@ -147,13 +142,8 @@ def test_a_new_job_never_replays_events_left_under_its_id(db, employee, seed_art
     assert live.last_id(job.pk) == "0"
 
 
-def test_a_nul_in_host_output_is_stored_escaped_not_a_crash(db, employee, seed_article):
-    from diagnostics.models import Credential, Machine
-
-    cred = Credential(name="c", username="u")
-    cred.set_password("p")
-    cred.save()
-    machine = Machine.objects.create(name="pc-nul", address="127.0.0.1", port=1, credential=cred)
+def test_a_nul_in_host_output_is_stored_escaped_not_a_crash(idle_machine, employee, seed_article):
+    machine = idle_machine
     job = jobs.create_job(user=employee, machine=machine, article=seed_article)
     assert jobs.claim(job.pk)
 

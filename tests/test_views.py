@@ -1,5 +1,8 @@
 """Pages through the real views: access rules, bad input, and what each persona sees."""
 
+import json
+import os
+
 import pytest
 from django.urls import reverse
 
@@ -110,17 +113,28 @@ def test_job_page_never_shows_the_machine_password(client, employee, job):
     assert "Sekret-Host-Pw-1" not in body
 
 
-def test_diagnose_creates_a_queued_job_for_the_owner(
-    client, employee, machine, kb, django_capture_on_commit_callbacks, monkeypatch
+def test_diagnose_creates_a_queued_job_and_puts_it_on_the_broker(
+    client, employee, machine, kb, django_capture_on_commit_callbacks, settings
 ):
-    queued = []
-    monkeypatch.setattr("diagnostics.jobs.enqueue", queued.append)  # the broker is tested elsewhere
+    """The real Redis broker receives the task; no worker listens on this queue."""
+    import redis
+
+    from portal.celery import app
+
+    queue = f"kaiketsu-view-test-{os.getpid()}"
+    app.conf.task_default_queue = queue
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     client.force_login(employee)
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(
-            reverse("diagnostics:job-create"),
-            {"article": SEED, "machine": machine.pk, "q": SEED_JA, "score": "0.95"},
-        )
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(
+                reverse("diagnostics:job-create"),
+                {"article": SEED, "machine": machine.pk, "q": SEED_JA, "score": "0.95"},
+            )
+        messages = [json.loads(m) for m in broker.lrange(queue, 0, -1)]
+    finally:
+        app.conf.task_default_queue = "kaiketsu"
+        broker.delete(queue)
     job = Job.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("diagnostics:job-detail", args=[job.pk])
@@ -130,7 +144,9 @@ def test_diagnose_creates_a_queued_job_for_the_owner(
         Job.Status.QUEUED,
         0.95,
     )
-    assert queued == [job.pk]
+    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
+        ("diagnostics.tasks.run_job", f"[{job.pk}]")
+    ]
 
 
 def test_language_follows_the_browser_and_can_be_switched(client, employee, kb):
