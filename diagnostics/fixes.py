@@ -336,6 +336,7 @@ def _restart_and_wait(job: Job, step: Step) -> str:
         job, target, answering=True, timeout=settings.KAIKETSU_RESTART_TIMEOUT
     )
     job.move(Job.Status.RESTARTING, Job.Status.RUNNING)
+    live.publish(job.pk, "status", {"status": job.status})
     if not went_down:
         return _("%(machine)s did not restart within %(s)s seconds.") % {
             "machine": job.machine.name,

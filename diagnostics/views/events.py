@@ -1,9 +1,10 @@
 """Server-sent events for a running job, fed by the job's Redis stream (ASGI, async).
 
 Each event carries ready HTML rendered from the database in the viewer's language; the
-browser's htmx SSE extension swaps it in by event name (one name per step row, plus
-"progress" and "done"). EventSource resends Last-Event-ID on reconnect, so a dropped
-connection resumes where it stopped.
+browser's htmx SSE extension swaps it in by event name: one name per step row, "progress"
+after every event, "verdict" on a change of status (approved, restarting, back up) and
+"done" at the end. EventSource resends Last-Event-ID on reconnect, so a dropped connection
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def _render_progress(job: Job) -> str:
     return render_to_string("diagnostics/job.html#progress", job_context(job))
 
 
+def _render_running_parts(job: Job) -> tuple[str, str]:
+    """The bar and the verdict box, for a change of status (approved, restarting, back up)."""
+    job.refresh_from_db()
+    ctx = job_context(job)
+    return (
+        render_to_string("diagnostics/job.html#progress", ctx),
+        render_to_string("diagnostics/job.html#verdict", ctx),
+    )
+
+
 def _render_job_parts(job: Job) -> tuple[str, str, str]:
     job.refresh_from_db()
     ctx = job_context(job)
@@ -71,6 +82,11 @@ async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[s
             html = await sync_to_async(_render_step)(job, data["step"])
             yield _sse(f"step-{data['step']}", html, event_id)
         finished = event == "done" or await sync_to_async(_is_finished)(job)
+        if not finished and event == "status":
+            progress, verdict = await sync_to_async(_render_running_parts)(job)
+            yield _sse("progress", progress, event_id)
+            yield _sse("verdict", verdict, event_id)
+            continue
         if not finished:
             yield _sse("progress", await sync_to_async(_render_progress)(job), event_id)
             continue
