@@ -207,8 +207,8 @@ def fill(url: str, n_jobs: int, seed: int = 6) -> None:
         tick = span / n_jobs
         cols = (
             "user_id, machine_id, article_id, kind, status, outcome, pasted_text, match_score,"
-            " fix_keys, restart, plan, note, error, transcript, stderr, step_count, created_at,"
-            " started_at, heartbeat_at, finished_at"
+            " fix_keys, restart, plan, note, error, step_errors, transcript, stderr, step_count,"
+            " created_at, started_at, heartbeat_at, finished_at"
         )
         active_from = n_jobs - 10  # the newest ten are still running, each on its own machine
         with cur.copy(f"COPY diagnostics_job ({cols}) FROM STDIN") as copy:
@@ -263,6 +263,7 @@ def fill(url: str, n_jobs: int, seed: int = 6) -> None:
                         '{"version": 1, "steps": []}',
                         "",
                         error,
+                        "",  # step_errors: gathered once the steps are in
                         "",
                         "",
                         STEPS_PER_JOB,
@@ -307,6 +308,17 @@ def fill(url: str, n_jobs: int, seed: int = 6) -> None:
                              WHEN g <= 8 THEN 'fix' ELSE 'verify' END AS phase
                 ) x
                 WHERE j.id >= %s AND j.id < %s
+                """,
+                [a, a + chunk],
+            )
+            # What Job.note_step_error keeps as steps arrive: each distinct error, one a line.
+            cur.execute(
+                """
+                UPDATE diagnostics_job j SET step_errors = s.errors
+                FROM (SELECT job_id, string_agg(DISTINCT error, E'\\n') AS errors
+                      FROM diagnostics_stepresult
+                      WHERE error <> '' AND job_id >= %s AND job_id < %s GROUP BY job_id) s
+                WHERE j.id = s.job_id
                 """,
                 [a, a + chunk],
             )

@@ -4,13 +4,13 @@ Pages are keyset pages on (created_at, id), newest first: a page is "the next N 
 than this cursor", so a page costs the same at job 50 and at job 900,000, and jobs that
 arrive between two fetches never shift rows into the next page (no gaps, no duplicates).
 
-Text search looks in four places: the pasted error, the machine name, Job.error and the
-steps' error texts. Each is searched on its own, ordered and limited on its own, and the
-pages are merged here: on PostgreSQL every branch can then pick its own index (the trigram
-index when the text is rare, the (created_at, id) walk when it is common), which an OR of
-the four in one query cannot (an OR with an EXISTS defeats the bitmap plans). The two error
-places, whose match counts PostgreSQL misjudges, get a strategy chosen in code
-(see _error_matches).
+Text search looks in four places, all on the job row: the pasted error, the machine name,
+Job.error and Job.step_errors (its steps' distinct errors, gathered as they arrive). Each is
+searched on its own, ordered and limited on its own, and the pages are merged here: on
+PostgreSQL every branch can then pick its own index (the trigram index when the text is
+rare, the (created_at, id) walk when it is common), which an OR of them in one query
+cannot. The two error columns, whose match counts PostgreSQL misjudges, get a strategy
+chosen in code (see _error_matches).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ PAGE_SIZE = 50
 EXPORT_BATCH = 2000
 MIN_SEARCH_CHARS = 3  # a trigram index needs three characters; shorter would scan every row
 MAX_SEARCH_CHARS = 200
-STEP_HITS_CAP = 500  # fewer step matches than this: look them up; more: walk the jobs
-STEP_SCAN_CHUNK = 1000
-STEP_SCAN_CHUNKS = 4
+ERROR_HITS_CAP = 500  # fewer error matches than this: look them up; more: walk the jobs
+ERROR_SCAN_CHUNK = 2000
+ERROR_SCAN_CHUNKS = 5
 RELATED = ("user", "machine", "article")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -142,30 +142,21 @@ def search_branches(qs: QuerySet[Job], text: str) -> list[QuerySet[Job]]:
 
 
 def _probe_chunk(base: QuerySet[Job], text: str, cursor: Cursor | None) -> list[Key]:
-    """The next STEP_SCAN_CHUNK jobs after the cursor (all of them, matching or not)."""
-    return list(after(base, cursor).values_list("created_at", "id")[:STEP_SCAN_CHUNK])
+    """The next ERROR_SCAN_CHUNK jobs after the cursor (all of them, matching or not)."""
+    return list(after(base, cursor).values_list("created_at", "id")[:ERROR_SCAN_CHUNK])
 
 
 def _with_error(keys: list[Key], text: str) -> list[Key]:
     """The keys whose job, or one of its steps, has an error containing the text.
 
     Probed by job id. LOWER() rather than icontains' UPPER(): it keeps PostgreSQL off the
-    trigram index, which it would pick on a bad estimate and then read every match.
+    trigram indexes, which it would pick on a bad estimate and then read every match.
     """
-    ids = [pk for _, pk in keys]
     low = text.lower()
     matched = set(
-        StepResult.objects.annotate(low=Lower("error"))
-        .filter(job_id__in=ids, low__contains=low)
-        .exclude(error="")
-        .order_by()  # the default ordering joins Job and sorts every match
-        .values_list("job_id", flat=True)
-    )
-    matched.update(
-        Job.objects.annotate(low=Lower("error"))
-        .filter(id__in=ids, low__contains=low)
-        .exclude(error="")
-        .order_by()
+        Job.objects.annotate(error_low=Lower("error"), steps_low=Lower("step_errors"))
+        .filter(id__in=[pk for _, pk in keys])
+        .filter(Q(error_low__contains=low) | Q(steps_low__contains=low))
         .values_list("id", flat=True)
     )
     return [key for key in keys if key[1] in matched]
@@ -173,21 +164,17 @@ def _with_error(keys: list[Key], text: str) -> list[Key]:
 
 def _error_hits(text: str) -> list[int] | None:
     """Ids of the jobs whose errors contain the text, or None when there are too many."""
-    hits = list(
-        StepResult.objects.filter(error__icontains=text)
-        .exclude(error="")
-        .order_by()
-        .values_list("job_id", flat=True)[:STEP_HITS_CAP]
-    )
-    if len(hits) >= STEP_HITS_CAP:
-        return None
-    jobs = list(
-        Job.objects.filter(error__icontains=text)
-        .exclude(error="")
-        .order_by()
-        .values_list("id", flat=True)[:STEP_HITS_CAP]
-    )
-    return None if len(jobs) >= STEP_HITS_CAP else hits + jobs
+    hits: list[int] = []
+    for column in ("error", "step_errors"):  # one query each: each has its trigram index
+        hits += (
+            Job.objects.filter(**{f"{column}__icontains": text})
+            .exclude(**{column: ""})
+            .order_by()
+            .values_list("id", flat=True)[:ERROR_HITS_CAP]
+        )
+        if len(hits) >= ERROR_HITS_CAP:
+            return None
+    return hits
 
 
 def _error_matches(
@@ -195,20 +182,20 @@ def _error_matches(
 ) -> tuple[list[Key], Key | None]:
     """Jobs whose error or step errors contain the text: (keys, scan boundary or None).
 
-    PostgreSQL misjudges how many of 1,000,000 jobs and 10,000,000 steps a LIKE matches,
-    and either plan is slow when it guesses wrong, so the choice is made here. First the
-    newest STEP_SCAN_CHUNK jobs are probed by id: a common text fills the page there. If
-    that chunk has no match at all, the trigram indexes count the matches: a rare text
-    (fewer than STEP_HITS_CAP) is looked up by job id. Otherwise the walk goes on for at most STEP_SCAN_CHUNKS chunks and
-    returns the oldest key it looked at: the page must end there (older rows were not
+    PostgreSQL misjudges how many of 1,000,000 jobs a LIKE matches, and either plan is slow
+    when it guesses wrong, so the choice is made here. First the newest ERROR_SCAN_CHUNK
+    jobs are probed by id: a common text fills the page there. If that chunk has no match
+    at all, the trigram indexes count the matches: a rare text (fewer than ERROR_HITS_CAP)
+    is looked up by job id. Otherwise the walk goes on for at most ERROR_SCAN_CHUNKS chunks
+    and returns the oldest key it looked at: the page must end there (older rows were not
     searched yet) and the next page goes on from it.
     """
     start = cursor
     found: list[Key] = []
-    for n in range(STEP_SCAN_CHUNKS):
+    for n in range(ERROR_SCAN_CHUNKS):
         chunk = _probe_chunk(base, text, cursor)
         found += _with_error(chunk, text)
-        if len(found) >= limit or len(chunk) < STEP_SCAN_CHUNK:
+        if len(found) >= limit or len(chunk) < ERROR_SCAN_CHUNK:
             return found[:limit], None
         cursor = Cursor(*chunk[-1])
         # A match among the newest chunk says the text is common (thousands of hits over

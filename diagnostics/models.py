@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Concat
 from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
@@ -238,6 +242,7 @@ class Job(models.Model):
 
     TERMINAL = (Status.DONE, Status.ERROR, Status.INTERRUPTED, Status.DECLINED)
     ACTIVE = (Status.QUEUED, Status.RUNNING, Status.RESTARTING)
+    STEP_ERRORS_MAX = 8000
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
@@ -258,6 +263,9 @@ class Job(models.Model):
     plan = models.JSONField(default=dict)  # as sent, with secrets masked
     note = models.TextField(blank=True)  # what the portal did on its own (e.g. an auto roll-back)
     error = models.TextField(blank=True)
+    # Each distinct error its steps reported, one per line (bounded): the history's text search
+    # reads this one column instead of 10 steps per job.
+    step_errors = models.TextField(blank=True, editable=False)
     transcript = models.TextField(blank=True)  # raw stdout, head and tail kept
     stderr = models.TextField(blank=True)
     step_count = models.PositiveIntegerField(default=0)
@@ -317,6 +325,27 @@ class Job(models.Model):
         if updated:
             self.status, self.outcome, self.error, self.finished_at = status, outcome, error, now
         return bool(updated)
+
+    def note_step_error(self, error: str) -> None:
+        """Add a step's error to step_errors (what the history searches), unless already there.
+
+        One line per distinct error (a host that denies access denies it to every step), at
+        most STEP_ERRORS_MAX characters: past that, the steps keep their own errors.
+        """
+        line = " ".join(error.replace("\x00", "\\0").split())[:4000]
+        if not line or line in self.step_errors:
+            return
+        if len(self.step_errors) + len(line) + 1 > self.STEP_ERRORS_MAX:
+            return
+        joined = Case(
+            When(step_errors="", then=Value(line)),
+            default=Concat(F("step_errors"), Value("\n" + line)),
+            output_field=models.TextField(),
+        )
+        Job.objects.filter(pk=self.pk).exclude(step_errors__contains=line).update(
+            step_errors=joined
+        )
+        self.step_errors = f"{self.step_errors}\n{line}" if self.step_errors else line
 
     def mark_interrupted(self, reason: str) -> bool:
         return self.finish(self.Status.INTERRUPTED, self.Outcome.ERROR, reason)
@@ -399,6 +428,12 @@ class StepResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}/{self.step_id} {self.verdict}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        adding = self._state.adding
+        super().save(*args, **kwargs)
+        if adding and self.error:
+            self.job.note_step_error(self.error)
 
 
 class UnmatchedPaste(models.Model):

@@ -4,6 +4,7 @@ the job detail, re-run and the streamed CSV export (issue #6)."""
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import tracemalloc
 from datetime import UTC, datetime, timedelta
@@ -265,10 +266,10 @@ def test_history_is_newest_first_and_escapes_what_users_typed(helpdesk_client, d
 
 def test_query_count_does_not_grow_with_rows(helpdesk_client, dataset, django_assert_num_queries):
     url = reverse("diagnostics:history")
-    # Session, user, two permission lookups, the article choices; three search branches on
-    # the job, the newest jobs and their step errors; the page's rows with user, machine
-    # and article.
-    with django_assert_num_queries(11):
+    # Session, user, two permission lookups, the article choices; two search branches on
+    # the job, the newest jobs, then their errors; the page's rows with user, machine and
+    # article.
+    with django_assert_num_queries(10):
         small = helpdesk_client.get(url, {"q": "error"})
     psk = dataset["psk_ja"]
     for n in range(60):
@@ -278,7 +279,7 @@ def test_query_count_does_not_grow_with_rows(helpdesk_client, dataset, django_as
             article=ArticleFactory(),
             pasted_text=f"error {n}",
         )
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(10):
         big = helpdesk_client.get(url, {"q": "error"})
     assert len(small.context["page"].jobs) < len(big.context["page"].jobs) == history.PAGE_SIZE
     with django_assert_num_queries(9):  # names resolved once each; one query for the page
@@ -337,9 +338,9 @@ def test_cursor_round_trips_to_the_microsecond(micro):
 
 def test_a_common_step_error_is_searched_in_bounded_chunks_without_gaps(monkeypatch, employee):
     """The walk for a common step error: short pages end at the scan boundary, none lost."""
-    monkeypatch.setattr(history, "STEP_HITS_CAP", 2)
-    monkeypatch.setattr(history, "STEP_SCAN_CHUNK", 4)
-    monkeypatch.setattr(history, "STEP_SCAN_CHUNKS", 2)
+    monkeypatch.setattr(history, "ERROR_HITS_CAP", 2)
+    monkeypatch.setattr(history, "ERROR_SCAN_CHUNK", 4)
+    monkeypatch.setattr(history, "ERROR_SCAN_CHUNKS", 2)
     machine, article = MachineFactory(), ArticleFactory()
     jobs = [JobFactory(user=employee, machine=machine, article=article) for _ in range(40)]
     matching = {job.pk for job in jobs[::7]}  # sparse: some 8-job scans find nothing
@@ -366,6 +367,53 @@ def test_a_common_step_error_is_searched_in_bounded_chunks_without_gaps(monkeypa
     assert len(seen) == len(matching) and pages > len(matching) // 3
     exported = [row[0] for batch in history.export_rows(filters, batch=3) for row in batch]
     assert exported == seen
+
+
+def _step(job: Job, n: int, error: str) -> None:
+    StepResult.objects.create(
+        job=job,
+        step_id=f"c{n}",
+        position=n,
+        kind="service_status",
+        verdict=StepResult.Verdict.ERROR if error else StepResult.Verdict.PASS,
+        error=error,
+    )
+
+
+def test_step_errors_are_gathered_on_their_job_once_each_and_bounded(employee):
+    job = JobFactory(user=employee, machine=MachineFactory(), article=ArticleFactory())
+    _step(job, 1, "Access is denied.\r\n    (0x80070005)")
+    _step(Job.objects.get(pk=job.pk), 2, "Access is denied. (0x80070005)")  # another instance
+    _step(job, 3, "")
+    _step(job, 4, "The RPC server is unavailable")
+    job.refresh_from_db()
+    assert job.step_errors == "Access is denied. (0x80070005)\nThe RPC server is unavailable"
+
+    for n in range(5, 40):
+        _step(job, n, f"step {n:03d} " + "x" * 500)
+    job.refresh_from_db()
+    assert len(job.step_errors) <= Job.STEP_ERRORS_MAX
+    assert "step 005 " in job.step_errors and "step 039 " not in job.step_errors
+    assert StepResult.objects.get(job=job, step_id="c39").error.startswith("step 039")
+
+
+def test_the_migration_gathers_the_errors_of_steps_recorded_before_it(monkeypatch, employee):
+    from django.apps import apps
+
+    migration = importlib.import_module("diagnostics.migrations.0007_job_step_errors")
+    monkeypatch.setattr(migration, "BATCH", 2)  # several rounds, a job never cut in two
+    machine, article = MachineFactory(), ArticleFactory()
+    jobs = [JobFactory(user=employee, machine=machine, article=article) for _ in range(5)]
+    for i, job in enumerate(jobs):
+        for n in range(3):
+            _step(job, n, f"error {n % 2} of job {i}" if i != 2 else "")
+    Job.objects.update(step_errors="")
+
+    migration.backfill(apps, None)
+    found = dict(Job.objects.values_list("pk", "step_errors"))
+    expected = {job.pk: f"error 0 of job {i}\nerror 1 of job {i}" for i, job in enumerate(jobs)}
+    expected[jobs[2].pk] = ""
+    assert found == expected
 
 
 # --- live rows -----------------------------------------------------------------------------
@@ -536,10 +584,10 @@ def _insert_jobs(n: int, user, machine: Machine, article: Article) -> None:
     sql = f"""
         WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < %s)
         INSERT INTO diagnostics_job (user_id, machine_id, article_id, kind, status, outcome,
-            pasted_text, fix_keys, restart, plan, note, error, transcript, stderr, step_count,
-            created_at)
+            pasted_text, fix_keys, restart, plan, note, error, step_errors, transcript, stderr,
+            step_count, created_at)
         SELECT %s, %s, %s, 'diagnose', 'done', 'problems', '', '[]', '', '{{}}', '',
-            CASE WHEN s.i %% 10 = 0 THEN '設定が違います' ELSE '' END, '', '', 0, {created}
+            CASE WHEN s.i %% 10 = 0 THEN '設定が違います' ELSE '' END, '', '', '', 0, {created}
         FROM s"""
     start = T0.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     with connection.cursor() as cursor:
