@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
 from django.db.models import DateTimeField, F, Value
 from django.db.models.functions import Coalesce
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from diagnostics import live, remote
@@ -142,6 +142,7 @@ def busy_message(machine: Machine) -> str:
 
 def create_job(**fields: Any) -> Job:
     """Insert a job; the database's per-machine lock refuses a second active one."""
+    fields.setdefault("language", translation.get_language() or settings.LANGUAGE_CODE)
     try:
         with transaction.atomic():
             job = Job.objects.create(**fields)
@@ -329,15 +330,21 @@ def run_job(job_id: int) -> None:
         return
     job = Job.objects.select_related("machine__credential", "article", "parent").get(pk=job_id)
     live.publish(job.pk, "status", {"status": job.status})
-    try:
-        if job.kind == Job.Kind.DIAGNOSE:
-            _run_diagnosis(job)
-        else:
-            from diagnostics import fixes
+    with in_language(job):
+        try:
+            if job.kind == Job.Kind.DIAGNOSE:
+                _run_diagnosis(job)
+            else:
+                from diagnostics import fixes
 
-            fixes.run(job)
-    except SoftTimeLimitExceeded:
-        finish(job, Job.Status.ERROR, Job.Outcome.ERROR, _("The job hit its time limit."))
+                fixes.run(job)
+        except SoftTimeLimitExceeded:
+            finish(job, Job.Status.ERROR, Job.Outcome.ERROR, _("The job hit its time limit."))
+
+
+def in_language(job: Job) -> translation.override:
+    """Write what the job stores (notes, errors) in the language of who started it."""
+    return translation.override(job.language or settings.LANGUAGE_CODE)
 
 
 def _run_diagnosis(job: Job) -> None:
@@ -363,9 +370,9 @@ def reap_stale_jobs(now: Any = None) -> int:
         status__in=[Job.Status.RUNNING, Job.Status.RESTARTING], heartbeat_at__lt=cutoff
     )
     for job in stale:
-        if job.mark_interrupted(
-            _("The worker running this job stopped; the steps above are what arrived.")
-        ):
+        with in_language(job):
+            reason = _("The worker running this job stopped; the steps above are what arrived.")
+        if job.mark_interrupted(reason):
             live.publish(job.pk, "done", {"status": job.status, "outcome": job.outcome})
             reaped += 1
     return reaped

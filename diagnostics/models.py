@@ -263,6 +263,8 @@ class Job(models.Model):
     plan = models.JSONField(default=dict)  # as sent, with secrets masked
     note = models.TextField(blank=True)  # what the portal did on its own (e.g. an auto roll-back)
     error = models.TextField(blank=True)
+    # The language of whoever started it: the worker writes its notes and errors in it.
+    language = models.CharField(max_length=8, blank=True, editable=False)
     # Each distinct error its steps reported, one per line (bounded): the history's text search
     # reads this one column instead of 10 steps per job.
     step_errors = models.TextField(blank=True, editable=False)

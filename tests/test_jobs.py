@@ -5,6 +5,7 @@ import os
 import pytest
 import redis
 from django.conf import settings
+from django.utils import translation
 
 from diagnostics import jobs, live
 from diagnostics.models import Job
@@ -62,6 +63,22 @@ def test_unreachable_and_hanging_hosts_end_with_a_clear_error_in_time(
     assert (job.finished_at - job.created_at).total_seconds() < int(
         settings.KAIKETSU_JOB_TIME_LIMIT
     ) + 30
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [("en", "could not be reached"), ("ja", "に接続できませんでした")],
+)
+def test_a_job_stores_its_error_in_the_language_of_who_started_it(
+    language, words, idle_machine, seed_article, employee, use_worker_queue
+):
+    with translation.override(language):  # as the request's LocaleMiddleware does
+        job = jobs.start_diagnosis(employee, idle_machine, seed_article, pasted_text="test")
+    jobs.enqueue(job.pk)
+    job = wait_for_job(job)
+
+    assert job.language == language
+    assert job.status == Job.Status.ERROR and words in job.error, job.error
 
 
 def test_wrong_credentials_name_the_machine_and_never_the_password(
