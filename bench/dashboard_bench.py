@@ -54,7 +54,7 @@ WITH u AS (SELECT array_agg(id) ids FROM auth_user WHERE username LIKE 'bench-us
      m AS (SELECT array_agg(id) ids FROM diagnostics_machine WHERE name LIKE 'PC-BENCH%%'),
      a AS (SELECT array_agg(id) ids FROM diagnostics_article WHERE slug LIKE 'bench-article-%%')
 INSERT INTO diagnostics_job (user_id, machine_id, article_id, kind, status, outcome, pasted_text,
-    match_score, fix_keys, restart, plan, note, error, step_errors, transcript, stderr,
+    match_score, fix_keys, restart, plan, note, error, language, step_errors, transcript, stderr,
     step_count, created_at, finished_at)
 SELECT u.ids[1 + i %% 200], m.ids[1 + (i * 7) %% 2000], a.ids[1 + (i * 13) %% 30],
        CASE WHEN i %% 4 = 0 THEN 'fix' ELSE 'diagnose' END, 'done',
@@ -62,7 +62,7 @@ SELECT u.ids[1 + i %% 200], m.ids[1 + (i * 7) %% 2000], a.ids[1 + (i * 13) %% 30
             ELSE (ARRAY['healthy', 'problems', 'error', 'healthy', 'problems'])[1 + i %% 5] END,
        'VPN error ' || (i %% 500) || ' on the home network',
        CASE WHEN i %% 10 = 0 THEN NULL ELSE (i %% 100) / 100.0 END,
-       '[]', '', '{}', '', '', '', '', '', %(steps)s,
+       '[]', '', '{}', '', '', 'ja', '', '', '', %(steps)s,
        now() - (i * (730.0 * 86400 / %(jobs)s)) * interval '1 second',
        now() - (i * (730.0 * 86400 / %(jobs)s)) * interval '1 second'
 FROM generate_series(1, %(jobs)s) i, u, m, a;

@@ -207,8 +207,8 @@ def fill(url: str, n_jobs: int, seed: int = 6) -> None:
         tick = span / n_jobs
         cols = (
             "user_id, machine_id, article_id, kind, status, outcome, pasted_text, match_score,"
-            " fix_keys, restart, plan, note, error, step_errors, transcript, stderr, step_count,"
-            " created_at, started_at, heartbeat_at, finished_at"
+            " fix_keys, restart, plan, note, error, language, step_errors, transcript, stderr,"
+            " step_count, created_at, started_at, heartbeat_at, finished_at"
         )
         active_from = n_jobs - 10  # the newest ten are still running, each on its own machine
         with cur.copy(f"COPY diagnostics_job ({cols}) FROM STDIN") as copy:
@@ -263,6 +263,7 @@ def fill(url: str, n_jobs: int, seed: int = 6) -> None:
                         '{"version": 1, "steps": []}',
                         "",
                         error,
+                        "ja" if i % 10 < 7 else "en",  # no rng draw: the same data as before
                         "",  # step_errors: gathered once the steps are in
                         "",
                         "",

@@ -584,10 +584,11 @@ def _insert_jobs(n: int, user, machine: Machine, article: Article) -> None:
     sql = f"""
         WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < %s)
         INSERT INTO diagnostics_job (user_id, machine_id, article_id, kind, status, outcome,
-            pasted_text, fix_keys, restart, plan, note, error, step_errors, transcript, stderr,
-            step_count, created_at)
+            pasted_text, fix_keys, restart, plan, note, error, language, step_errors, transcript,
+            stderr, step_count, created_at)
         SELECT %s, %s, %s, 'diagnose', 'done', 'problems', '', '[]', '', '{{}}', '',
-            CASE WHEN s.i %% 10 = 0 THEN '設定が違います' ELSE '' END, '', '', '', 0, {created}
+            CASE WHEN s.i %% 10 = 0 THEN '設定が違います' ELSE '' END, 'ja', '', '', '', 0,
+            {created}
         FROM s"""
     start = T0.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     with connection.cursor() as cursor:
