@@ -5,7 +5,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from diagnostics.models import Job
+from diagnostics import fixes, jobs
+from diagnostics.models import Job, Secret
 from tests.conftest import wait_for_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -52,6 +53,40 @@ def test_employee_confirms_a_fix_and_watches_it_restart_and_verify(
     assert statuses[-1] == "完了" and seen[-1][1] == "修正済み", seen
     expect(page.locator("tr.step[data-verdict=pending]")).to_have_count(0)
     expect(page.locator("#rollback-button")).to_be_visible()
+
+
+def test_employee_sees_the_helpdesk_approve_a_fix_live(
+    page, web_server, employee, helpdesk, kb, fresh_machines, use_worker_queue
+):
+    secret = Secret(name="company-l2tp-psk")
+    secret.set_value("Kaiketsu2024Psk")  # the demo VPN server's key (winsim/profiles/demo.yaml)
+    secret.save()
+    diagnosis = jobs.start_diagnosis(
+        employee, fresh_machines["demo-psk-mismatch"], kb["l2tp-ipsec-psk-negotiation"]
+    )
+    jobs.enqueue(diagnosis.pk)
+    fix = fixes.request_fix(employee, wait_for_job(diagnosis), ["reset-company-psk"])
+    assert fix.status == Job.Status.APPROVAL
+
+    page.goto(web_server + "/login/")
+    page.fill("input[name=username]", "employee")
+    page.fill("input[name=password]", "pw-employee-1")
+    page.click("main button[type=submit]")
+    page.goto(f"{web_server}/jobs/{fix.pk}/")
+    page.evaluate(RECORD_STATES)
+    expect(page.locator("#job-verdict h2")).to_have_text(
+        "ヘルプデスクによる修正の承認を待っています"
+    )
+
+    fixes.decide(fix, helpdesk, approve=True)
+    fix = wait_for_job(fix, timeout=90)
+    assert fix.outcome == Job.Outcome.FIXED, _record(fix)
+    expect(page.locator("#job-verdict h2")).to_have_text("修正済み")
+    seen = page.evaluate("window.__seen")
+    assert seen is not None, "the page reloaded instead of following the job live"
+    boxes = [box for _, box in seen]
+    waiting = boxes.index("ヘルプデスクによる修正の承認を待っています")
+    assert "実行中です… 各ステップが終わるたびに結果が表示されます。" in boxes[waiting:], seen
 
 
 RECORD_STATES = """() => {
