@@ -151,7 +151,7 @@ def _step_problems(where: str, step: Any, kinds: tuple[str, ...], what: str) -> 
 def _expect_problems(where: str, kind: Any, expect: Any) -> list[str]:
     if not isinstance(expect, list) or not expect:
         return [f"{where}: must be a non-empty list"]
-    facts = catalog.KINDS[kind].facts if kind in catalog.KINDS else ()
+    facts = catalog.KINDS[kind].facts if isinstance(kind, str) and kind in catalog.KINDS else ()
     problems = []
     for i, item in enumerate(expect):
         at = f"{where}[{i}]"
@@ -212,7 +212,9 @@ def _signature_problems(signatures: Any) -> list[str]:
         if not isinstance(sig.get("verified"), bool):
             problems.append(f"{at}.verified: must be true or false")
         problems += [f"{at}: unknown key {k!r}" for k in sig if k not in SIGNATURE_KEYS]
-    texts = [s.get("text") for s in signatures if isinstance(s, dict)]
+    texts = [
+        s["text"] for s in signatures if isinstance(s, dict) and isinstance(s.get("text"), str)
+    ]
     problems += [f"signatures: {t!r} is listed twice" for t in set(texts) if texts.count(t) > 1]
     return problems
 
@@ -228,7 +230,7 @@ def _check_problems(checks: list[Any], fix_keys: set[str]) -> list[str]:
         problems += _step_problems(at, check, catalog.CHECK_KINDS, "check")
         problems += _expect_problems(f"{at}.expect", check.get("kind"), check.get("expect"))
         fix = check.get("fix")
-        if fix is not None and fix not in fix_keys:
+        if fix is not None and (not isinstance(fix, str) or fix not in fix_keys):
             problems.append(f"{at}.fix: no fix with key {fix!r}")
         problems += [f"{at}: unknown key {k!r}" for k in check if k not in CHECK_KEYS]
     return problems

@@ -294,3 +294,33 @@ def test_dump_writes_multi_line_prose_as_block_scalars_and_keeps_japanese_readab
     text = kb.dump(_seed())
     assert "  ja: |\n" in text
     assert "セキュリティ層" in text and "\\u" not in text
+
+
+def _paths(value, path=()):
+    """Every position in a parsed article: mapping keys and list indexes, depth first."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return
+    for key, inner in items:
+        yield (*path, key)
+        yield from _paths(inner, (*path, key))
+
+
+@pytest.mark.parametrize("wrong", [["a list"], {"a": "mapping"}, None, 7])
+def test_validate_never_raises_on_a_wrongly_typed_value_anywhere(wrong):
+    seed = _seed()
+    raised = []
+    for path in _paths(seed):
+        article = copy.deepcopy(seed)
+        parent = article
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = wrong
+        try:
+            kb.validate(article)
+        except Exception as exc:  # an admin's typo must be a listed problem, not a traceback
+            raised.append((path, repr(exc)))
+    assert raised == []
