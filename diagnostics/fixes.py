@@ -172,7 +172,7 @@ def request_rollback(user: Any, fix_job: Job) -> Job:
         .exists()
     ):
         raise JobRefused(_("This fix has already been rolled back."))
-    restart = fix_job.restart if fix_job.restart in (Restart.NOW, Restart.DELAY) else Restart.NONE
+    restarted = fix_job.restart in (Restart.NOW, Restart.DELAY)  # undo what a restart applied
     with transaction.atomic():
         job = create_job(
             user=user,
@@ -180,21 +180,24 @@ def request_rollback(user: Any, fix_job: Job) -> Job:
             article=fix_job.article,
             parent=fix_job,
             kind=Job.Kind.ROLLBACK,
-            restart=Restart.NOW if restart else Restart.NONE,
+            restart=Restart.NOW if restarted else Restart.NONE,
         )
         transaction.on_commit(lambda: enqueue(job.pk))
     return job
 
 
 def resume(job: Job, user: Any, restart_now: bool) -> None:
-    """Continue a fix waiting for a restart: restart now, or verify (the user restarted)."""
+    """Continue a fix waiting for a restart: restart now, or verify (the user restarted).
+
+    The restart choice is written with the move out of WAITING, so a refused resume leaves
+    the job as it was (a later "verify" must never find a restart nobody asked for).
+    """
+    changes: dict[str, Any] = {"status": Job.Status.QUEUED}
     if restart_now:
-        Job.objects.filter(pk=job.pk).update(restart=Restart.NOW)
+        changes["restart"] = Restart.NOW
     try:
         with transaction.atomic():
-            if not Job.objects.filter(pk=job.pk, status=Job.Status.WAITING).update(
-                status=Job.Status.QUEUED
-            ):
+            if not Job.objects.filter(pk=job.pk, status=Job.Status.WAITING).update(**changes):
                 raise JobRefused(_("This fix is not waiting for a restart."))
             transaction.on_commit(lambda: enqueue(job.pk))
     except IntegrityError:

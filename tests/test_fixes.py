@@ -256,3 +256,21 @@ def _wait_status(job, status, timeout=60):
             return
         time.sleep(0.1)
     raise AssertionError(f"job {job.pk} is {job.status}, not {status}")
+
+
+def test_a_refused_resume_leaves_the_restart_choice_as_it_was(idle_machine, employee, seed_article):
+    waiting = Job.objects.create(
+        user=employee,
+        machine=idle_machine,
+        article=seed_article,
+        kind=Job.Kind.FIX,
+        status=Job.Status.WAITING,
+        restart=Job.Restart.LATER,
+    )
+    Job.objects.create(  # the machine is busy with another job
+        user=employee, machine=idle_machine, article=seed_article, status=Job.Status.RUNNING
+    )
+    with pytest.raises(jobs.JobRefused):
+        fixes.resume(waiting, employee, restart_now=True)
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.restart) == (Job.Status.WAITING, Job.Restart.LATER)
