@@ -179,3 +179,26 @@ def test_live_progress_replaces_the_content_of_a_wrapper_that_keeps_listening(
     progress = re.search(r"event: progress\n((?:data: .*\n)+)", stream).group(1)
     assert 'class="status"' in progress
     assert "job-progress" not in progress and "sse-swap" not in progress
+
+
+def test_an_employee_no_longer_owning_the_machine_cannot_act_through_an_old_job(
+    client, employee, machine, seed_article
+):
+    fix = Job.objects.create(
+        user=employee,
+        machine=machine,
+        article=seed_article,
+        kind=Job.Kind.FIX,
+        status=Job.Status.WAITING,
+        restart=Job.Restart.LATER,
+    )
+    machine.owners.remove(employee)
+    client.force_login(employee)
+    for name, data in (("job-resume", {"action": "restart"}), ("job-rollback", {})):
+        response = client.post(reverse(f"diagnostics:{name}", args=[fix.pk]), data)
+        assert response.status_code == 404, name
+    fix.refresh_from_db()
+    assert (fix.status, fix.restart) == (Job.Status.WAITING, Job.Restart.LATER)
+    assert Job.objects.count() == 1
+    # Still the employee's own record: the page stays readable.
+    assert client.get(reverse("diagnostics:job-detail", args=[fix.pk])).status_code == 200

@@ -194,19 +194,21 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "diagnostics/job.html", ctx)
 
 
-def _owner_or_helpdesk(request: HttpRequest, job: Job) -> None:
-    """Acting on a machine: its owners and the helpdesk; everyone else gets 404."""
+def _job_to_act_on(request: HttpRequest, pk: int) -> Job:
+    """A job whose machine the user may act on: the job's own user while still an owner of
+    the machine, and the helpdesk; 404 for everyone else."""
+    job = _job_for(request, pk)
     if can_see_all_jobs(request.user):
-        return
+        return job
     if not job.machine.owners.filter(pk=request.user.pk).exists():
         raise Http404
+    return job
 
 
 @login_required
 def fix_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     """Show exactly what each offered fix changes; on POST, request the chosen fixes."""
-    diagnosis = _job_for(request, pk)
-    _owner_or_helpdesk(request, diagnosis)
+    diagnosis = _job_to_act_on(request, pk)
     offers = fixes.offered_fixes(diagnosis)
     if not offers:
         messages.error(request, _("This diagnosis offers no automatic fix."))
@@ -246,7 +248,7 @@ def fix_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def job_rollback(request: HttpRequest, pk: int) -> HttpResponse:
-    fix_job = _job_for(request, pk)  # the employee's own fixes, or the helpdesk for any
+    fix_job = _job_to_act_on(request, pk)  # the employee's own fixes, or the helpdesk for any
     try:
         job = fixes.request_rollback(request.user, fix_job)
     except jobs.JobRefused as exc:
@@ -258,7 +260,7 @@ def job_rollback(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    job = _job_for(request, pk)
+    job = _job_to_act_on(request, pk)
     try:
         fixes.resume(job, request.user, restart_now=request.POST.get("action") == "restart")
     except jobs.JobRefused as exc:
