@@ -63,7 +63,8 @@ def _search_context(request: HttpRequest) -> dict:
 def home(request: HttpRequest) -> HttpResponse:
     ctx = _search_context(request)
     result = ctx["result"]
-    if result is not None and not result.confident and not request.htmx:
+    submitted = "go" in request.GET or not request.htmx  # the button, with or without htmx
+    if result is not None and not result.confident and submitted:
         # A submitted search (not a keystroke of the live suggestions) that found nothing
         # good: the dashboard lists these as the knowledge base's blind spots.
         dashboard.record_unmatched(ctx["q"], result.matches[0].score if result.matches else None)

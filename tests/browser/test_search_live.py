@@ -1,0 +1,27 @@
+"""The paste box in Chromium: live suggestions while typing, and a submitted search counted."""
+
+import pytest
+from playwright.sync_api import expect
+
+from diagnostics.models import UnmatchedPaste
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+UNKNOWN = "プリンターに印刷できません。スプーラーが停止しています"
+
+
+def test_typing_suggests_but_only_pressing_find_counts_a_blind_spot(page, web_server, employee, kb):
+    page.goto(web_server + "/login/")
+    page.fill("input[name=username]", "employee")
+    page.fill("input[name=password]", "pw-employee-1")
+    page.click("main button[type=submit]")
+    page.wait_for_url(web_server + "/")
+
+    with page.expect_response(lambda r: "q=" in r.url):  # the live suggestions answered
+        page.fill("#paste", UNKNOWN)
+    assert not UnmatchedPaste.objects.exists()
+
+    with page.expect_response(lambda r: "go=1" in r.url):
+        page.click("#search button[type=submit]")
+    expect(page.locator("#results")).to_be_visible()
+    assert UnmatchedPaste.objects.get().text == UNKNOWN
