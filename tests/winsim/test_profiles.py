@@ -116,12 +116,12 @@ def test_seed_fix_makes_the_demo_host_connect(demo: dict[str, Host], name: str) 
 
 def test_scheduled_reboot_applies_the_nat_t_fix(demo: dict[str, Host]) -> None:
     host = demo["demo-nat-t"]
-    host.reboot_seconds = 0.1
+    host.reboot_seconds = 1.0  # wide enough to see it down on a loaded machine
     host.shutdown_seconds = 0
     fixes, _ = SEED_FIXES["demo-nat-t"]
     run(host, *fixes, ("schedule_reboot", {"delay_seconds": 0}))
     assert host.is_down()
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 5
     while host.is_down() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert dial(host)["connected"] is True

@@ -263,6 +263,9 @@ def test_ntlm_keeps_one_encrypted_connection_for_many_requests(fleet):
         p.get_command_output(shell_id, p.run_command(shell_id, "hostname"))
     p.close_shell(shell_id, close_session=False)
     assert p.transport.encryption is not None  # pywinrm negotiated MS-WSMV encryption
+    # NTLM authenticates the connection, not the request: winsim kept the one it accepted.
+    pools = p.transport.session.get_adapter(p.transport.endpoint).poolmanager.pools
+    assert [pools[key].num_connections for key in pools.keys()] == [1]  # noqa: SIM118 (not iterable)
 
 
 def test_unencrypted_ntlm_over_http_is_refused(fleet):
