@@ -4,7 +4,6 @@ from django import forms
 from django.contrib import admin
 from django.template.response import TemplateResponse
 from django.urls import path
-from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from diagnostics import kbindex, matching
@@ -21,6 +20,7 @@ from diagnostics.models import (
     Signature,
     StepResult,
     UnmatchedPaste,
+    active_lang,
 )
 from diagnostics.plans import validate_expect
 
@@ -160,6 +160,11 @@ class CheckInline(admin.StackedInline):
     form = CheckForm
     extra = 0
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "fix":  # each choice is labelled with its article's slug
+            kwargs["queryset"] = Fix.objects.select_related("article")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
 
 class FixInline(admin.StackedInline):
     model = Fix
@@ -203,7 +208,7 @@ class ArticleAdmin(admin.ModelAdmin):
         text = request.POST.get("text", "") if request.method == "POST" else ""
         result = None
         if text.strip():
-            lang = "en" if (get_language() or "ja").startswith("en") else "ja"
+            lang = active_lang()
             index = matching.build_index(kbindex.article_dicts(include_drafts=True))
             result = matching.match(index, text, top=10, lang=lang)
         statuses = dict(Article.objects.values_list("slug", "status"))

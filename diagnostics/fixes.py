@@ -373,13 +373,14 @@ def _verify(job: Job) -> None:
     if error:
         finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
         return
-    results = {r.step_id: r for r in job.steps.filter(phase=Phase.VERIFY)}
+    verified = job.steps.filter(phase=Phase.VERIFY).select_related("kb_check")
+    results = {r.step_id: r for r in verified}
     before = {r.step_id[1:]: r.verdict for r in job.parent.steps.filter(phase=Phase.CHECK)}
     regressions = [
         r
         for step_id, r in results.items()
         # Event-log checks judge the dial this job just made, not what the fix changed.
-        if step_id.startswith("v") and r.kind not in ("vpn_dial", "vpn_events")
+        if r.kind not in ("vpn_dial", "vpn_events")
         and r.verdict == "fail" and before.get(step_id[1:]) == "pass"
     ]  # fmt: skip
     if regressions:

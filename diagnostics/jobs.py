@@ -75,7 +75,9 @@ def check_steps(article: Article, prefix: str = "c", phase: str = Phase.CHECK) -
             check=check,
             expect=check.expect,
         )
-        for i, check in enumerate(article.checks.order_by("position", "id"), start=1)
+        for i, check in enumerate(
+            article.checks.select_related("fix").order_by("position", "id"), start=1
+        )
     ]
 
 

@@ -18,7 +18,8 @@ from diagnostics import vault
 NAME_VALIDATOR = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", _("Letters, digits, . _ -"))
 
 
-def _lang() -> str:
+def active_lang() -> str:
+    """The portal language in use ("ja" or "en"): which half of a bilingual field to show."""
     return "en" if (get_language() or "ja").startswith("en") else "ja"
 
 
@@ -26,7 +27,7 @@ class Bilingual:
     """Mixin: ``obj.tr("title")`` returns title_ja or title_en for the active language."""
 
     def tr(self, field: str) -> str:
-        lang = _lang()
+        lang = active_lang()
         value = getattr(self, f"{field}_{lang}", "")
         return value or getattr(self, f"{field}_{'en' if lang == 'ja' else 'ja'}", "")
 

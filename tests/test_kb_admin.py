@@ -4,11 +4,13 @@ import subprocess
 import sys
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from diagnostics import kb, kbindex
 from diagnostics.kbstore import KBError, export_dir, import_dir
-from diagnostics.models import Article
+from diagnostics.models import Article, Fix
 from tests.conftest import ROOT, _child_env, child_database_url
 
 SEED = "l2tp-ipsec-psk-negotiation"
@@ -180,3 +182,14 @@ def _change_form_data(client, article) -> dict:
             data[key] = data[key][1:]  # the admin writes a newline after <textarea>
     data["_save"] = "Save"
     return data
+
+
+def test_the_article_page_does_not_query_once_per_fix_choice(client, kb_admin, kb):
+    # Every check offers every fix of the knowledge base, each labelled with its article's
+    # slug: that label must come with the fixes, not a query per choice and form (618 then).
+    article = kb["l2tp-ipsec-psk-negotiation"]
+    client.force_login(kb_admin)
+    url = reverse("admin:diagnostics_article_change", args=[article.pk])
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    assert Fix.objects.count() > 30 and len(queries) < 100, len(queries)

@@ -24,7 +24,7 @@ from django.utils.translation import get_language, gettext, ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from diagnostics import charts, connectivity, dashboard, machine_import
-from diagnostics.models import Job, Machine
+from diagnostics.models import Job, Machine, active_lang
 
 MACHINES_PER_PAGE = 50
 OUTCOME_COLORS = {
@@ -54,12 +54,8 @@ def staff_only(perm: str) -> Callable:
     return decorator
 
 
-def _lang() -> str:
-    return "en" if (get_language() or "ja").startswith("en") else "ja"
-
-
 def _title(row: dict, prefix: str) -> str:
-    lang = _lang()
+    lang = active_lang()
     other = "en" if lang == "ja" else "ja"
     return row[f"{prefix}title_{lang}"] or row[f"{prefix}title_{other}"]
 

@@ -21,6 +21,7 @@ from diagnostics.models import Job
 from diagnostics.views.pages import _job_for, job_context, step_row_context
 
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+FINAL_PARTS = ("progress", "steps-table", "verdict")
 
 
 def _sse(event: str, html: str, event_id: str | None = None) -> str:
@@ -39,36 +40,17 @@ def _is_finished(job: Job) -> bool:
     return job.is_finished
 
 
-def _render_progress(job: Job) -> str:
-    """Only the bar per step: the verdict and the table wait for the end."""
-    job.refresh_from_db()
-    return render_to_string("diagnostics/job.html#progress", job_context(job))
-
-
-def _render_running_parts(job: Job) -> tuple[str, str]:
-    """The bar and the verdict box, for a change of status (approved, restarting, back up)."""
-    job.refresh_from_db()
+def _render(job: Job, *parts: str) -> list[str]:
+    """Partials of the job page, rendered from the job as it is now in the database."""
+    job.refresh_from_db(from_queryset=Job.objects.select_related("machine", "article", "user"))
     ctx = job_context(job)
-    return (
-        render_to_string("diagnostics/job.html#progress", ctx),
-        render_to_string("diagnostics/job.html#verdict", ctx),
-    )
-
-
-def _render_job_parts(job: Job) -> tuple[str, str, str]:
-    job.refresh_from_db()
-    ctx = job_context(job)
-    return (
-        render_to_string("diagnostics/job.html#progress", ctx),
-        render_to_string("diagnostics/job.html#verdict", ctx),
-        render_to_string("diagnostics/job.html#steps-table", ctx),
-    )
+    return [render_to_string(f"diagnostics/job.html#{part}", ctx) for part in parts]
 
 
 async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     if job.is_finished:
-        progress, verdict, table = await sync_to_async(_render_job_parts)(job)
+        progress, table, verdict = await sync_to_async(_render)(job, *FINAL_PARTS)
         yield _sse("progress", progress)
         yield _sse("steps", table)
         yield _sse("done", verdict)
@@ -82,15 +64,16 @@ async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[s
             html = await sync_to_async(_render_step)(job, data["step"])
             yield _sse(f"step-{data['step']}", html, event_id)
         finished = event == "done" or await sync_to_async(_is_finished)(job)
-        if not finished and event == "status":
-            progress, verdict = await sync_to_async(_render_running_parts)(job)
+        if not finished and event == "status":  # approved, restarting, back up
+            progress, verdict = await sync_to_async(_render)(job, "progress", "verdict")
             yield _sse("progress", progress, event_id)
             yield _sse("verdict", verdict, event_id)
             continue
-        if not finished:
-            yield _sse("progress", await sync_to_async(_render_progress)(job), event_id)
+        if not finished:  # only the bar: the verdict and the table wait for the end
+            (progress,) = await sync_to_async(_render)(job, "progress")
+            yield _sse("progress", progress, event_id)
             continue
-        progress, verdict, table = await sync_to_async(_render_job_parts)(job)
+        progress, table, verdict = await sync_to_async(_render)(job, *FINAL_PARTS)
         yield _sse("progress", progress, event_id)
         yield _sse("steps", table, event_id)  # rows no one planned (an automatic roll-back)
         yield _sse("done", verdict, event_id)

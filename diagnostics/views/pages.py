@@ -8,18 +8,13 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from diagnostics import dashboard, fixes, jobs, kbindex, live
-from diagnostics.models import Article, Check, Job, Machine, StepResult
+from diagnostics.models import Article, Check, Job, Machine, StepResult, active_lang
 
 MAX_PASTE_CHARS = 100_000
-
-
-def _lang() -> str:
-    return "en" if (get_language() or "ja").startswith("en") else "ja"
 
 
 def can_see_all_jobs(user) -> bool:
@@ -52,7 +47,7 @@ def _search_context(request: HttpRequest) -> dict:
             "at most %(max)s characters."
         ) % {"n": f"{len(text):,}", "max": f"{MAX_PASTE_CHARS:,}"}
     elif text.strip():
-        result = kbindex.find(text, _lang())
+        result = kbindex.find(text, active_lang())
         ctx["result"] = result
         ctx["highlight"] = result.matches[0].highlight if result.matches else []
     return ctx
@@ -183,11 +178,10 @@ def step_row_context(job: Job, step_id: str) -> dict:
 @require_GET
 @login_required
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    job = _job_for(request, pk)
     # Read the stream position before the database: anything newer is replayed by the
     # event stream, and rows are replaced by id, so nothing is missed or shown twice.
-    after = live.last_id(job.pk)
-    job.refresh_from_db()
+    after = live.last_id(pk)
+    job = _job_for(request, pk)
     ctx = job_context(job)
     ctx["after"] = after
     if request.htmx:
