@@ -25,10 +25,9 @@ from __future__ import annotations
 import functools
 import heapq
 import re
-import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rapidfuzz import fuzz
@@ -282,7 +281,6 @@ class Index:
     postings: dict[str, list[int]]  # trigram -> signature ids
     by_code: dict[int, list[int]]  # error code -> article positions
     max_df: int  # trigrams in more signatures than this say nothing and are skipped
-    stamp: str = ""
 
 
 def _ngrams(compact: str) -> set[str]:
@@ -304,7 +302,7 @@ def _shared_texts(articles: list[dict]) -> set[str]:
     return {text for text, slugs in owners.items() if len(slugs) > 1}
 
 
-def build_index(articles: list[dict], stamp: str = "") -> Index:
+def build_index(articles: list[dict]) -> Index:
     """Index the articles' signatures and titles (both languages) and their error codes.
 
     ``articles`` are dicts as ``diagnostics/kb.py`` loads them (docs/kb-format.md). Draft
@@ -316,8 +314,6 @@ def build_index(articles: list[dict], stamp: str = "") -> Index:
     published = [a for a in articles if a.get("status", "published") == "published"]
     shared = _shared_texts(published)
     for art in published:
-        if art.get("status", "published") != "published":
-            continue
         pos = len(arts)
         title = art.get("title") or {}
         codes = [int(c) for c in art.get("error_codes") or []]
@@ -339,32 +335,7 @@ def build_index(articles: list[dict], stamp: str = "") -> Index:
         for gram in _ngrams(sig.compact):
             postings.setdefault(gram, []).append(sid)
     max_df = max(50, len(sigs) // 40)
-    return Index(arts, sigs, postings, by_code, max_df, stamp)
-
-
-_cache_lock = threading.Lock()
-_cache: dict[str, Index] = {}
-
-
-def get_index(loader: Callable[[], tuple[str, list[dict] | Callable[[], list[dict]]]]) -> Index:
-    """The process-wide index, rebuilt only when the loader's version stamp changes.
-
-    ``loader`` returns ``(stamp, articles)``. ``articles`` may be a zero-argument callable: it
-    is then called only when the stamp differs from the cached one, so a caller whose loader
-    reads the stamp from a shared cache never touches the database on an unchanged KB.
-    """
-    stamp, articles = loader()
-    current = _cache.get("index")
-    if current is not None and current.stamp == stamp:
-        return current
-    with _cache_lock:
-        current = _cache.get("index")
-        if current is not None and current.stamp == stamp:
-            return current
-        loaded = articles() if callable(articles) else articles
-        index = build_index(list(loaded), stamp=stamp)
-        _cache["index"] = index
-        return index
+    return Index(arts, sigs, postings, by_code, max_df)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -193,3 +193,16 @@ def test_the_article_page_does_not_query_once_per_fix_choice(client, kb_admin, k
     with CaptureQueriesContext(connection) as queries:
         assert client.get(url).status_code == 200
     assert Fix.objects.count() > 30 and len(queries) < 100, len(queries)
+
+
+def test_the_index_is_rebuilt_only_when_the_kb_version_changes(kb, django_assert_num_queries):
+    kbindex.bump_version()
+    first = kbindex.get_index()
+    with django_assert_num_queries(0):  # unchanged KB: one cache read, no database
+        assert kbindex.get_index() is first
+    Article.objects.filter(slug="vpn-server-not-responding").update(status="draft")
+    assert kbindex.get_index() is first  # an edit that does not bump the version is not seen
+    kbindex.bump_version()
+    changed = kbindex.get_index()
+    assert changed is not first
+    assert "vpn-server-not-responding" not in {a.slug for a in changed.articles}

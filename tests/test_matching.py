@@ -19,7 +19,6 @@ from diagnostics.matching import (
     THRESHOLD,
     build_index,
     extract_codes,
-    get_index,
     match,
     normalize,
 )
@@ -359,38 +358,6 @@ def test_no_input_raises_and_scores_stay_between_0_and_1(text):
     assert result.confident == bool(result.matches and result.matches[0].score >= THRESHOLD)
     assert all(piece in text for m in result.matches for piece in m.highlight)
     assert isinstance(extract_codes(text), list)
-
-
-# --- index cache -----------------------------------------------------------------------------
-
-
-def test_index_cache_rebuilds_only_when_the_stamp_changes():
-    loads: list[str] = []
-
-    def loader_for(stamp: str, articles: list[dict]):
-        def articles_from_db() -> list[dict]:
-            loads.append(stamp)
-            return articles
-
-        return lambda: (stamp, articles_from_db)
-
-    first = get_index(loader_for("v1", ARTICLES))
-    again = get_index(loader_for("v1", ARTICLES))
-    assert again is first
-    assert loads == ["v1"]
-
-    fewer = [a for a in ARTICLES if a["slug"] != "vpn-server-not-responding"]
-    changed = get_index(loader_for("v2", fewer))
-    assert changed is not first
-    assert loads == ["v1", "v2"]
-    assert all(
-        m.article != "vpn-server-not-responding" for m in match(changed, "error 809").matches
-    )
-
-
-def test_index_cache_accepts_a_plain_article_list():
-    one = get_index(lambda: ("list-1", ARTICLES))
-    assert get_index(lambda: ("list-1", [])) is one
 
 
 # --- the shipped knowledge base --------------------------------------------------------------
