@@ -210,6 +210,7 @@ class _Recorder:
     def __init__(self, job: Job, steps: list[Step], first_position: int):
         self.job = job
         self.steps = {s.id: s for s in steps}
+        self.known_steps = set(self.steps)
         self.positions = {s.id: first_position + i for i, s in enumerate(steps)}
         self.fatal = ""
         self.bad_lines: list[str] = []
@@ -222,7 +223,7 @@ class _Recorder:
         if "fatal" in line:
             self.fatal = str(line["fatal"])[:1000]
             return
-        problem = parse_line(line, set(self.steps))
+        problem = parse_line(line, self.known_steps)
         if problem:
             self.bad_lines.append(problem)
             return
@@ -312,11 +313,6 @@ def _problems(job: Job, recorder: _Recorder, outcome: remote.RunOutcome) -> str:
     name = job.machine.name
     if recorder.fatal:
         return f"{name}: the runner could not run the plan: {recorder.fatal}"
-    if outcome.exit_code != 0:
-        tail = outcome.stderr.strip()[-300:]
-        return f"{name}: the runner exited with code {outcome.exit_code}" + (
-            f": {tail}" if tail else ""
-        )
     if outcome.garbage or recorder.bad_lines:
         sample = (outcome.garbage or recorder.bad_lines)[0][:120]
         return f"{name}: the host sent output that is not a step result ({sample!r})"

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from diagnostics.catalog import KINDS, StepArgsError, secret_args, validate_args
+from diagnostics.catalog import StepArgsError, secret_args, validate_args
 
 PLAN_VERSION = 1
 MASK = "********"
@@ -147,10 +147,6 @@ def parse_line(line: dict[str, Any], known_steps: set[str]) -> str | None:
         if key in line and line[key] is not None and not isinstance(line[key], dict):
             return f"'{key}' is not an object"
     return None
-
-
-def is_check_kind(kind: str) -> bool:
-    return kind in KINDS and not KINDS[kind].fix
 
 
 # --- fixes: what will change, and how to undo it -------------------------------------------

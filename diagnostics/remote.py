@@ -18,7 +18,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ class RunOutcome:
 # --------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
+@cache  # bootstrap.ps1 and runner.ps1, read once per process
 def _script(name: str) -> str:
     return (POWERSHELL_DIR / name).read_text(encoding="utf-8")
 

@@ -16,7 +16,8 @@ import pytest
 import tree_sitter_powershell
 from tree_sitter import Language, Node, Parser
 
-from diagnostics.remote import MAX_COMMAND_LINE, build_command, plan_json
+from diagnostics.remote import BOOTSTRAP_MARKER, MAX_COMMAND_LINE, build_command, plan_json
+from winsim import shell as winsim_shell
 
 POWERSHELL = Path(__file__).resolve().parent.parent / "diagnostics" / "powershell"
 RUNNER = POWERSHELL / "runner.ps1"
@@ -111,7 +112,8 @@ def test_runner_never_turns_text_into_code() -> None:
 
 def test_bootstrap_starts_with_marker_and_silences_progress() -> None:
     text = BOOTSTRAP.read_text(encoding="utf-8")
-    assert text.splitlines()[0] == "# kaiketsu-bootstrap v1"
+    # winsim recognises the bootstrap by this first line: the three must agree.
+    assert text.splitlines()[0] == BOOTSTRAP_MARKER == winsim_shell.BOOTSTRAP_MARKER
     assert "$ProgressPreference = 'SilentlyContinue'" in text
     assert "-PlanJson $planJson" in text
 
