@@ -40,7 +40,6 @@ def window_start(now: dt.datetime, days: int = DAYS) -> dt.datetime:
 @dataclass
 class DailyOutcomes:
     days: list[dt.date]
-    outcomes: list[str]  # Job.Outcome values, "" = not finished yet
     counts: dict[tuple[dt.date, str], int] = field(default_factory=dict)
 
     def series(self, outcome: str) -> list[int]:
@@ -64,7 +63,6 @@ def jobs_per_day(now: dt.datetime, days: int = DAYS) -> DailyOutcomes:
     first = timezone.localtime(start).date()
     result = DailyOutcomes(
         days=[first + dt.timedelta(days=i) for i in range(days)],
-        outcomes=[value for value, _label in Job.Outcome.choices],
     )
     for row in rows:
         result.counts[(row["day"], row["outcome"])] = row["n"]

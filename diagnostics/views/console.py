@@ -94,12 +94,11 @@ def _dashboard_context(now: dt.datetime) -> dict:
             empty=gettext("No jobs in this period."),
         ),
         "per_day_legend": charts.legend(series),
-        "articles": articles,
         "articles_chart": charts.horizontal_bars(
             gettext("Diagnoses per article"),
             [
                 (
-                    _title(a, "article__"),
+                    a["title"],
                     a["n"],
                     reverse("diagnostics:article", args=[a["article__slug"]]),
                 )
@@ -114,7 +113,6 @@ def _dashboard_context(now: dt.datetime) -> dict:
             color="#c0392b",
             empty=gettext("No check failed in this period."),
         ),
-        "weeks": weeks,
         "fix_chart": charts.rate_columns(
             gettext("Fix success rate per week"),
             [_day(w["week"]) for w in weeks],

@@ -28,6 +28,7 @@ from diagnostics.views.pages import can_see_all_jobs
 
 OUTCOME_NONE = "none"  # the URL's word for Job.Outcome.NONE (""), which a select cannot carry
 POLL_SECONDS = 2
+STILL_CHANGING = {*Job.ACTIVE, Job.Status.APPROVAL, Job.Status.WAITING}  # rows that poll
 
 
 def _require_helpdesk(request: HttpRequest) -> None:
@@ -140,7 +141,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "is_first": not request.GET.get("after"),
         "poll_seconds": POLL_SECONDS,
-        "active": set(Job.ACTIVE) | {Job.Status.APPROVAL, Job.Status.WAITING},
+        "active": STILL_CHANGING,
     }
     if request.htmx:
         return render(request, "diagnostics/history/list.html#history-results", ctx)
@@ -185,7 +186,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         ctx = {
             "job": job,
             "poll_seconds": POLL_SECONDS,
-            "active": set(Job.ACTIVE) | {Job.Status.APPROVAL, Job.Status.WAITING},
+            "active": STILL_CHANGING,
         }
         return render(request, "diagnostics/history/list.html#history-row", ctx)
     steps = _steps_with_diffs(job)
