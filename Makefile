@@ -23,7 +23,8 @@ help:
 
 $(VPY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Kaiketsu needs Python 3.11 or newer: make PYTHON=python3.11 ...")'
-	$(PYTHON) -m venv $(VENV)
+	@# A failed venv (no ensurepip: Debian's python3-venv) must not stay behind as "done".
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "python3 -m venv failed: on Debian/Ubuntu install python3-venv" >&2; exit 1; }
 
 $(STAMP): pyproject.toml scripts/deps.py | $(VPY)
 	@echo "Installing pyproject.toml's dependencies into $(VENV) (about a minute on a fresh clone)"

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.services import (  # noqa: E402
+    DEFAULT_REDIS_URL,
     Service,
     ensure_redis,
     free_port,
@@ -570,9 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     services: list[Service] = []
     password = secrets.token_urlsafe(12)
     try:
-        base = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-        base = base.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
-        redis_url, redis_service = ensure_redis(base, data_root=directory / "redis")
+        base = urlsplit(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
+        wanted = base._replace(path=f"/{BENCH_REDIS_DB}").geturl()  # its own database number
+        redis_url, redis_service = ensure_redis(wanted, data_root=directory / "redis")
         if redis_service:
             services.append(redis_service)
         configure_environment(directory, redis_url)

@@ -6,8 +6,6 @@
 # install fails, so a machine with fresh lists pays nothing); otherwise it says what to run.
 set -euo pipefail
 
-need_root_install=()
-
 have() {
     case "$1" in
         gettext) command -v msgfmt >/dev/null 2>&1 ;;
@@ -40,7 +38,6 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     exit 0
 fi
 
-need_root_install=("${missing[@]}")
-echo "ensure-prereqs: missing ${need_root_install[*]}; install them once with:" >&2
-echo "    sudo apt-get install -y ${need_root_install[*]}" >&2
+echo "ensure-prereqs: missing ${missing[*]}; install them once with:" >&2
+echo "    sudo apt-get install -y ${missing[*]}" >&2
 exit 1

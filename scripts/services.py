@@ -1,7 +1,7 @@
 """Start, watch and stop the local services Kaiketsu needs (Redis, winsim, workers, web).
 
-Shared by `make run` (scripts/run.py), `make test` (scripts/test.py) and the test suite's
-conftest. Standard library plus redis-py only, so it imports from any process of the project.
+Shared by `make run` (scripts/run.py), `make test` (scripts/test.py) and
+bench/diagnose_bench.py. Standard library plus redis-py only, so it imports from any process of the project.
 
 Every child runs in its own session (process group): a Ctrl-C in the terminal reaches only the
 orchestrator, which stops the children in order, and stopping a child stops its own children
@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -335,14 +335,3 @@ def ensure_redis(
     if redis_answers(wanted):
         return wanted, None
     return start_private_redis(wanted, data_root=data_root, sink=sink)
-
-
-@contextlib.contextmanager
-def redis_for_tests(url: str | None = None) -> Iterator[str]:
-    """Context manager over ensure_redis: yields the URL, stops a private Redis on exit."""
-    used, handle = ensure_redis(url)
-    try:
-        yield used
-    finally:
-        if handle:
-            handle.stop()
