@@ -103,7 +103,7 @@ def _text_problems(where: str, value: Any, required: bool = True) -> list[str]:
     return problems
 
 
-def _without_secrets(kind: str, args: dict[str, Any]) -> dict[str, Any]:
+def _without_secrets(args: dict[str, Any]) -> dict[str, Any]:
     """Swap ``{secret: NAME}`` placeholders for a dummy literal so the catalog can check shape.
 
     The plan builder resolves the placeholder from the secret store at send time; here only its
@@ -142,7 +142,7 @@ def _step_problems(where: str, step: Any, kinds: tuple[str, ...], what: str) -> 
         return [f"{where}.args: must be a mapping"]
     problems = _secret_problems(f"{where}.args", kind, args)
     try:
-        catalog.validate_args(kind, _without_secrets(kind, args))
+        catalog.validate_args(kind, _without_secrets(args))
     except catalog.StepArgsError as exc:
         problems.append(f"{where}.args: {exc}")
     return problems

@@ -62,7 +62,7 @@ def udp_blocked_locally(host: Host, port: int) -> bool:
         and r.action == "Block"
         and r.direction == "Outbound"
         and r.protocol in ("UDP", "Any")
-        and r.covers(port, "Outbound")
+        and r.covers(port)
         for r in host.firewall
     )
 

@@ -146,7 +146,8 @@ class Host:
         """Record the boot-time registry values as the ones in effect."""
         with self.lock:
             self._boot_values = {
-                (p.lower(), n.lower()): self._value(p, n) for p, n in BOOT_TIME_VALUES
+                (p.lower(), n.lower()): getattr(self.registry_value(p, n), "value", None)
+                for p, n in BOOT_TIME_VALUES
             }
 
     def boot_value(self, path: str, name: str, default: Any = 0) -> Any:
@@ -156,11 +157,6 @@ class Host:
             return default if value is None else value
 
     # --- state lookups ------------------------------------------------------------------------
-
-    def _value(self, path: str, name: str) -> Any:
-        key = self.registry.get(path.lower())
-        value = key.values.get(name.lower()) if key else None
-        return value.value if value else None
 
     def registry_value(self, path: str, name: str) -> RegValue | None:
         """The current registry value, or None when the key or the value is absent."""

@@ -134,10 +134,9 @@ class FirewallRule:
     enabled: bool = True
     policy_store: str = "PersistentStore"  # or "GroupPolicy"; ActiveStore shows both
 
-    def covers(self, port: int, direction: str) -> bool:
+    def covers(self, port: int) -> bool:
         """True if this rule's port filter matches ``port`` on both ends (IKE uses the same
-        port on both, so runner.ps1 asks both to match), for traffic in ``direction``."""
-        del direction  # both ends must match whichever way the rule points
+        port on both, so runner.ps1 asks both to match), whichever way the rule points."""
         return port_matches(self.remote_port, port) and port_matches(self.local_port, port)
 
 

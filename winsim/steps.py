@@ -118,7 +118,7 @@ def firewall_rules(host: Host, args: dict[str, Any]) -> dict[str, Any]:
             continue
         if rule.protocol not in (protocol, "Any"):
             continue
-        covered = {p for p in ports if rule.covers(p, rule.direction)}
+        covered = {p for p in ports if rule.covers(p)}
         if not covered:
             continue
         blocked |= covered

@@ -33,8 +33,6 @@ ACTION_RECEIVE = _SHELL + "Receive"
 ACTION_SIGNAL = _SHELL + "Signal"
 STATE_RUNNING = _SHELL + "CommandState/Running"
 STATE_DONE = _SHELL + "CommandState/Done"
-SIGNAL_TERMINATE = _SHELL + "signal/terminate"
-SIGNAL_CTRL_C = _SHELL + "signal/ctrl_c"
 ANONYMOUS = "http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous"
 ACTION_FAULT = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
 
