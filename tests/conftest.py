@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 from django.conf import settings
+
+from winsim.hosts import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_PROFILE = ROOT / "winsim" / "profiles" / "demo.yaml"
@@ -135,25 +139,42 @@ def start_fleet(
                 host["faults"] = {**(host.get("faults") or {}), **faults[name]}
     path = directory / "fleet.yaml"
     path.write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
+    return start_winsim(path)
+
+
+def start_winsim(profile: Path, timeout: float = 30) -> tuple[subprocess.Popen, dict[str, dict]]:
+    """``python -m winsim --profile FILE --print-json``: (process, {host: its JSON line}).
+
+    Fails the test, with winsim's stderr, unless every host of the profile is listening
+    within ``timeout`` seconds (a hung winsim included: a thread reads its output).
+    """
+    expected = len(load_profile(profile))
+    errors = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 (winsim's life)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "winsim", "--profile", str(path), "--print-json"],
+        [sys.executable, "-m", "winsim", "--profile", str(profile), "--print-json"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
+        stderr=errors,
         text=True,
         env=_child_env(),
     )
+    lines: queue.Queue[str] = queue.Queue()
+    # A thread reads stdout: select() cannot see lines already in the file's buffer.
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     hosts: dict[str, dict] = {}
-    expected = len(profile.get("hosts") or {})
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while len(hosts) < expected and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        info = json.loads(line)
+        try:
+            info = json.loads(lines.get(timeout=0.5))
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
         hosts[info["host"]] = info
     if len(hosts) < expected:
         _stop(proc)
-        pytest.fail(f"winsim started {len(hosts)} of {expected} demo hosts")
+        errors.seek(0)
+        pytest.fail(f"winsim started {len(hosts)} of {expected} hosts: {errors.read()[-2000:]}")
     return proc, hosts
 
 
@@ -270,6 +291,34 @@ def demo_machines(db, employee, winsim_fleet) -> dict:
 def fresh_machines(db, employee, fresh_fleet) -> dict:
     """One Machine per host of a fleet of the test's own, owned by `employee`."""
     return machines_for(fresh_fleet, employee)
+
+
+COMPANY_PSK = "Kaiketsu2024Psk"  # the demo VPN server's key (winsim/profiles/demo.yaml)
+
+
+@pytest.fixture
+def company_psk(db):
+    """The company L2TP PSK in the encrypted secret store, as `load_demo` puts it."""
+    from diagnostics.models import Secret
+
+    secret = Secret(name="company-l2tp-psk")
+    secret.set_value(COMPANY_PSK)
+    secret.save()
+    return secret
+
+
+def start_job(machine, article, user):
+    """A diagnosis handed to the test worker (transaction=True tests: on_commit never fires)."""
+    from diagnostics import jobs
+
+    job = jobs.start_diagnosis(user, machine, article, pasted_text="test")
+    jobs.enqueue(job.pk)
+    return job
+
+
+def diagnose(machine, article, user):
+    """A diagnosis run to its end by the test worker; returns it refreshed."""
+    return wait_for_job(start_job(machine, article, user))
 
 
 def wait_for_job(job, timeout: float = 60):

@@ -12,14 +12,12 @@ from diagnostics.models import (
     Check,
     Fix,
     Job,
-    Secret,
     StepResult,
 )
-from tests.conftest import wait_for_job
+from tests.conftest import COMPANY_PSK, diagnose, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-COMPANY_PSK = "Kaiketsu2024Psk"  # the demo VPN server's key (winsim/profiles/demo.yaml)
 # Each demo host whose fault has an automated fix, and the article fix that mends it.
 FIXABLE = {
     "demo-policyagent-stopped": "start-policyagent",
@@ -29,20 +27,6 @@ FIXABLE = {
     "demo-prohibit-ipsec": "remove-prohibit-ipsec",
     "demo-psk-mismatch": "reset-company-psk",
 }
-
-
-@pytest.fixture
-def company_psk(db):
-    secret = Secret(name="company-l2tp-psk")
-    secret.set_value(COMPANY_PSK)
-    secret.save()
-    return secret
-
-
-def _diagnose(machine, article, user):
-    job = jobs.start_diagnosis(user, machine, article, pasted_text="test")
-    jobs.enqueue(job.pk)  # transaction=True tests commit at once; on_commit does not fire here
-    return wait_for_job(job)
 
 
 def _queued(job):
@@ -63,7 +47,7 @@ def _fix(diagnosis, user, keys, restart=Job.Restart.NOW, approver=None):
 def test_each_fixable_demo_host_ends_fixed_and_really_dials(
     host, fresh_machines, seed_article, employee, helpdesk, company_psk, use_worker_queue
 ):
-    diagnosis = _diagnose(fresh_machines[host], seed_article, employee)
+    diagnosis = diagnose(fresh_machines[host], seed_article, employee)
     offered = [o.fix.key for o in fixes.offered_fixes(diagnosis)]
     assert FIXABLE[host] in offered
 
@@ -80,7 +64,7 @@ def test_rolling_back_a_fix_restores_the_fault(
     fresh_machines, seed_article, employee, use_worker_queue
 ):
     machine = fresh_machines["demo-nat-t"]
-    fix_job = _fix(_diagnose(machine, seed_article, employee), employee, ["set-nat-traversal-2"])
+    fix_job = _fix(diagnose(machine, seed_article, employee), employee, ["set-nat-traversal-2"])
     assert fix_job.outcome == Job.Outcome.FIXED
 
     rollback = wait_for_job(_queued(fixes.request_rollback(employee, fix_job)), timeout=120)
@@ -88,7 +72,7 @@ def test_rolling_back_a_fix_restores_the_fault(
     assert (rollback.status, rollback.outcome) == (Job.Status.DONE, Job.Outcome.ROLLED_BACK)
     restored = rollback.steps.get(phase="rollback", kind="set_registry_value")
     assert restored.after == {"exists": False, "value": None, "type": None}
-    again = _diagnose(machine, seed_article, employee)
+    again = diagnose(machine, seed_article, employee)
     failing = {
         s.kb_check.key for s in again.steps.select_related("kb_check") if s.verdict == "fail"
     }
@@ -99,7 +83,7 @@ def test_rolling_back_a_fix_restores_the_fault(
 def test_a_fix_run_twice_changes_nothing_the_second_time(
     fresh_machines, seed_article, employee, use_worker_queue
 ):
-    diagnosis = _diagnose(fresh_machines["demo-policyagent-stopped"], seed_article, employee)
+    diagnosis = diagnose(fresh_machines["demo-policyagent-stopped"], seed_article, employee)
     first = _fix(diagnosis, employee, ["start-policyagent"])
     second = _fix(diagnosis, employee, ["start-policyagent"])
 
@@ -112,7 +96,7 @@ def test_a_fix_run_twice_changes_nothing_the_second_time(
 def test_fix_needing_approval_waits_and_can_be_declined_then_approved(
     fresh_machines, seed_article, employee, helpdesk, company_psk, use_worker_queue
 ):
-    diagnosis = _diagnose(fresh_machines["demo-psk-mismatch"], seed_article, employee)
+    diagnosis = diagnose(fresh_machines["demo-psk-mismatch"], seed_article, employee)
 
     declined = fixes.request_fix(employee, diagnosis, ["reset-company-psk"])
     assert declined.status == Job.Status.APPROVAL
@@ -134,7 +118,7 @@ def test_fix_needing_approval_waits_and_can_be_declined_then_approved(
 def test_the_company_psk_never_appears_in_anything_stored_or_logged(
     fresh_machines, seed_article, employee, helpdesk, company_psk, worker, use_worker_queue
 ):
-    diagnosis = _diagnose(fresh_machines["demo-psk-mismatch"], seed_article, employee)
+    diagnosis = diagnose(fresh_machines["demo-psk-mismatch"], seed_article, employee)
     job = _fix(diagnosis, employee, ["reset-company-psk"], approver=helpdesk)
     assert job.outcome == Job.Outcome.FIXED
 
@@ -153,7 +137,7 @@ def test_the_company_psk_never_appears_in_anything_stored_or_logged(
 def test_restart_later_waits_until_the_employee_asks_to_verify(
     fresh_machines, seed_article, employee, use_worker_queue
 ):
-    diagnosis = _diagnose(fresh_machines["demo-nat-t"], seed_article, employee)
+    diagnosis = diagnose(fresh_machines["demo-nat-t"], seed_article, employee)
     job = fixes.request_fix(employee, diagnosis, ["set-nat-traversal-2"], Job.Restart.LATER)
     jobs.enqueue(job.pk)
     _wait_status(job, Job.Status.WAITING)
@@ -194,7 +178,7 @@ def test_a_check_broken_by_a_fix_is_rolled_back_automatically(
         kind="registry_value", args={"path": "HKLM:\\SOFTWARE\\Kaiketsu\\Test", "name": "Flag"},
         expect=[{"fact": "value", "op": "eq", "value": 1}], fix=bad_fix,
     )  # fmt: skip
-    diagnosis = _diagnose(fresh_machines["demo-healthy"], article, employee)
+    diagnosis = diagnose(fresh_machines["demo-healthy"], article, employee)
 
     job = _fix(diagnosis, employee, ["set-and-break"])
 

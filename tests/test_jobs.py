@@ -9,7 +9,7 @@ from django.utils import translation
 
 from diagnostics import jobs, live
 from diagnostics.models import Job
-from tests.conftest import wait_for_job
+from tests.conftest import diagnose, start_job, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -29,17 +29,11 @@ EXPECTED_FAILURES = {
 }
 
 
-def _diagnose(machine, article, user):
-    job = jobs.start_diagnosis(user, machine, article, pasted_text="test")
-    jobs.enqueue(job.pk)  # transaction=True tests commit at once; on_commit does not fire here
-    return wait_for_job(job)
-
-
 @pytest.mark.parametrize("host", sorted(EXPECTED_FAILURES))
 def test_diagnosis_of_each_demo_host_finds_its_fault(
     host, demo_machines, seed_article, employee, use_worker_queue
 ):
-    job = _diagnose(demo_machines[host], seed_article, employee)
+    job = diagnose(demo_machines[host], seed_article, employee)
 
     assert job.status == Job.Status.DONE, job.error
     failed = {s.kb_check.key for s in job.steps.select_related("kb_check") if s.verdict != "pass"}
@@ -56,7 +50,7 @@ def test_diagnosis_of_each_demo_host_finds_its_fault(
 def test_unreachable_and_hanging_hosts_end_with_a_clear_error_in_time(
     host, words, demo_machines, seed_article, employee, use_worker_queue
 ):
-    job = _diagnose(demo_machines[host], seed_article, employee)
+    job = diagnose(demo_machines[host], seed_article, employee)
 
     assert job.status == Job.Status.ERROR
     assert host in job.error and words in job.error
@@ -88,7 +82,7 @@ def test_wrong_credentials_name_the_machine_and_never_the_password(
     machine.credential.set_password("not-the-password-7")
     machine.credential.save()
 
-    job = _diagnose(machine, seed_article, employee)
+    job = diagnose(machine, seed_article, employee)
 
     assert job.status == Job.Status.ERROR
     assert "demo-healthy" in job.error
@@ -98,7 +92,7 @@ def test_wrong_credentials_name_the_machine_and_never_the_password(
 def test_each_step_is_in_the_live_stream_in_order(
     demo_machines, seed_article, employee, use_worker_queue
 ):
-    job = _diagnose(demo_machines["demo-policyagent-stopped"], seed_article, employee)
+    job = diagnose(demo_machines["demo-policyagent-stopped"], seed_article, employee)
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     events = client.xrange(live.stream_key(job.pk))
@@ -108,7 +102,7 @@ def test_each_step_is_in_the_live_stream_in_order(
 
 
 def test_a_job_is_never_run_twice(demo_machines, seed_article, employee, use_worker_queue):
-    job = _diagnose(demo_machines["demo-healthy"], seed_article, employee)
+    job = diagnose(demo_machines["demo-healthy"], seed_article, employee)
     steps_before = job.steps.count()
 
     jobs.run_job(job.pk)  # a redelivered message: the job is no longer queued
@@ -130,7 +124,7 @@ def test_a_host_flooding_stdout_leaves_a_bounded_transcript_and_a_clear_error(
     proc, fleet = start_fleet(profile, faults={"demo-healthy": {"flood_bytes": 5_000_000}})
     try:
         machine = machines_for({"demo-healthy": fleet["demo-healthy"]}, employee)["demo-healthy"]
-        job = wait_for_job(_start(machine, seed_article, employee), timeout=90)
+        job = wait_for_job(start_job(machine, seed_article, employee), timeout=90)
     finally:
         _stop(proc)
 
@@ -139,12 +133,6 @@ def test_a_host_flooding_stdout_leaves_a_bounded_transcript_and_a_clear_error(
     assert len(job.transcript) <= MAX_TRANSCRIPT
     assert "bytes cut" in job.transcript
     assert job.steps.count() == seed_article.checks.count()  # the real results all arrived
-
-
-def _start(machine, article, user):
-    job = jobs.start_diagnosis(user, machine, article, pasted_text="test")
-    jobs.enqueue(job.pk)
-    return job
 
 
 def test_a_new_job_never_replays_events_left_under_its_id(idle_machine, employee, seed_article):

@@ -8,19 +8,12 @@ CLIXML) are tested directly below the WinRM tests.
 from __future__ import annotations
 
 import base64
-import json
-import os
-import queue
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 from winrm.protocol import Protocol
 
 from diagnostics import remote
@@ -35,10 +28,10 @@ from diagnostics.remote import (
     run_plan,
 )
 from diagnostics.remote import test_connection as connect_and_hostname
+from tests.conftest import _stop, start_winsim
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "tests" / "data" / "remote.yaml"
-HOST_COUNT = len(yaml.safe_load(PROFILE.read_text(encoding="utf-8"))["hosts"])
 
 PLAN = {
     "version": 1,
@@ -62,40 +55,9 @@ PLAN = {
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[dict[str, dict]]:
     """name -> the --print-json line of each host of tests/data/remote.yaml."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "winsim", "--profile", str(PROFILE), "--print-json"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    # A thread reads stdout: select() cannot see lines already in the file's buffer.
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-    hosts: dict[str, dict] = {}
-    deadline = time.monotonic() + 30
-    try:
-        while len(hosts) < HOST_COUNT and time.monotonic() < deadline:
-            try:
-                info = json.loads(lines.get(timeout=0.5))
-            except queue.Empty:
-                if proc.poll() is not None:
-                    break
-                continue
-            hosts[info["host"]] = info
-        if len(hosts) < HOST_COUNT:
-            proc.kill()
-            pytest.fail(
-                f"winsim started {len(hosts)} of {HOST_COUNT} hosts: {proc.stderr.read()[-2000:]}"
-            )
-        yield hosts
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    proc, hosts = start_winsim(PROFILE)
+    yield hosts
+    _stop(proc)
 
 
 def target(fleet: dict[str, dict], name: str, **changes) -> Target:

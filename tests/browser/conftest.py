@@ -27,6 +27,15 @@ CHROMIUM_ARGS = [
 ]
 
 
+def log_in(page, web_server: str, username: str, password: str) -> None:
+    """Log in through the login page and wait until the portal's home has loaded."""
+    page.goto(web_server + "/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("main button[type=submit]")
+    page.wait_for_url(web_server + "/")
+
+
 def _free_port() -> int:
     import socket
 

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from diagnostics.models import Job
+from tests.browser.conftest import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -15,18 +16,10 @@ SEED_JA = (
 )
 
 
-def _log_in(page, web_server, username, password):
-    page.goto(web_server + "/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("main button[type=submit]")
-    page.wait_for_url(web_server + "/")
-
-
 def test_employee_watches_a_diagnosis_arrive_step_by_step(
     page, web_server, employee, kb, demo_machines, use_worker_queue
 ):
-    _log_in(page, web_server, "employee", "pw-employee-1")
+    log_in(page, web_server, "employee", "pw-employee-1")
 
     page.fill("#paste", SEED_JA)
     page.select_option("#machine", label="demo-policyagent-stopped")
@@ -72,6 +65,6 @@ def test_other_employee_gets_404_on_that_job(
         machine=demo_machines["demo-policyagent-stopped"],
         article=kb["l2tp-ipsec-psk-negotiation"],
     )
-    _log_in(page, web_server, "other", "pw-other-1")
+    log_in(page, web_server, "other", "pw-other-1")
     response = page.goto(f"{web_server}/jobs/{job.pk}/")
     assert response.status == 404

@@ -5,9 +5,10 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from diagnostics import fixes, jobs
-from diagnostics.models import Job, Secret
-from tests.conftest import wait_for_job
+from diagnostics import fixes
+from diagnostics.models import Job
+from tests.browser.conftest import log_in
+from tests.conftest import diagnose, wait_for_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -16,10 +17,7 @@ def test_employee_confirms_a_fix_and_watches_it_restart_and_verify(
     page, web_server, employee, kb, fresh_machines, use_worker_queue
 ):
     machine = fresh_machines["demo-nat-t"]
-    page.goto(web_server + "/login/")
-    page.fill("input[name=username]", "employee")
-    page.fill("input[name=password]", "pw-employee-1")
-    page.click("main button[type=submit]")
+    log_in(page, web_server, "employee", "pw-employee-1")
     page.goto(f"{web_server}/articles/l2tp-ipsec-psk-negotiation/?machine={machine.pk}")
     page.click("#diagnose")
     page.wait_for_url(re.compile(r"/jobs/\d+/$"))
@@ -56,22 +54,14 @@ def test_employee_confirms_a_fix_and_watches_it_restart_and_verify(
 
 
 def test_employee_sees_the_helpdesk_approve_a_fix_live(
-    page, web_server, employee, helpdesk, kb, fresh_machines, use_worker_queue
+    page, web_server, employee, helpdesk, kb, fresh_machines, company_psk, use_worker_queue
 ):
-    secret = Secret(name="company-l2tp-psk")
-    secret.set_value("Kaiketsu2024Psk")  # the demo VPN server's key (winsim/profiles/demo.yaml)
-    secret.save()
-    diagnosis = jobs.start_diagnosis(
-        employee, fresh_machines["demo-psk-mismatch"], kb["l2tp-ipsec-psk-negotiation"]
-    )
-    jobs.enqueue(diagnosis.pk)
-    fix = fixes.request_fix(employee, wait_for_job(diagnosis), ["reset-company-psk"])
+    seed = kb["l2tp-ipsec-psk-negotiation"]
+    diagnosis = diagnose(fresh_machines["demo-psk-mismatch"], seed, employee)
+    fix = fixes.request_fix(employee, diagnosis, ["reset-company-psk"])
     assert fix.status == Job.Status.APPROVAL
 
-    page.goto(web_server + "/login/")
-    page.fill("input[name=username]", "employee")
-    page.fill("input[name=password]", "pw-employee-1")
-    page.click("main button[type=submit]")
+    log_in(page, web_server, "employee", "pw-employee-1")
     page.goto(f"{web_server}/jobs/{fix.pk}/")
     page.evaluate(RECORD_STATES)
     expect(page.locator("#job-verdict h2")).to_have_text(

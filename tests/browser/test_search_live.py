@@ -4,6 +4,7 @@ import pytest
 from playwright.sync_api import expect
 
 from diagnostics.models import UnmatchedPaste
+from tests.browser.conftest import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -11,11 +12,7 @@ UNKNOWN = "プリンターに印刷できません。スプーラーが停止し
 
 
 def test_typing_suggests_but_only_pressing_find_counts_a_blind_spot(page, web_server, employee, kb):
-    page.goto(web_server + "/login/")
-    page.fill("input[name=username]", "employee")
-    page.fill("input[name=password]", "pw-employee-1")
-    page.click("main button[type=submit]")
-    page.wait_for_url(web_server + "/")
+    log_in(page, web_server, "employee", "pw-employee-1")
 
     with page.expect_response(lambda r: "q=" in r.url):  # the live suggestions answered
         page.fill("#paste", UNKNOWN)

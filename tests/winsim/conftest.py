@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,8 @@ from typing import Any
 import pytest
 from winrm.protocol import Protocol
 
-from winsim.hosts import Host, load_profile
+from tests.conftest import start_winsim
+from winsim.hosts import Host, hosts_from_profile, load_profile
 from winsim.server import FleetThread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +24,14 @@ BOOTSTRAP = (
     "$lines = @($input)\n"
     "& ([ScriptBlock]::Create($lines[0])) -PlanJson $lines[1]\n"
 )
+STRONG_POLICY = {
+    "authentication_transform_constants": "SHA196",
+    "cipher_transform_constants": "AES256",
+    "encryption_method": "AES256",
+    "integrity_check_method": "SHA256",
+    "dh_group": "Group14",
+    "pfs_group": "None",
+}
 RUNNER = "param([string]$PlanJson)\n$plan = $PlanJson | ConvertFrom-Json\n"
 
 
@@ -58,6 +65,11 @@ def fleet() -> Iterator[Fleet]:
     hosts = load_profile(PROFILE)
     with FleetThread(hosts):
         yield Fleet(hosts)
+
+
+def make_host(spec: dict[str, Any] | None = None) -> Host:
+    """One host from a profile entry on top of the built-in healthy defaults."""
+    return hosts_from_profile({"hosts": {"h": spec or {}}})[0]
 
 
 def plan(*kinds: str) -> dict[str, Any]:
@@ -111,24 +123,5 @@ def run_runner(
 
 def start_fleet_process(profile: Path) -> tuple[subprocess.Popen[str], list[dict[str, str]]]:
     """``python -m winsim --profile FILE --print-json`` and the JSON lines it printed."""
-    count = len(load_profile(profile))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "winsim", "--profile", str(profile), "--print-json"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    lines = []
-    for _ in range(count):
-        line = proc.stdout.readline()
-        if not line:
-            proc.kill()
-            raise AssertionError(
-                f"winsim exited early: {proc.stderr.read() if proc.stderr else ''}"
-            )
-        lines.append(json.loads(line))
-    return proc, lines
+    proc, hosts = start_winsim(profile)
+    return proc, list(hosts.values())

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from tests.winsim.conftest import STRONG_POLICY, make_host
 from winsim import dial, messages
-from winsim.hosts import Host, hosts_from_profile, reboot_now
+from winsim.hosts import reboot_now
 from winsim.state import ASSUME_UDP, POLICY_AGENT_KEY, RegValue
 
 RASMAN = r"HKLM:\SYSTEM\CurrentControlSet\Services\RasMan\Parameters"
@@ -24,19 +25,6 @@ WEAK_POLICY = {
     "dh_group": "Group2",
     "pfs_group": "None",
 }
-STRONG_POLICY = {
-    "authentication_transform_constants": "SHA196",
-    "cipher_transform_constants": "AES256",
-    "encryption_method": "AES256",
-    "integrity_check_method": "SHA256",
-    "dh_group": "Group14",
-    "pfs_group": "None",
-}
-
-
-def make_host(spec: dict[str, Any] | None = None) -> Host:
-    """One host from a profile entry on top of the built-in healthy defaults."""
-    return hosts_from_profile({"hosts": {"h": spec or {}}})[0]
 
 
 def conn(**fields: Any) -> dict[str, Any]:

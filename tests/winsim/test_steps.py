@@ -9,18 +9,11 @@ from typing import Any
 import pytest
 
 from diagnostics.catalog import CHECK_KINDS, FIX_KINDS, KINDS
-from winsim.hosts import Host, hosts_from_profile
+from tests.winsim.conftest import STRONG_POLICY, make_host
+from winsim.hosts import Host
 from winsim.steps import HANDLERS, run_plan
 
 POLICY_AGENT = r"HKLM:\SYSTEM\CurrentControlSet\Services\PolicyAgent"
-STRONG_POLICY = {
-    "authentication_transform_constants": "SHA196",
-    "cipher_transform_constants": "AES256",
-    "encryption_method": "AES256",
-    "integrity_check_method": "SHA256",
-    "dh_group": "Group14",
-    "pfs_group": "None",
-}
 
 SAMPLE_ARGS: dict[str, dict[str, Any]] = {
     "os_info": {},
@@ -45,10 +38,6 @@ SAMPLE_ARGS: dict[str, dict[str, Any]] = {
     "set_vpn_psk": {"psk": "S3cret-Psk-Value"},
     "schedule_reboot": {"delay_seconds": 600, "message": "VPN fix"},
 }
-
-
-def make_host(spec: dict[str, Any] | None = None) -> Host:
-    return hosts_from_profile({"hosts": {"h": spec or {}}})[0]
 
 
 def plan(*steps: tuple[str, dict[str, Any]]) -> str:
