@@ -18,8 +18,10 @@ from portal.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 
-# Tests keep their Redis keys apart from a `make run` on the same server: database 9.
-REDIS_URL = urlsplit(REDIS_URL)._replace(path="/9").geturl()  # noqa: F405
+# Tests keep their Redis keys apart from a `make run` on the same server: database 9, or
+# KAIKETSU_TEST_REDIS_DB so that two runs on one machine (two checkouts) never share streams.
+_test_db = os.environ.get("KAIKETSU_TEST_REDIS_DB", "9")
+REDIS_URL = urlsplit(REDIS_URL)._replace(path=f"/{_test_db}").geturl()  # noqa: F405
 CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
 CELERY_BROKER_URL = REDIS_URL
 
