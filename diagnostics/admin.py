@@ -99,6 +99,9 @@ class CheckForm(forms.ModelForm):
             "title_en",
             "kind",
             "args",
+            "role",
+            "codes",
+            "when",
             "expect",
             "explanation_ja",
             "explanation_en",
@@ -111,10 +114,12 @@ class CheckForm(forms.ModelForm):
             validate_args(data.get("kind", ""), data.get("args") or {})
         except StepArgsError as exc:
             self.add_error("args", str(exc))
-        try:
-            validate_expect(data.get("expect"))
-        except ValueError as exc:
-            self.add_error("expect", str(exc))
+        # Evidence (the event log) needs no expectation: it is read, never failed (issue #9).
+        if data.get("role") != Check.Role.EVIDENCE or data.get("expect"):
+            try:
+                validate_expect(data.get("expect"))
+            except ValueError as exc:
+                self.add_error("expect", str(exc))
         return data
 
 

@@ -18,7 +18,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from diagnostics import live, remote
+from diagnostics import assessment, live, remote
+from diagnostics.assessment import Reason
 from diagnostics.jobs import (
     JobRefused,
     Phase,
@@ -31,7 +32,7 @@ from diagnostics.jobs import (
     finish,
     target_for,
 )
-from diagnostics.models import AuditEntry, Check, Fix, Job, StepResult
+from diagnostics.models import AuditEntry, Fix, Job, StepResult
 from diagnostics.plans import preview_changes, rollback_args
 
 DIAL_EXPECT = [{"fact": "connected", "op": "true"}]
@@ -40,35 +41,43 @@ Restart = Job.Restart
 
 @dataclass
 class FixOffer:
-    """An article fix offered for a diagnosis' failed checks, with what it will change."""
+    """An article fix offered for a diagnosis' proven causes, with what it will change."""
 
     fix: Fix
-    checks: list[Check]
+    checks: list[Reason]  # the proven causes it answers (failed checks or inferred causes)
     changes: list[dict[str, Any]]
 
 
 def offered_fixes(diagnosis: Job) -> list[FixOffer]:
-    """The fixes of the failed checks of a finished diagnosis, in article order."""
-    if diagnosis.kind != Job.Kind.DIAGNOSE or diagnosis.status != Job.Status.DONE:
+    """The fixes of a finished diagnosis' proven, current causes, in article order.
+
+    Never a fix for evidence, for a failure that is not current, or for a setting outside
+    the situation it matters in (issue #9): the decision is ``plans.assess``'s.
+    """
+    found = assessment.assess_job(diagnosis)
+    if found is None or not found.fixes:
         return []
-    offers: dict[int, FixOffer] = {}
-    failed = (
-        diagnosis.steps.filter(verdict__in=["fail", "error"], kb_check__fix__isnull=False)
-        .select_related("kb_check__fix")
-        .order_by("position")
-    )
-    for result in failed:
-        fix = result.kb_check.fix
-        offer = offers.get(fix.pk)
-        if offer is None:
-            changes = [
-                row
-                for step in fix.steps
-                for row in preview_changes(step["kind"], step.get("args") or {}, result.facts)
-            ]
-            offer = offers[fix.pk] = FixOffer(fix, [], changes)
-        offer.checks.append(result.kb_check)
-    return sorted(offers.values(), key=lambda o: o.fix.position)
+    why = assessment.reasons(diagnosis, found)
+    facts = {
+        r.kb_check.key: r.facts
+        for r in diagnosis.steps.filter(phase=Phase.CHECK, kb_check__isnull=False).select_related(
+            "kb_check"
+        )
+    }
+    checks = {c.key: c for c in diagnosis.article.checks.all()}
+    offers = []
+    for fix in Fix.objects.filter(article=diagnosis.article, key__in=found.fixes):
+        # Current values come from the failed check this fix answers, where there is one.
+        source = next(
+            (facts.get(k) for k, c in checks.items() if c.fix_id == fix.pk and k in facts), None
+        )
+        changes = [
+            row
+            for step in fix.steps
+            for row in preview_changes(step["kind"], step.get("args") or {}, source)
+        ]
+        offers.append(FixOffer(fix, why.get(fix.key, []), changes))
+    return sorted(offers, key=lambda o: o.fix.position)
 
 
 def _needs_restart(job: Job) -> bool:

@@ -64,8 +64,14 @@ def target_for(machine: Machine) -> remote.Target:
 
 
 def check_steps(article: Article, prefix: str = "c", phase: str = Phase.CHECK) -> list[Step]:
-    """The article's checks, in order, as steps with ids c1, c2, ... (or v1, v2, ...)."""
-    return [
+    """The article's checks, in order, as steps with ids c1, c2, ... (or v1, v2, ...).
+
+    A diagnosis always reads the event log: whether the VPN fails *now* decides whether any
+    fix may be offered (issue #9), so an article without an evidence check gets one.
+    """
+    from diagnostics import assessment  # assessment reads the models jobs writes
+
+    steps = [
         Step(
             f"{prefix}{i}",
             check.kind,
@@ -79,6 +85,18 @@ def check_steps(article: Article, prefix: str = "c", phase: str = Phase.CHECK) -
             article.checks.select_related("fix").order_by("position", "id"), start=1
         )
     ]
+    if phase == Phase.CHECK and assessment.needs_evidence_step(article):
+        steps.append(
+            Step(
+                f"{prefix}-{assessment.EVIDENCE_STEP_ID}",
+                "vpn_events",
+                dict(assessment.EVIDENCE_ARGS),
+                phase,
+                _("Your recent VPN connection attempts (event log)"),
+                expect=[],
+            )
+        )
+    return steps
 
 
 def planned_steps(job: Job) -> list[Step]:
@@ -350,8 +368,14 @@ def _run_diagnosis(job: Job) -> None:
     if error:
         finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
         return
-    failing = job.steps.exclude(verdict__in=["pass", "done"]).exists()
-    finish(job, Job.Status.DONE, Job.Outcome.PROBLEMS if failing else Job.Outcome.HEALTHY)
+    from diagnostics import assessment
+
+    steps = list(job.steps.filter(phase=Phase.CHECK).select_related("kb_check__fix"))
+    found = assessment.assess_steps(job.article, steps)
+    job.note = assessment.verdict_text(found)
+    job.save(update_fields=["note"])
+    healthy = found.outcome == Job.Outcome.HEALTHY
+    finish(job, Job.Status.DONE, Job.Outcome.HEALTHY if healthy else Job.Outcome.PROBLEMS)
 
 
 def finish(job: Job, status: Job.Status, outcome: Job.Outcome, error: str = "") -> None:

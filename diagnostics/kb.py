@@ -41,6 +41,7 @@ ARTICLE_KEYS = (
     "steps",
     "notes",
     "checks",
+    "inferred",
     "fixes",
     "manual_steps",
     "sources",
@@ -56,7 +57,21 @@ REQUIRED_ARTICLE_KEYS = (
     "steps",
 )
 SIGNATURE_KEYS = ("lang", "text", "source", "verified")
-CHECK_KEYS = ("key", "title", "kind", "args", "expect", "explanation", "fix")
+CHECK_KEYS = (
+    "key",
+    "title",
+    "kind",
+    "args",
+    "role",
+    "codes",
+    "when",
+    "expect",
+    "explanation",
+    "fix",
+)
+INFERRED_KEYS = ("key", "title", "codes", "explanation", "fix")
+ROLES = ("cause", "evidence")
+EVIDENCE_KINDS = ("vpn_events",)  # plans.EVIDENCE_KINDS: the checks whose facts are evidence
 EXPECT_KEYS = ("fact", "op", "value")
 FIX_KEYS = ("key", "title", "steps", "restart_required", "needs_approval")
 STEP_KEYS = ("kind", "args")
@@ -219,8 +234,57 @@ def _signature_problems(signatures: Any) -> list[str]:
     return problems
 
 
+def role_of(check: dict[str, Any]) -> str:
+    """A check's role: as written, else evidence for event-log kinds and cause otherwise."""
+    role = check.get("role")
+    if role in ROLES:
+        return role
+    return "evidence" if check.get("kind") in EVIDENCE_KINDS else "cause"
+
+
+def _codes_problems(where: str, codes: Any, required: bool = False) -> list[str]:
+    if codes is None:
+        return [f"{where}: missing"] if required else []
+    if (
+        not isinstance(codes, list)
+        or (required and not codes)
+        or any(isinstance(c, bool) or not isinstance(c, int) or c <= 0 for c in codes)
+    ):
+        return [f"{where}: must be a list of positive whole numbers (RAS error codes)"]
+    return []
+
+
+def _when_problems(where: str, when: Any, kinds: dict[str, str]) -> list[str]:
+    """``when`` conditions read ``evidence.code`` or ``<check key>.<fact>`` of the article."""
+    if when is None:
+        return []
+    if not isinstance(when, list) or not when:
+        return [f"{where}: must be a non-empty list (or left out)"]
+    problems = []
+    for i, cond in enumerate(when):
+        fact = cond.get("fact") if isinstance(cond, dict) else None
+        if not isinstance(fact, str) or "." not in fact:
+            problems.append(f"{where}[{i}].fact: write evidence.code or <check key>.<fact>")
+            continue
+        source, rest = fact.split(".", 1)
+        if source == "evidence":
+            if rest != "code":
+                problems.append(f"{where}[{i}].fact: evidence has only 'code'")
+            problems += _expect_problems(f"{where}[{i}]", None, [{**cond, "fact": rest}])
+        elif source in kinds:
+            problems += _expect_problems(f"{where}[{i}]", kinds[source], [{**cond, "fact": rest}])
+        else:
+            problems.append(f"{where}[{i}].fact: no check with key {source!r}")
+    return problems
+
+
 def _check_problems(checks: list[Any], fix_keys: set[str]) -> list[str]:
     problems, _ = _unique_keys("checks", checks)
+    kinds = {
+        c["key"]: c.get("kind")
+        for c in checks
+        if isinstance(c, dict) and isinstance(c.get("key"), str)
+    }
     for i, check in enumerate(checks):
         at = f"checks[{i}]"
         if not isinstance(check, dict):
@@ -228,11 +292,49 @@ def _check_problems(checks: list[Any], fix_keys: set[str]) -> list[str]:
         problems += _text_problems(f"{at}.title", check.get("title"))
         problems += _text_problems(f"{at}.explanation", check.get("explanation"))
         problems += _step_problems(at, check, catalog.CHECK_KINDS, "check")
-        problems += _expect_problems(f"{at}.expect", check.get("kind"), check.get("expect"))
+        role = check.get("role", role_of(check))
+        if role not in ROLES:
+            problems.append(f"{at}.role: must be one of {', '.join(ROLES)}")
+        elif role == "evidence":
+            # Evidence says which causes fit; it is never a problem with a fix of its own.
+            if check.get("kind") not in EVIDENCE_KINDS:
+                problems.append(f"{at}.role: evidence comes from {', '.join(EVIDENCE_KINDS)}")
+            problems += [
+                f"{at}.{k}: evidence has no {k} (it is not a cause)"
+                for k in ("fix", "codes", "when")
+                if k in check
+            ]
+        if role != "evidence" or "expect" in check:
+            problems += _expect_problems(f"{at}.expect", check.get("kind"), check.get("expect"))
+        problems += _codes_problems(f"{at}.codes", check.get("codes"))
+        problems += _when_problems(f"{at}.when", check.get("when"), kinds)
         fix = check.get("fix")
         if fix is not None and (not isinstance(fix, str) or fix not in fix_keys):
             problems.append(f"{at}.fix: no fix with key {fix!r}")
         problems += [f"{at}: unknown key {k!r}" for k in check if k not in CHECK_KEYS]
+    return problems
+
+
+def _inferred_problems(inferred: Any, fix_keys: set[str], check_keys: set[str]) -> list[str]:
+    """Causes no check can read (the PSK), proven by ruling out the others of their codes."""
+    if inferred is None:
+        return []
+    if not isinstance(inferred, list):
+        return ["inferred: must be a list"]
+    problems, keys = _unique_keys("inferred", inferred)
+    problems += [f"inferred: {k!r} is also a check key" for k in sorted(keys & check_keys)]
+    for i, cause in enumerate(inferred):
+        at = f"inferred[{i}]"
+        if not isinstance(cause, dict):
+            problems.append(f"{at}: must be a mapping")
+            continue
+        problems += _text_problems(f"{at}.title", cause.get("title"))
+        problems += _text_problems(f"{at}.explanation", cause.get("explanation"))
+        problems += _codes_problems(f"{at}.codes", cause.get("codes"), required=True)
+        fix = cause.get("fix")
+        if fix is not None and (not isinstance(fix, str) or fix not in fix_keys):
+            problems.append(f"{at}.fix: no fix with key {fix!r}")
+        problems += [f"{at}: unknown key {k!r}" for k in cause if k not in INFERRED_KEYS]
     return problems
 
 
@@ -290,6 +392,8 @@ def validate(article: dict[str, Any]) -> list[str]:
     _, fix_keys = _unique_keys("fixes", fixes)
     problems += _fix_problems(fixes)
     problems += _check_problems(checks, fix_keys)
+    check_keys = {c["key"] for c in checks if isinstance(c, dict) and isinstance(c.get("key"), str)}
+    problems += _inferred_problems(article.get("inferred"), fix_keys, check_keys)
 
     manual = article.get("manual_steps") or []
     if not isinstance(manual, list):
@@ -378,11 +482,14 @@ def _step(step: Any, keys: tuple[str, ...]) -> Any:
         spec = catalog.KINDS.get(out.get("kind", ""))
         order = tuple(a.name for a in spec.args) if spec else ()
         out["args"] = _flow_value(_ordered(out["args"], order))
-    if isinstance(out.get("expect"), list):
-        out["expect"] = [
-            _flow_value(_ordered(e, EXPECT_KEYS)) if isinstance(e, dict) else e
-            for e in out["expect"]
-        ]
+    for conditions in ("when", "expect"):
+        if isinstance(out.get(conditions), list):
+            out[conditions] = [
+                _flow_value(_ordered(e, EXPECT_KEYS)) if isinstance(e, dict) else e
+                for e in out[conditions]
+            ]
+    if isinstance(out.get("codes"), list):
+        out["codes"] = _FlowList(out["codes"])
     for field in ("title", "explanation"):
         if field in out:
             out[field] = _text(out[field])
@@ -403,7 +510,7 @@ def canonical(article: dict[str, Any]) -> dict[str, Any]:
         out["signatures"] = [
             _ordered(s, SIGNATURE_KEYS) if isinstance(s, dict) else s for s in out["signatures"]
         ]
-    for field, keys in (("checks", CHECK_KEYS), ("fixes", FIX_KEYS)):
+    for field, keys in (("checks", CHECK_KEYS), ("inferred", INFERRED_KEYS), ("fixes", FIX_KEYS)):
         if isinstance(out.get(field), list):
             out[field] = [_step(c, keys) for c in out[field]]
     if isinstance(out.get("manual_steps"), list):

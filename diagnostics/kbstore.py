@@ -37,6 +37,7 @@ def save_article(data: dict[str, Any]) -> Article:
         "error_codes": list(data.get("error_codes") or []),
         "manual_steps": data.get("manual_steps") or [],
         "sources": data.get("sources") or [],
+        "inferred": data.get("inferred") or [],
         **_split(data, "title"),
     }
     for field in BILINGUAL:
@@ -73,7 +74,10 @@ def save_article(data: dict[str, Any]) -> Article:
             position=position,
             kind=c["kind"],
             args=c.get("args") or {},
-            expect=c["expect"],
+            expect=c.get("expect") or [],
+            role=kb.role_of(c),
+            codes=c.get("codes") or [],
+            when=c.get("when") or [],
             fix=fixes.get(c.get("fix")),
             **_split(c, "title"),
             **_split(c, "explanation"),
@@ -101,13 +105,19 @@ def article_data(article: Article) -> dict[str, Any]:
     checks = []
     for c in article.checks.select_related("fix").order_by("position", "id"):
         check = {"key": c.key, "title": _pair(c, "title"), "kind": c.kind, "args": c.args}
-        check["expect"] = c.expect
+        if c.role != kb.role_of({"kind": c.kind}):  # written only where it is not the default
+            check["role"] = c.role
+        for field in ("codes", "when", "expect"):
+            if getattr(c, field):
+                check[field] = getattr(c, field)
         check["explanation"] = _pair(c, "explanation")
         if c.fix:
             check["fix"] = c.fix.key
         checks.append(check)
     # The file format always carries these lists, empty or not (docs/kb-format.md).
     data["checks"] = checks
+    if article.inferred:
+        data["inferred"] = article.inferred
     data["fixes"] = [
         {
             "key": f.key,

@@ -125,6 +125,9 @@ class Article(Bilingual, models.Model):
     notes_en = models.TextField(blank=True)
     manual_steps = models.JSONField(default=list, blank=True)
     sources = models.JSONField(default=list, blank=True)
+    # Causes no check can read (the PSK), each {key, title, codes, explanation, fix}: proven
+    # only by ruling out every other cause of the current error code (docs/kb-format.md).
+    inferred = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -177,7 +180,16 @@ class Fix(Bilingual, models.Model):
 
 
 class Check(Bilingual, models.Model):
-    """One automated check: a typed step, the expectation its facts must meet, and words."""
+    """One automated check: a typed step, the expectation its facts must meet, and words.
+
+    A *cause* check fails when a setting breaks the connection; it is judged only where its
+    ``when`` holds and proven only when the current error is one of its ``codes``. An
+    *evidence* check (the event log) never fails as a problem: it says what is failing now.
+    """
+
+    class Role(models.TextChoices):
+        CAUSE = "cause", _("Cause")
+        EVIDENCE = "evidence", _("Evidence")
 
     article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="checks")
     key = models.SlugField(max_length=100)
@@ -186,7 +198,10 @@ class Check(Bilingual, models.Model):
     title_en = models.CharField(max_length=200)
     kind = models.CharField(max_length=40)
     args = models.JSONField(default=dict, blank=True)
-    expect = models.JSONField(default=list)
+    expect = models.JSONField(default=list, blank=True)
+    role = models.CharField(max_length=8, choices=Role, default=Role.CAUSE)
+    codes = models.JSONField(default=list, blank=True)  # RAS error codes this cause gives
+    when = models.JSONField(default=list, blank=True)  # where it matters; [] = always
     explanation_ja = models.TextField(blank=True)
     explanation_en = models.TextField(blank=True)
     fix = models.ForeignKey(Fix, on_delete=models.SET_NULL, null=True, blank=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from diagnostics.catalog import StepArgsError, secret_args, validate_args
@@ -237,3 +238,231 @@ def rollback_args(kind: str, args: dict[str, Any], before: dict[str, Any]) -> di
             return {**name, "revert_to_default": True}
         return {**name, **{k: policy.get(k) for k in policy}}
     return None
+
+
+# --- evidence and causes: which fixes a diagnosis may offer (issue #9) ---------------------
+#
+# A failed check is either a *cause* (a setting or state that breaks the connection, with its
+# fix) or *evidence* (the RasClient events: the last error code, its age, its connection).
+# Evidence never gets a fix of its own: it says whether the VPN is failing *now* and which
+# causes fit the error code (shared/facts/windows-vpn.md, section 1). A fix is offered only
+# for a cause that failed, applies in the situation (its ``when``), and fits a current error.
+
+# A failure at most this old, with no later success, is the one the employee is reporting now
+# (they paste the error they just saw). Older, with no attempt since, it is "unconfirmed": the
+# employee is asked to try once more rather than have their machine changed on old news.
+CURRENT_MINUTES = 60
+EVIDENCE_KINDS = ("vpn_events",)
+ROLES = ("cause", "evidence")
+EVENT_CONNECTED, EVENT_FAILED = 20225, 20227
+
+
+class EvidenceState:
+    """What the event log says about the VPN now (plain strings: they go into JSON)."""
+
+    FAILING = "failing"  # the newest attempt failed, recently: the failure is current
+    UNCONFIRMED = "unconfirmed"  # the newest attempt failed long ago, nothing since
+    RECOVERED = "recovered"  # a failure, then a later successful connection: not current
+    WORKING = "working"  # only successful connections in the window
+    NONE = "none"  # no attempt in the window
+    UNKNOWN = "unknown"  # the events could not be read: cannot tell
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The last failed attempt (if any) and whether it is current."""
+
+    state: str
+    code: int | None = None
+    age_minutes: int | None = None
+    connection: str | None = None
+    success_age_minutes: int | None = None
+
+    @property
+    def current(self) -> bool:
+        return self.state == EvidenceState.FAILING
+
+    def as_json(self) -> dict[str, Any]:
+        """DESIGN.md contract 3's ``evidence`` object (plus ``state`` and ``current``)."""
+        return {
+            "last_error_code": self.code,
+            "age_minutes": self.age_minutes,
+            "connection": self.connection,
+            "state": self.state,
+            "current": self.current,
+        }
+
+
+def _event_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def read_evidence(
+    line_ok: bool, facts: dict[str, Any] | None, now: datetime, current_minutes: int | None = None
+) -> Evidence:
+    """The evidence in a ``vpn_events`` result as of ``now`` (an aware datetime).
+
+    Only the newest failure (20227) and successes (20225) of *that* connection after it
+    count: a failure followed by a success is not current, whatever its code.
+    """
+    if not line_ok or not isinstance(facts, dict) or not isinstance(facts.get("events"), list):
+        return Evidence(EvidenceState.UNKNOWN)
+    limit = CURRENT_MINUTES if current_minutes is None else current_minutes
+    events = []
+    for order, event in enumerate(facts["events"]):  # the runner lists newest first
+        if not isinstance(event, dict) or event.get("id") not in (EVENT_CONNECTED, EVENT_FAILED):
+            continue
+        moment = _event_time(event.get("time"))
+        if moment is not None:
+            events.append((moment, -order, event))
+    events.sort(key=lambda e: (e[0], e[1]), reverse=True)  # newest first, ties keep log order
+
+    def age(moment: datetime) -> int:
+        return max(0, int((now - moment).total_seconds() // 60))
+
+    failure = next((e for e in events if e[2]["id"] == EVENT_FAILED), None)
+    if failure is None:
+        success = next(iter(events), None)
+        if success is None:
+            return Evidence(EvidenceState.NONE)
+        return Evidence(
+            EvidenceState.WORKING,
+            connection=success[2].get("connection"),
+            success_age_minutes=age(success[0]),
+        )
+    moment, order, event = failure
+    code = event.get("code") if isinstance(event.get("code"), int) else None
+    name = event.get("connection")
+    later = [
+        e
+        for e in events
+        if e[2]["id"] == EVENT_CONNECTED
+        and e[2].get("connection") == name
+        and (e[0], e[1]) > (moment, order)
+    ]
+    found = {"code": code, "age_minutes": age(moment), "connection": name}
+    if later:
+        return Evidence(EvidenceState.RECOVERED, **found, success_age_minutes=age(later[0][0]))
+    if age(moment) <= limit:
+        return Evidence(EvidenceState.FAILING, **found)
+    return Evidence(EvidenceState.UNCONFIRMED, **found)
+
+
+class CauseStatus:
+    """How a cause stands after a diagnosis."""
+
+    PROVEN = "proven"  # failed, applies here, and fits the current error: its fix is offered
+    SUSPECT = "suspect"  # failed, but no current error points to it: shown, never fixed
+    RULED_OUT = "ruled_out"  # its check passed
+    NOT_APPLICABLE = "not_applicable"  # its ``when`` does not hold in this situation
+    NOT_PROVEN = "not_proven"  # inferred: another cause of the same code was found first
+    CANNOT_TELL = "cannot_tell"  # its check (or one its ``when`` reads) could not find out
+
+
+@dataclass(frozen=True)
+class CauseInput:
+    """One cause to judge: a check's verdict, or (``inferred``) a cause no check can read."""
+
+    key: str
+    codes: tuple[int, ...]
+    verdict: str = ""  # pass | fail | error | unknown; "" for an inferred cause
+    when: tuple[dict[str, Any], ...] = ()
+    fix: str | None = None
+    inferred: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: str
+    status: str
+    fix: str | None
+    inferred: bool = False
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What a diagnosis found: evidence, each cause's status, the outcome, the fixes."""
+
+    evidence: Evidence
+    findings: tuple[Finding, ...]
+    outcome: str  # "healthy" | "problems"
+
+    @property
+    def fixes(self) -> list[str]:
+        """Fix keys of the proven causes, in article order, each once."""
+        keys = [f.fix for f in self.findings if f.status == CauseStatus.PROVEN and f.fix]
+        return list(dict.fromkeys(keys))
+
+    def with_status(self, *statuses: str) -> list[Finding]:
+        return [f for f in self.findings if f.status in statuses]
+
+
+def _when_status(
+    when: Iterable[dict[str, Any]], evidence: Evidence, facts: dict[str, dict], unknown: set[str]
+) -> str:
+    """ "holds", "fails" or "cannot_tell" for a cause's ``when`` conditions."""
+    names = {"evidence": {"code": evidence.code if evidence.current else None}, **facts}
+    for cond in when:
+        source = cond["fact"].split(".", 1)[0]
+        if source in unknown or (source == "evidence" and evidence.state == "unknown"):
+            return CauseStatus.CANNOT_TELL
+    return "fails" if failed_conditions(when, names) else "holds"
+
+
+def assess(
+    causes: Iterable[CauseInput], facts: dict[str, dict[str, Any]], evidence: Evidence
+) -> Assessment:
+    """Judge each cause against the evidence; pure (the caller reads the job's steps).
+
+    ``facts`` maps a check key to its facts, for ``when`` conditions that read another check
+    (``vpn-connection-l2tp.tunnel_type``); ``evidence.code`` is the current error's code
+    (None unless the failure is current). An inferred cause (the PSK, which Windows cannot
+    read back) is proven only by elimination: the current code is one of its codes and every
+    check for that code passed or does not apply.
+    """
+    causes = list(causes)
+    unknown = {c.key for c in causes if c.verdict in ("error", "unknown")}
+    findings: list[Finding] = []
+    for cause in (c for c in causes if not c.inferred):
+        if cause.verdict == "pass":
+            status = CauseStatus.RULED_OUT
+        elif cause.verdict != "fail":
+            status = CauseStatus.CANNOT_TELL
+        else:
+            applies = _when_status(cause.when, evidence, facts, unknown)
+            fits = evidence.current and (not cause.codes or evidence.code in cause.codes)
+            if applies == "fails":
+                status = CauseStatus.NOT_APPLICABLE
+            elif applies == CauseStatus.CANNOT_TELL:
+                status = CauseStatus.CANNOT_TELL
+            else:
+                status = CauseStatus.PROVEN if fits else CauseStatus.SUSPECT
+        findings.append(Finding(cause.key, status, cause.fix))
+    checked = list(findings)
+    for cause in (c for c in causes if c.inferred):
+        if not (evidence.current and evidence.code in cause.codes):
+            status = CauseStatus.NOT_APPLICABLE
+        else:
+            statuses = {
+                f.status
+                for f, c in zip(checked, (c for c in causes if not c.inferred), strict=True)
+                if not c.codes or evidence.code in c.codes
+            }
+            if statuses & {CauseStatus.PROVEN, CauseStatus.SUSPECT}:
+                status = CauseStatus.NOT_PROVEN
+            elif CauseStatus.CANNOT_TELL in statuses:
+                status = CauseStatus.CANNOT_TELL
+            else:
+                status = CauseStatus.PROVEN
+        findings.append(Finding(cause.key, status, cause.fix, inferred=True))
+    open_questions = {CauseStatus.SUSPECT, CauseStatus.CANNOT_TELL}
+    troubled = evidence.state in (EvidenceState.FAILING, EvidenceState.UNKNOWN) or any(
+        f.status in open_questions for f in findings
+    )
+    return Assessment(evidence, tuple(findings), "problems" if troubled else "healthy")
