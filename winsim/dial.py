@@ -190,6 +190,18 @@ def _settings_text(conn: VpnConnection) -> str:
     )
 
 
+def record_attempt(
+    host: Host, conn: VpnConnection, code: int | None, *, at: datetime | None = None
+) -> None:
+    """The RasClient events one attempt writes: 20221, then 20225 (connected) or 20227."""
+    coid = "{" + str(uuid.uuid4()).upper() + "}"  # one CoId ties a dial's events together
+    host.write_event(20221, conn, coid=coid, at=at, settings=_settings_text(conn))
+    if code is None:
+        host.write_event(20225, conn, coid=coid, at=at, settings=_settings_text(conn))
+    else:
+        host.write_event(20227, conn, code=code, coid=coid, at=at)
+
+
 def dial(host: Host, name: str | None = None, *, at: datetime | None = None) -> dict[str, Any]:
     """Dial a connection (named, else the default one) and hang up, as ``vpn_dial`` does.
 
@@ -207,12 +219,7 @@ def dial(host: Host, name: str | None = None, *, at: datetime | None = None) -> 
         for svc in host.services.values() if outcome.code != 711 else ():
             if svc.trigger == "dial" and not svc.running() and svc.start_type != "Disabled":
                 svc.status = "Running"
-        coid = "{" + str(uuid.uuid4()).upper() + "}"  # one CoId ties a dial's events together
-        host.write_event(20221, conn, coid=coid, at=at, settings=_settings_text(conn))
-        if outcome.connected:
-            host.write_event(20225, conn, coid=coid, at=at, settings=_settings_text(conn))
-        else:
-            host.write_event(20227, conn, code=outcome.code, coid=coid, at=at)
+        record_attempt(host, conn, outcome.code, at=at)
         return {
             "name": conn.name,
             "connected": outcome.connected,

@@ -308,15 +308,23 @@ def build_host(name: str, spec: dict[str, Any]) -> Host:
 
 def _seed_events(host: Host, entries: list[dict[str, Any]]) -> None:
     """Events from the profile: ``{dial: true|NAME, minutes_ago}`` dials with the causal model
-    at that time (so the log holds exactly the 20221/20227 a user's attempt wrote); ``{id, code,
-    connection, minutes_ago}`` writes one event."""
-    from winsim.dial import dial  # dial imports hosts' types; import late to avoid a cycle
+    at that time (so the log holds exactly the 20221/20227 a user's attempt wrote); with
+    ``code: N`` (or ``code: null`` for a success) it records an attempt made when the state
+    was different: 20221 then 20227 with that code (or 20225); ``{id, code, connection,
+    minutes_ago}`` writes one event."""
+    from winsim.dial import dial, record_attempt  # dial imports hosts' types: import late
 
     for entry in sorted(entries, key=lambda e: -float(e.get("minutes_ago", 0))):
         at = now() - timedelta(minutes=float(entry.get("minutes_ago", 0)))
         if "dial" in entry:
-            target = entry["dial"]
-            dial(host, None if target is True else str(target), at=at)
+            target = None if entry["dial"] is True else str(entry["dial"])
+            if "code" in entry:
+                conn = host.connection(target)
+                if conn is None:
+                    raise ProfileError(f"host {host.name}: event for an unknown connection")
+                record_attempt(host, conn, entry["code"], at=at)
+            else:
+                dial(host, target, at=at)
             continue
         conn = host.connection(entry.get("connection"))
         if conn is None:
