@@ -140,7 +140,7 @@ def evidence_sentence(evidence: plans.Evidence) -> str:
         }
     if state == S.UNCONFIRMED:
         return _("%(failed)s, and there has been no attempt since.") % {"failed": failed}
-    return f"{failed}."
+    return _("%(failed)s.") % {"failed": failed}
 
 
 def verdict_text(assessment: plans.Assessment) -> str:
@@ -183,3 +183,18 @@ def verdict_text(assessment: plans.Assessment) -> str:
             )
         )
     return " ".join(parts)
+
+
+def after_fix_note(diagnosis: Job, dial: StepResult | None) -> str:
+    """When a fix cleared the diagnosed error but the connection now fails with another one
+    (a NAT fault masks a wrong PSK), say plainly that a second step is needed."""
+    found = assess_job(diagnosis)
+    new = (dial.facts or {}).get("error_code") if dial is not None else None
+    if found is None or found.evidence.code is None or new is None:
+        return ""
+    if new == found.evidence.code:
+        return ""
+    return _(
+        "The fix cleared error %(old)s, but the connection now fails with %(new)s: a second "
+        "cause was hidden behind the first. Run the diagnosis again to find and fix it."
+    ) % {"old": found.evidence.code, "new": new}

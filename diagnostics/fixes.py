@@ -396,6 +396,11 @@ def _verify(job: Job) -> None:
         _auto_rollback(job, regressions)
         return
     failed = any(r.verdict != "pass" for r in results.values())
+    if failed:
+        note = assessment.after_fix_note(job.parent, results.get("v-dial"))
+        if note:
+            job.note = note
+            job.save(update_fields=["note"])
     finish(job, Job.Status.DONE, Job.Outcome.NOT_FIXED if failed else Job.Outcome.FIXED)
 
 

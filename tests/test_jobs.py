@@ -14,31 +14,39 @@ from tests.conftest import diagnose, start_job, wait_for_job
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 SEED = "l2tp-ipsec-psk-negotiation"
-# The failing check keys each demo host must show with the seed article, and nothing else.
-EXPECTED_FAILURES = {
-    "demo-healthy": set(),
-    "demo-psk-mismatch": {"no-recent-vpn-errors"},
-    "demo-policyagent-stopped": {"policyagent-running", "no-recent-vpn-errors"},
-    "demo-ikeext-disabled": {"ikeext-running", "no-recent-vpn-errors"},
-    "demo-ipsec-proposal": {"vpn-ipsec-policy", "no-recent-vpn-errors"},
-    "demo-udp-blocked": {"firewall-udp-ports", "no-recent-vpn-errors"},
-    "demo-nat-t": {"nat-traversal-registry", "no-recent-vpn-errors"},
-    "demo-prohibit-ipsec": {"prohibit-ipsec-off", "no-recent-vpn-errors"},
-    "demo-dns": {"server-name-resolves", "server-reachable", "no-recent-vpn-errors"},
-    "demo-bad-password": {"no-recent-vpn-errors"},
+# The failing check keys each demo host must show with the seed article, and nothing else,
+# the diagnosis' outcome and the fixes it offers (issue #9: none on a machine that works).
+EXPECTED = {
+    "demo-healthy": (set(), "healthy", []),
+    "demo-stale-healthy": (set(), "healthy", []),
+    # AssumeUDP... absent fails its check, but does not apply: the server is not behind NAT.
+    "demo-stock-healthy": ({"nat-traversal-registry"}, "healthy", []),
+    "demo-psk-mismatch": (set(), "problems", ["reset-company-psk"]),
+    "demo-policyagent-stopped": ({"policyagent-running"}, "problems", ["start-policyagent"]),
+    "demo-ikeext-disabled": ({"ikeext-running"}, "problems", ["start-ikeext"]),
+    "demo-ipsec-proposal": ({"vpn-ipsec-policy"}, "problems", ["revert-ipsec-default"]),
+    "demo-udp-blocked": ({"firewall-udp-ports"}, "problems", []),  # the helpdesk's rule
+    "demo-nat-t": ({"nat-traversal-registry"}, "problems", ["set-nat-traversal-2"]),
+    "demo-prohibit-ipsec": ({"prohibit-ipsec-off"}, "problems", ["remove-prohibit-ipsec"]),
+    "demo-dns": ({"server-name-resolves", "server-reachable"}, "problems", []),
+    "demo-bad-password": (set(), "problems", []),  # 691: the employee's password, not the PC
 }
 
 
-@pytest.mark.parametrize("host", sorted(EXPECTED_FAILURES))
+@pytest.mark.parametrize("host", sorted(EXPECTED))
 def test_diagnosis_of_each_demo_host_finds_its_fault(
     host, demo_machines, seed_article, employee, use_worker_queue
 ):
+    from diagnostics import fixes
+
     job = diagnose(demo_machines[host], seed_article, employee)
 
     assert job.status == Job.Status.DONE, job.error
     failed = {s.kb_check.key for s in job.steps.select_related("kb_check") if s.verdict != "pass"}
-    assert failed == EXPECTED_FAILURES[host]
-    assert job.outcome == (Job.Outcome.PROBLEMS if failed else Job.Outcome.HEALTHY)
+    failures, outcome, offered = EXPECTED[host]
+    assert failed == failures
+    assert job.outcome == outcome, job.note
+    assert [o.fix.key for o in fixes.offered_fixes(job)] == offered
     assert job.step_count == seed_article.checks.count()
     assert job.finished_at >= job.started_at
 

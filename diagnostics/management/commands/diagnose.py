@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from diagnostics import fixes, jobs
+from diagnostics import assessment, fixes, jobs
 from diagnostics.models import Article, Job, Machine, StepResult
 from diagnostics.views.pages import can_see_all_jobs
 
@@ -22,17 +22,59 @@ def step_json(step: StepResult) -> dict:
     }
 
 
-def job_json(job: Job) -> dict:
-    outcome = job.outcome if job.status == Job.Status.DONE else "error"
+def _outcome(job: Job) -> str:
     if job.status in (Job.Status.WAITING, Job.Status.APPROVAL, Job.Status.DECLINED):
-        outcome = "not_fixed"
+        return "not_fixed"
+    return job.outcome if job.status == Job.Status.DONE else "error"
+
+
+def job_json(job: Job) -> dict:
+    """DESIGN.md contract 3: the diagnosis as stored, its evidence and the fixes it offers."""
+    found = assessment.assess_job(job)
+    offers = fixes.offered_fixes(job)
     return {
         "job": job.pk,
         "status": job.status,
-        "outcome": outcome,
+        "outcome": _outcome(job),
         "error": job.error,
+        "note": job.note,
         "steps": [step_json(s) for s in job.steps.select_related("kb_check").order_by("position")],
+        "evidence": found.evidence.as_json() if found else None,
+        "fixes_offered": [
+            {
+                "key": o.fix.key,
+                "title": o.fix.title_en,
+                "needs_approval": o.fix.needs_approval,
+                "needs_restart": o.fix.restart_required,
+            }
+            for o in offers
+        ],
         "fix": None,
+    }
+
+
+def fix_json(job: Job, skipped: list[dict]) -> dict:
+    """The ``fix`` object: what a fix job applied, skipped, and each fix step's diff."""
+    titles = {s.id: s.title for s in fixes.fix_steps(job)}
+    steps = job.steps.filter(phase=StepResult.Phase.FIX).order_by("position")
+    return {
+        "job": job.pk,
+        "status": job.status,
+        "outcome": _outcome(job),
+        "error": job.error,
+        "note": job.note,
+        "applied": list(job.fix_keys) if job.steps.filter(phase="fix").exists() else [],
+        "skipped": skipped,
+        "steps": [
+            {
+                "title": titles.get(s.step_id, s.kind),
+                "kind": s.kind,
+                "before": s.before,
+                "after": s.after,
+                "changed": s.changed,
+            }
+            for s in steps
+        ],
     }
 
 
@@ -65,12 +107,21 @@ class Command(BaseCommand):
         except jobs.JobRefused as exc:
             raise CommandError(str(exc)) from None
         job = self._follow(job, wait)
+        self.skipped: list[dict] = []
         fix_job = self._fix(job, runner, wait) if fix else None
         if as_json:
-            result = job_json(job)
+            result = job_json(job)  # the diagnosis' own outcome, never the fix's
             if fix_job is not None:
-                result["fix"] = job_json(fix_job)
-                result["outcome"] = result["fix"]["outcome"]
+                result["fix"] = fix_json(fix_job, self.skipped)
+            elif self.skipped:  # offered, but nothing this user could apply
+                result["fix"] = {
+                    "job": None,
+                    "status": None,
+                    "outcome": "not_fixed",
+                    "applied": [],
+                    "skipped": self.skipped,
+                    "steps": [],
+                }
             self.stdout.write(json.dumps(result, ensure_ascii=False))
 
     def _follow(self, job: Job, wait: float) -> Job:
@@ -104,6 +155,7 @@ class Command(BaseCommand):
         can_approve = can_see_all_jobs(user)
         keys = [o.fix.key for o in offers if can_approve or not o.fix.needs_approval]
         skipped = [o.fix.key for o in offers if o.fix.key not in keys]
+        self.skipped = [{"key": k, "why": "needs the helpdesk's approval"} for k in skipped]
         if skipped and not self.as_json:
             self.stdout.write(f"needs the helpdesk's approval, not applied: {', '.join(skipped)}")
         if not keys:
@@ -114,7 +166,9 @@ class Command(BaseCommand):
             with transaction.atomic():
                 fix_job = fixes.request_fix(user, diagnosis, keys, Job.Restart.NOW)
             if fix_job.status == Job.Status.APPROVAL:
-                fixes.decide(fix_job, user, approve=True, note="approved from the command line")
+                # The audit says plainly that the requester approved their own request.
+                note = f"{user.get_username()} approved their own request from the command line"
+                fixes.decide(fix_job, user, approve=True, note=note)
         except jobs.JobRefused as exc:
             raise CommandError(str(exc)) from None
         if not self.as_json:

@@ -1,0 +1,151 @@
+"""Issue #9 "First, do no harm": machines the demo does not contain, diagnosed and fixed
+through the CLI (``manage.py diagnose --json [--fix]``) with a real worker, Redis and winsim.
+
+No machine that connects today may be offered a fix; every fix offered on a broken machine
+must address the cause that breaks it; after ``--fix`` the machine really connects and
+nothing else changed.
+"""
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+
+from tests.conftest import ROOT, _stop, machines_for, start_winsim
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+PROFILE = ROOT / "tests" / "data" / "harm.yaml"
+SEED = "l2tp-ipsec-psk-negotiation"
+
+# host -> (diagnosis outcome, evidence (code, state), fixes offered)
+EXPECTED = {
+    "harm-stale-nothing": ("healthy", (789, "unconfirmed"), []),
+    "harm-stale-then-success": ("healthy", (789, "recovered"), []),
+    "harm-stock-healthy": ("healthy", (None, "working"), []),
+    "harm-firewall-4500": ("problems", (789, "failing"), []),  # the rule: ask the helpdesk
+    "harm-router-500": ("problems", (809, "failing"), []),  # nothing on this PC
+    "harm-ikeext-disabled": ("problems", (827, "failing"), ["start-ikeext"]),
+    "harm-psk-alone": ("problems", (789, "failing"), ["reset-company-psk"]),
+    "harm-psk-behind-nat": ("problems", (809, "failing"), ["set-nat-traversal-2"]),
+}
+
+
+@pytest.fixture(scope="module")
+def harm_fleet(tmp_path_factory):
+    proc, hosts = start_winsim(PROFILE)
+    yield hosts
+    _stop(proc)
+
+
+@pytest.fixture
+def harm_machines(db, employee, harm_fleet):
+    return machines_for(harm_fleet, employee)
+
+
+@pytest.fixture
+def fresh_harm_machines(db, employee):
+    proc, hosts = start_winsim(PROFILE)
+    yield machines_for(hosts, employee)
+    _stop(proc)
+
+
+def run_diagnose(machine, *extra):
+    out = io.StringIO()
+    call_command(
+        "diagnose", "--machine", machine.name, "--article", SEED, "--json", *extra, stdout=out
+    )
+    return json.loads(out.getvalue())
+
+
+def _facts_by_check(result):
+    return {s["title"]: s["facts"] for s in result["steps"] if s["kind"] != "vpn_events"}
+
+
+@pytest.mark.parametrize("host", sorted(EXPECTED))
+def test_each_test_host_gets_the_outcome_and_only_the_fixes_its_cause_allows(
+    host, harm_machines, kb, use_worker_queue
+):
+    result = run_diagnose(harm_machines[host])
+
+    outcome, (code, state), offered = EXPECTED[host]
+    assert result["status"] == "done", result["error"]
+    assert (result["outcome"], [f["key"] for f in result["fixes_offered"]]) == (
+        outcome,
+        offered,
+    ), result["note"]
+    assert (result["evidence"]["last_error_code"], result["evidence"]["state"]) == (code, state)
+    assert result["evidence"]["connection"] == "社内VPN" or code is None
+    assert result["fix"] is None
+
+
+def test_a_stale_failure_says_how_old_it_is(harm_machines, kb, use_worker_queue):
+    result = run_diagnose(harm_machines["harm-stale-nothing"])
+    assert result["evidence"]["age_minutes"] >= 26 * 60
+    assert "789" in result["note"] and "26" in result["note"]  # in the job's language
+
+
+def test_fix_on_a_healthy_machine_changes_nothing(harm_machines, kb, use_worker_queue, helpdesk):
+    result = run_diagnose(harm_machines["harm-stale-nothing"], "--fix", "--user", "helpdesk")
+    assert (result["outcome"], result["fixes_offered"], result["fix"]) == ("healthy", [], None)
+
+
+def test_ikeext_fix_really_connects_and_changes_nothing_else(
+    fresh_harm_machines, kb, use_worker_queue
+):
+    machine = fresh_harm_machines["harm-ikeext-disabled"]
+    before = run_diagnose(machine)
+    result = run_diagnose(machine, "--fix")
+
+    assert result["outcome"] == "problems"  # the diagnosis' own outcome, kept
+    fix = result["fix"]
+    assert (fix["outcome"], fix["applied"], fix["skipped"]) == ("fixed", ["start-ikeext"], [])
+    assert [(s["kind"], s["changed"]) for s in fix["steps"]] == [("set_service", True)]
+    assert fix["steps"][0]["after"] == {"status": "Running", "start_type": "Manual"}
+    after = run_diagnose(machine)
+    assert after["outcome"] == "healthy" and after["evidence"]["state"] == "recovered"
+    changed = {
+        title
+        for title, facts in _facts_by_check(after).items()
+        if facts != _facts_by_check(before)[title]
+    }
+    assert changed == {"The IKE and AuthIP IPsec Keying Modules service is running"}
+
+
+def test_psk_reset_by_the_helpdesk_is_audited_as_self_approved(
+    fresh_harm_machines, kb, use_worker_queue, helpdesk, company_psk
+):
+    from diagnostics.models import AuditEntry
+
+    machine = fresh_harm_machines["harm-psk-alone"]
+    as_employee = run_diagnose(machine, "--fix")
+    assert as_employee["fix"]["skipped"] == [
+        {"key": "reset-company-psk", "why": "needs the helpdesk's approval"}
+    ]
+    assert as_employee["fix"]["applied"] == []
+
+    result = run_diagnose(machine, "--fix", "--user", "helpdesk")
+
+    assert result["fix"]["outcome"] == "fixed", result["fix"]
+    approval = AuditEntry.objects.get(action="fix_approved", job_id=result["fix"]["job"])
+    assert approval.actor == helpdesk
+    assert "approved their own request" in approval.detail
+    assert run_diagnose(machine)["outcome"] == "healthy"
+
+
+def test_nat_fault_masking_a_wrong_psk_is_fixed_in_two_plain_steps(
+    fresh_harm_machines, kb, use_worker_queue, helpdesk, company_psk
+):
+    machine = fresh_harm_machines["harm-psk-behind-nat"]
+    first = run_diagnose(machine, "--fix", "--user", "helpdesk")
+
+    assert [f["key"] for f in first["fixes_offered"]] == ["set-nat-traversal-2"]
+    assert first["fix"]["outcome"] == "not_fixed"
+    assert "809" in first["fix"]["note"] and "789" in first["fix"]["note"]  # a second step
+
+    second = run_diagnose(machine, "--fix", "--user", "helpdesk")
+    assert second["evidence"]["last_error_code"] == 789
+    assert [f["key"] for f in second["fixes_offered"]] == ["reset-company-psk"]
+    assert second["fix"]["outcome"] == "fixed", second["fix"]
+    assert run_diagnose(machine)["outcome"] == "healthy"
