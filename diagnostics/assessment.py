@@ -140,7 +140,10 @@ def evidence_sentence(evidence: plans.Evidence) -> str:
         }
     if state == S.UNCONFIRMED:
         return _("%(failed)s, and there has been no attempt since.") % {"failed": failed}
-    return _("%(failed)s.") % {"failed": failed}
+    return _("Your last attempt failed with %(code)s, %(ago)s; nothing has worked since.") % {
+        "code": evidence.code if evidence.code is not None else "?",
+        "ago": _ago(evidence.age_minutes),
+    }
 
 
 def verdict_text(assessment: plans.Assessment) -> str:
@@ -185,11 +188,10 @@ def verdict_text(assessment: plans.Assessment) -> str:
     return " ".join(parts)
 
 
-def after_fix_note(diagnosis: Job, dial: StepResult | None) -> str:
-    """When a fix cleared the diagnosed error but the connection now fails with another one
-    (a NAT fault masks a wrong PSK), say plainly that a second step is needed."""
+def after_fix_note(diagnosis: Job, new: int | None) -> str:
+    """When a fix cleared the diagnosed error but the employee's attempt now fails with another
+    one (a NAT fault masks a wrong PSK), say plainly that a second step is needed."""
     found = assess_job(diagnosis)
-    new = (dial.facts or {}).get("error_code") if dial is not None else None
     if found is None or found.evidence.code is None or new is None:
         return ""
     if new == found.evidence.code:

@@ -236,6 +236,9 @@ class Job(models.Model):
         RUNNING = "running", _("Running")
         RESTARTING = "restarting", _("Restarting")
         WAITING = "waiting", _("Waiting for restart")
+        # After a fix: the employee connects the VPN themselves and the job reads the result
+        # from the event log (issue #9). It holds the machine: nothing else may change it.
+        CONNECT = "connect", _("Waiting for you to connect")
         DONE = "done", _("Done")
         ERROR = "error", _("Could not run")
         INTERRUPTED = "interrupted", _("Interrupted")
@@ -248,6 +251,7 @@ class Job(models.Model):
         FIXED = "fixed", _("Fixed")
         NOT_FIXED = "not_fixed", _("Not fixed")
         ROLLED_BACK = "rolled_back", _("Rolled back")
+        UNVERIFIED = "unverified", _("Applied, not verified")
         ERROR = "error", _("Error")
 
     class Restart(models.TextChoices):
@@ -257,7 +261,7 @@ class Job(models.Model):
         LATER = "later", _("I will restart later")
 
     TERMINAL = (Status.DONE, Status.ERROR, Status.INTERRUPTED, Status.DECLINED)
-    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.RESTARTING)
+    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.RESTARTING, Status.CONNECT)
     STEP_ERRORS_MAX = 8000
 
     user = models.ForeignKey(
@@ -326,7 +330,7 @@ class Job(models.Model):
             # The per-machine lock: the database refuses a second active job for a machine.
             models.UniqueConstraint(
                 fields=["machine"],
-                condition=models.Q(status__in=["queued", "running", "restarting"]),
+                condition=models.Q(status__in=["queued", "running", "restarting", "connect"]),
                 name="one_active_job_per_machine",
             ),
         ]

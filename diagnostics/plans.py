@@ -466,3 +466,31 @@ def assess(
         f.status in open_questions for f in findings
     )
     return Assessment(evidence, tuple(findings), "problems" if troubled else "healthy")
+
+
+def attempt_since(
+    baseline: dict[str, Any] | None, facts: dict[str, Any] | None, connection: str | None
+) -> tuple[str, int | None] | None:
+    """The employee's own attempt logged after ``baseline`` (both ``vpn_events`` facts).
+
+    Returns ("connected", None), ("failed", code) for the newest 20225/20227 of
+    ``connection`` (any connection when None) that was not yet in the baseline, else None.
+    Only the host's own clock and log are compared, so a skewed portal clock cannot fake it.
+    """
+
+    def key(event: dict[str, Any]) -> tuple:
+        return (event.get("id"), event.get("time"), event.get("connection"), event.get("code"))
+
+    seen = {key(e) for e in (baseline or {}).get("events") or [] if isinstance(e, dict)}
+    newest = max((e.get("time") or "" for e in (baseline or {}).get("events") or []), default="")
+    for event in (facts or {}).get("events") or []:  # newest first, as the runner lists them
+        if not isinstance(event, dict) or event.get("id") not in (EVENT_CONNECTED, EVENT_FAILED):
+            continue
+        if connection and event.get("connection") != connection:
+            continue
+        if key(event) in seen or (event.get("time") or "") < newest:
+            continue
+        if event["id"] == EVENT_CONNECTED:
+            return "connected", None
+        return "failed", event.get("code") if isinstance(event.get("code"), int) else None
+    return None

@@ -133,6 +133,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 KAIKETSU_RESTART_TIMEOUT = env.int("KAIKETSU_RESTART_TIMEOUT", default=600)
 KAIKETSU_RESTART_NOW_SECONDS = env.int("KAIKETSU_RESTART_NOW_SECONDS", default=30)
 KAIKETSU_RESTART_DELAYS = (5, 15, 30)  # minutes the employee may choose
+# After a fix, how long the portal waits for the employee's own connection attempt, and how
+# often it reads the event log meanwhile (issue #9).
+KAIKETSU_ATTEMPT_TIMEOUT = env.int("KAIKETSU_ATTEMPT_TIMEOUT", default=600)
+KAIKETSU_ATTEMPT_POLL_S = env.int("KAIKETSU_ATTEMPT_POLL_S", default=5)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * (KAIKETSU_JOB_TIME_LIMIT + 60)}
 # Jobs spend their life waiting on the network, so the worker runs them on threads: this many
 # turns at once per worker process, whatever the number of cores (grow past one machine with

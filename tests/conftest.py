@@ -11,11 +11,14 @@ import json
 import os
 import queue
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +104,8 @@ def _child_env(**extra: str) -> dict[str, str]:
         KAIKETSU_JOB_TIME_LIMIT=TEST_JOB_TIME_LIMIT,
         KAIKETSU_RESTART_NOW_SECONDS="1",
         KAIKETSU_RESTART_TIMEOUT="60",
+        KAIKETSU_ATTEMPT_TIMEOUT="30",
+        KAIKETSU_ATTEMPT_POLL_S="1",
         **extra,
     )
     return env
@@ -306,12 +311,62 @@ def diagnose(machine, article, user):
     return wait_for_job(start_job(machine, article, user))
 
 
-def wait_for_job(job, timeout: float = 60):
-    """Poll until the job is finished; returns it refreshed."""
+def wait_for_job(job, timeout: float = 60, connect: bool = False):
+    """Poll until the job is finished; returns it refreshed.
+
+    ``connect``: when the fix asks the employee to connect, the employee does (once).
+    """
     deadline = time.monotonic() + timeout
+    connected = False
     while time.monotonic() < deadline:
         job.refresh_from_db()
         if job.is_finished:
             return job
+        if connect and not connected and job.status == "connect":
+            employee_connects(job.machine)
+            connected = True
         time.sleep(0.1)
     raise AssertionError(f"job {job.pk} still {job.status} after {timeout} s")
+
+
+def employee_connects(machine, name: str | None = None) -> dict:
+    """The employee at ``machine`` connects the VPN themselves, with their own credentials
+    and phone book (winsim's /sim/connect control); returns what the dial gave."""
+    query = f"?{urllib.parse.urlencode({'name': name})}" if name else ""
+    url = f"{machine.scheme}://{machine.address}:{machine.port}/sim/connect{query}"
+    context = ssl._create_unverified_context() if machine.scheme == "https" else None  # noqa: S323
+    request = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=10, context=context) as answer:  # noqa: S310
+        return json.loads(answer.read())
+
+
+class EmployeeAt(threading.Thread):
+    """While a blocking call runs (``manage.py diagnose --fix``), the employee connects
+    whenever a job of ``machine`` asks them to."""
+
+    def __init__(self, machine):
+        super().__init__(daemon=True)
+        self.machine, self.done, self.answered = machine, threading.Event(), {}
+
+    def run(self) -> None:
+        from django.db import connection
+
+        from diagnostics.models import Job
+
+        try:
+            while not self.done.is_set():
+                asking = Job.objects.filter(machine=self.machine, status=Job.Status.CONNECT)
+                for job_id in asking.values_list("pk", flat=True):
+                    if job_id not in self.answered:
+                        self.answered[job_id] = employee_connects(self.machine)
+                time.sleep(0.2)
+        finally:
+            connection.close()
+
+    def __enter__(self) -> EmployeeAt:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join(5)

@@ -12,6 +12,8 @@ os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
 os.environ.setdefault("KAIKETSU_JOB_TIME_LIMIT", "25")
 os.environ.setdefault("KAIKETSU_RESTART_NOW_SECONDS", "1")
 os.environ.setdefault("KAIKETSU_RESTART_TIMEOUT", "60")
+os.environ.setdefault("KAIKETSU_ATTEMPT_TIMEOUT", "30")
+os.environ.setdefault("KAIKETSU_ATTEMPT_POLL_S", "1")
 os.environ.setdefault("KAIKETSU_DASHBOARD_CACHE_SECONDS", "0")  # tests compare exact counts
 
 from portal.settings import *  # noqa: E402,F403

@@ -135,3 +135,15 @@ def test_a_condition_on_a_check_that_could_not_run_cannot_tell():
     unreadable = CauseInput("vpn-connection", (), "error")
     result = assess([unreadable, NAT], BEHIND_NAT, _failing(809))
     assert result.findings[1].status == CauseStatus.CANNOT_TELL and result.fixes == []
+
+
+def test_the_employees_attempt_is_read_from_events_newer_than_the_baseline():
+    from diagnostics.plans import attempt_since
+
+    baseline = _events((20227, 30, 809))
+    assert attempt_since(baseline, baseline, "社内VPN") is None
+    later = _events((20227, 30, 809), (20227, 1, 789))
+    assert attempt_since(baseline, later, "社内VPN") == ("failed", 789)
+    later = _events((20227, 30, 809), (20225, 0, None))
+    assert attempt_since(baseline, later, "社内VPN") == ("connected", None)
+    assert attempt_since(baseline, later, "Other VPN") is None

@@ -12,7 +12,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from tests.conftest import ROOT, _stop, machines_for, start_winsim
+from tests.conftest import ROOT, EmployeeAt, _stop, machines_for, start_winsim, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -52,10 +52,13 @@ def fresh_harm_machines(db, employee):
 
 
 def run_diagnose(machine, *extra):
+    """``manage.py diagnose --json``; with ``--fix`` the employee at the machine connects
+    when the fix asks them to (the verification of issue #9)."""
     out = io.StringIO()
-    call_command(
-        "diagnose", "--machine", machine.name, "--article", SEED, "--json", *extra, stdout=out
-    )
+    with EmployeeAt(machine):
+        call_command(
+            "diagnose", "--machine", machine.name, "--article", SEED, "--json", *extra, stdout=out
+        )
     return json.loads(out.getvalue())
 
 
@@ -110,7 +113,7 @@ def test_ikeext_fix_really_connects_and_changes_nothing_else(
         for title, facts in _facts_by_check(after).items()
         if facts != _facts_by_check(before)[title]
     }
-    assert changed == {"The IKE and AuthIP IPsec Keying Modules service is running"}
+    assert changed == {"The IKE and AuthIP IPsec Keying Modules service is not disabled"}
 
 
 def test_psk_reset_by_the_helpdesk_is_audited_as_self_approved(
@@ -149,3 +152,24 @@ def test_nat_fault_masking_a_wrong_psk_is_fixed_in_two_plain_steps(
     assert [f["key"] for f in second["fixes_offered"]] == ["reset-company-psk"]
     assert second["fix"]["outcome"] == "fixed", second["fix"]
     assert run_diagnose(machine)["outcome"] == "healthy"
+
+
+def test_a_fix_is_verified_by_the_employees_attempt_never_by_a_portal_dial(
+    fresh_harm_machines, kb, use_worker_queue
+):
+    from diagnostics import jobs
+    from diagnostics.models import Job
+    from diagnostics.workflows import fixes
+
+    machine = fresh_harm_machines["harm-ikeext-disabled"]
+    diagnosis = Job.objects.get(pk=run_diagnose(machine)["job"])
+    job = fixes.request_fix(diagnosis.user, diagnosis, ["start-ikeext"])
+    jobs.enqueue(job.pk)
+    # Nobody connects: the portal never claims "Fixed" on its own dial (winsim's WinRM dial
+    # has no user credentials and would give 691); it says the fix is not verified.
+    job = wait_for_job(job, timeout=90)
+
+    assert (job.status, job.outcome) == (Job.Status.DONE, Job.Outcome.UNVERIFIED), job.note
+    assert not job.steps.filter(kind="vpn_dial").exists()
+    assert job.steps.filter(step_id__startswith="w").count() >= 2  # it kept looking
+    assert job.steps.get(phase="fix").changed is True  # applied, and said so

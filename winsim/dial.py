@@ -156,8 +156,15 @@ def _auth_stage(host: Host, conn: VpnConnection, ikev2: bool) -> Outcome:
     return Outcome(None, "connected")
 
 
-def evaluate(host: Host, conn: VpnConnection) -> Outcome:
-    """The outcome of dialling ``conn`` from ``host``'s current state (changes nothing)."""
+def evaluate(host: Host, conn: VpnConnection, as_employee: bool = True) -> Outcome:
+    """The outcome of dialling ``conn`` from ``host``'s current state (changes nothing).
+
+    ``as_employee`` False is a dial from the portal's WinRM account (``vpn_dial``): it runs
+    without a user profile, so it has neither the employee's saved credentials nor their
+    per-user phone book (shared/facts/windows-runner-review.md D-3/D-4). IPsec uses the
+    connection's PSK as usual; PPP authentication then has no user name: 691 (which code
+    Windows gives is unverified; 691 is the facts file's first candidate).
+    """
     with host.lock:
         ras = host.service("RasMan")
         if ras is not None and not ras.startable("dial"):
@@ -172,7 +179,10 @@ def evaluate(host: Host, conn: VpnConnection) -> Outcome:
             outcome = Outcome(809, "server_not_answering")
         else:
             ikev2 = tunnel == "Ikev2"
-            outcome = _ipsec_stage(host, conn, ikev2) or _auth_stage(host, conn, ikev2)
+            outcome = _ipsec_stage(host, conn, ikev2)
+            if outcome is None and not as_employee:
+                outcome = Outcome(13801 if ikev2 else 691, "no_user_credentials_in_winrm")
+            outcome = outcome or _auth_stage(host, conn, ikev2)
         if conn.tunnel_type == "Automatic" and outcome.code in _DEVICE_STAGE:
             return Outcome(800, outcome.cause)
         return outcome
@@ -202,19 +212,30 @@ def record_attempt(
         host.write_event(20227, conn, code=code, coid=coid, at=at)
 
 
-def dial(host: Host, name: str | None = None, *, at: datetime | None = None) -> dict[str, Any]:
-    """Dial a connection (named, else the default one) and hang up, as ``vpn_dial`` does.
+def dial(
+    host: Host,
+    name: str | None = None,
+    *,
+    at: datetime | None = None,
+    as_employee: bool = True,
+) -> dict[str, Any]:
+    """Dial a connection (named, else the default one) and hang up.
 
-    Returns the step's facts. Raises LookupError when the connection does not exist.
+    ``as_employee`` True is the employee at the machine (profile events, the ``/sim/connect``
+    control); False is ``vpn_dial`` from the WinRM account, which sees only the all-user phone
+    book and has no user credentials (see ``evaluate``). Returns the step's facts. Raises
+    LookupError when the connection does not exist for that account.
     """
     with host.lock:
         conn = host.connection(name)
+        if conn is not None and not as_employee and not conn.all_user_connection:
+            conn = None  # a per-user connection lives in the employee's %AppData% phone book
         if conn is None:
             raise LookupError(
                 f"The VPN connection {name or '(default)'} cannot be found. "
                 f"{messages.error_text(623, host.locale)}"
             )
-        outcome = evaluate(host, conn)
+        outcome = evaluate(host, conn, as_employee)
         # A dial starts the Manual services it needs on demand (IKEEXT, RasMan; facts rows 7-8).
         for svc in host.services.values() if outcome.code != 711 else ():
             if svc.trigger == "dial" and not svc.running() and svc.start_type != "Disabled":

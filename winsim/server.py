@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import struct
@@ -22,8 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 from winsim import auth, tls, wsman
+from winsim import dial as dial_model
 from winsim.shell import Command, HostShells, Shell
 
 if TYPE_CHECKING:
@@ -65,6 +68,24 @@ class HttpAnswer:
             lines.append(f"Content-Type: {self.content_type}")
         lines.extend(f"{name}: {value}" for name, value in self.headers)
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+
+
+# The simulator's one control (not part of WS-Management): the employee sitting at the machine
+# connects the VPN themselves, with their own credentials and phone book, as the portal asks
+# them to after a fix (issue #9). ``?name=`` picks the connection. Tests and demos call it.
+CONNECT_PATH = "/sim/connect"
+
+
+def _employee_connects(host: Host, path: str) -> HttpAnswer:
+    name = (parse_qs(urlsplit(path).query).get("name") or [None])[0]
+    if host.is_down():
+        return HttpAnswer(503)
+    try:
+        facts = dial_model.dial(host, name, as_employee=True)
+    except LookupError as exc:
+        facts = {"connected": False, "error_code": 623, "message": str(exc)}
+    body = json.dumps(facts, ensure_ascii=False).encode("utf-8")
+    return HttpAnswer(200, body, "application/json; charset=utf-8")
 
 
 def _unauthorized(token: str | None = None, basic: bool = False) -> HttpAnswer:
@@ -243,6 +264,8 @@ class Fleet:
         headers: dict[str, str],
         body: bytes,
     ) -> HttpAnswer:
+        if path.split("?", 1)[0].lower() == CONNECT_PATH and method == "POST":
+            return _employee_connects(host, path)
         if path.split("?", 1)[0].lower() != "/wsman":
             return HttpAnswer(404)
         if method != "POST":

@@ -207,7 +207,12 @@ def vpn_events(host: Host, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def vpn_dial(host: Host, args: dict[str, Any]) -> dict[str, Any]:
-    return dial_model.dial(host, _existing_connection(host, args.get("name")).name)
+    # The runner runs as the portal's WinRM account, never as the employee (issue #9).
+    conn = _existing_connection(host, args.get("name"))
+    try:
+        return dial_model.dial(host, conn.name, as_employee=False)
+    except LookupError as exc:
+        raise StepError(str(exc)) from None
 
 
 # --- fixes -------------------------------------------------------------------------------------

@@ -1,8 +1,12 @@
 """From a diagnosis to a verified fix: offer, request, approve, apply, restart, verify, undo.
 
 A fix job applies the chosen article fixes in one WinRM command, restarts the machine when a
-fix needs it and the employee agreed, then verifies: it dials the VPN and runs the article's
-checks again. It ends Fixed only when all pass. A check that passed before the fix and fails
+fix needs it and the employee agreed, then verifies: it runs the article's checks again and,
+when they pass, asks the employee to connect the VPN themselves and reads the result (RasClient
+20225 / 20227 of their connection, logged after the fix) from the event log. A dial from the
+portal's WinRM account would use neither the employee's credentials nor their per-user phone
+book (shared/facts/windows-runner-review.md D-3/D-4), so it never verifies anything (issue #9).
+It ends Fixed only when the employee's own attempt connected. A check that passed before the fix and fails
 after it makes the portal put the old values back on its own. A roll-back job restores the
 ``before`` values of a fix job. Every request, decision and change is audited.
 
@@ -21,7 +25,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from diagnostics import assessment, live, remote
+from diagnostics import assessment, live, plans, remote
 from diagnostics.assessment import Reason
 from diagnostics.jobs import (
     JobRefused,
@@ -39,8 +43,9 @@ from diagnostics.models import AuditEntry, Fix, Job, StepResult
 from diagnostics.plans import preview_changes, rollback_args
 from diagnostics.workflows.diagnosis import check_steps
 
-DIAL_EXPECT = [{"fact": "connected", "op": "true"}]
 Restart = Job.Restart
+AWAIT_ATTEMPT = "await-attempt"  # the stage of waiting for the employee's own attempt
+ATTEMPT_EVENTS = {"hours": 24, "max": 50}
 # Stages of the restart wait, kept in job.stage between turns.
 GOING_DOWN = "restart-down"
 COMING_UP = "restart-up"
@@ -263,9 +268,14 @@ def reboot_step(job: Job, prefix: str = "f") -> Step:
 
 
 def verify_steps(job: Job) -> list[Step]:
-    dial = Step("v-dial", "vpn_dial", {}, Phase.VERIFY, _("Connect the VPN"), expect=DIAL_EXPECT)
-    # Dial first: the recent-errors check then sees this attempt, not the old failure.
-    return [dial, *check_steps(job.article, "v", Phase.VERIFY)]
+    """The article's checks again, read-only, then a first look at the event log: what is
+    already there is the baseline the employee's attempt must come after."""
+    return [*check_steps(job.article, "v", Phase.VERIFY), _events_step(0)]
+
+
+def _events_step(n: int) -> Step:
+    title = _("Your connection attempt (event log)")
+    return Step(f"w{n}", "vpn_events", dict(ATTEMPT_EVENTS), Phase.VERIFY, title)
 
 
 def rollback_steps(fix_job: Job, prefix: str) -> list[Step]:
@@ -314,6 +324,8 @@ def run(job: Job) -> Wait | None:
     """Take a fix or roll-back job one turn further."""
     if job.stage in (GOING_DOWN, COMING_UP):
         return _restart_turn(job)
+    if job.stage == AWAIT_ATTEMPT:
+        return _attempt_turn(job)
     if job.kind == Job.Kind.ROLLBACK:
         return _run_rollback(job)
     return _run_fix(job)
@@ -323,8 +335,7 @@ def _after_restart(job: Job) -> Wait | None:
     if job.kind == Job.Kind.ROLLBACK:
         finish(job, Job.Status.DONE, Job.Outcome.ROLLED_BACK)
         return None
-    _verify(job)
-    return None
+    return _verify(job)
 
 
 def _run_fix(job: Job) -> Wait | None:
@@ -345,8 +356,7 @@ def _run_fix(job: Job) -> Wait | None:
             return None
         if job.restart in (Restart.NOW, Restart.DELAY):
             return _start_restart(job, reboot_step(job))
-    _verify(job)
-    return None
+    return _verify(job)
 
 
 def _start_restart(job: Job, step: Step) -> Wait | None:
@@ -407,31 +417,81 @@ def _set_stage(job: Job, stage: str, until: Any) -> None:
     job.save(update_fields=["stage", "stage_until"])
 
 
-def _verify(job: Job) -> None:
+def _verify(job: Job) -> Wait | None:
+    """Run the checks again; if they pass, wait (in turns) for the employee's own attempt."""
     error = execute(job, verify_steps(job))
     if error:
         finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
-        return
-    verified = job.steps.filter(phase=Phase.VERIFY).select_related("kb_check")
-    results = {r.step_id: r for r in verified}
+        return None
+    verified = job.steps.filter(phase=Phase.VERIFY, kb_check__isnull=False)
+    results = {r.step_id: r for r in verified.select_related("kb_check")}
     before = {r.step_id[1:]: r.verdict for r in job.parent.steps.filter(phase=Phase.CHECK)}
     regressions = [
         r
         for step_id, r in results.items()
-        # Event-log checks judge the dial this job just made, not what the fix changed.
-        if r.kind not in ("vpn_dial", "vpn_events")
+        if r.kind not in plans.EVIDENCE_KINDS
         and r.verdict == "fail" and before.get(step_id[1:]) == "pass"
     ]  # fmt: skip
     if regressions:
         _auto_rollback(job, regressions)
-        return
-    failed = any(r.verdict != "pass" for r in results.values())
-    if failed:
-        note = assessment.after_fix_note(job.parent, results.get("v-dial"))
-        if note:
-            job.note = note
-            job.save(update_fields=["note"])
-    finish(job, Job.Status.DONE, Job.Outcome.NOT_FIXED if failed else Job.Outcome.FIXED)
+        return None
+    if any(r.verdict != "pass" for r in results.values()):
+        finish(job, Job.Status.DONE, Job.Outcome.NOT_FIXED)
+        return None
+    minutes = max(1, settings.KAIKETSU_ATTEMPT_TIMEOUT // 60)
+    job.note = _(
+        "The fix is applied and every check passes. Now connect the VPN yourself, as you "
+        "usually do: this page reads the result from the machine's event log (for %(n)s "
+        "minutes)."
+    ) % {"n": minutes}
+    job.save(update_fields=["note"])
+    until = timezone.now() + timedelta(seconds=settings.KAIKETSU_ATTEMPT_TIMEOUT)
+    _set_stage(job, AWAIT_ATTEMPT, until)
+    job.move(Job.Status.RUNNING, Job.Status.CONNECT)
+    live.publish(job.pk, "status", {"status": job.status})
+    return Wait(settings.KAIKETSU_ATTEMPT_POLL_S)
+
+
+def _attempt_turn(job: Job) -> Wait | None:
+    """One look at the event log for the employee's attempt since the fix."""
+    polls = job.steps.filter(phase=Phase.VERIFY, step_id__startswith="w")
+    baseline = polls.filter(step_id="w0").first()
+    evidence = assessment.assess_job(job.parent)
+    connection = evidence.evidence.connection if evidence else None
+    # A machine that does not answer (the VPN it just connected may carry the default route)
+    # is asked again on the next turn; the time limit still holds.
+    if not execute(job, [_events_step(polls.count())]):
+        latest = polls.order_by("-position").first()
+        found = plans.attempt_since(
+            baseline.facts if baseline else None, latest.facts if latest else None, connection
+        )
+        if found is not None:
+            return _attempt_found(job, *found)
+    if timezone.now() < job.stage_until:
+        return Wait(settings.KAIKETSU_ATTEMPT_POLL_S)
+    _set_stage(job, "", None)
+    job.note = _(
+        "No connection attempt arrived within %(n)s minutes, so the fix is applied but not "
+        "verified. Connect the VPN; if it fails, run the diagnosis again."
+    ) % {"n": max(1, settings.KAIKETSU_ATTEMPT_TIMEOUT // 60)}
+    job.save(update_fields=["note"])
+    finish(job, Job.Status.DONE, Job.Outcome.UNVERIFIED)
+    return None
+
+
+def _attempt_found(job: Job, result: str, code: int | None) -> None:
+    _set_stage(job, "", None)
+    if result == "connected":
+        job.note = _("Your own connection attempt worked: the VPN is fixed.")
+        job.save(update_fields=["note"])
+        finish(job, Job.Status.DONE, Job.Outcome.FIXED)
+        return None
+    job.note = assessment.after_fix_note(job.parent, code) or _(
+        "Your connection attempt after the fix failed with %(code)s."
+    ) % {"code": code if code is not None else "?"}
+    job.save(update_fields=["note"])
+    finish(job, Job.Status.DONE, Job.Outcome.NOT_FIXED)
+    return None
 
 
 def _auto_rollback(job: Job, regressions: list[StepResult]) -> None:

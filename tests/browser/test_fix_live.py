@@ -37,7 +37,7 @@ def test_employee_confirms_a_fix_and_watches_it_restart_and_verify(
     # state cannot slip between two polls of an assertion.
     page.evaluate(RECORD_STATES)
 
-    job = wait_for_job(Job.objects.get(kind="fix"), timeout=90)
+    job = wait_for_job(Job.objects.get(kind="fix"), timeout=90, connect=True)
     assert job.outcome == Job.Outcome.FIXED, _record(job)
     expect(page.locator("#job-verdict h2")).to_have_text(re.compile("修正済み|Fixed"))
     expect(page.locator("#job-progress .status")).to_have_text("完了")
@@ -49,6 +49,8 @@ def test_employee_confirms_a_fix_and_watches_it_restart_and_verify(
     after_restart = seen[seen.index(["再起動中", "PC を再起動しています…"]) + 1 :]
     assert any(s == "実行中" and "再起動" not in box for s, box in after_restart), seen
     assert statuses[-1] == "完了" and seen[-1][1] == "修正済み", seen
+    # Verified by the employee's own attempt: the page asked them to connect (issue #9).
+    assert ["あなたの接続を待っています", "いま VPN に接続してください"] in seen, seen
     expect(page.locator("tr.step[data-verdict=pending]")).to_have_count(0)
     expect(page.locator("#rollback-button")).to_be_visible()
 
@@ -69,7 +71,7 @@ def test_employee_sees_the_helpdesk_approve_a_fix_live(
     )
 
     fixes.decide(fix, helpdesk, approve=True)
-    fix = wait_for_job(fix, timeout=90)
+    fix = wait_for_job(fix, timeout=90, connect=True)
     assert fix.outcome == Job.Outcome.FIXED, _record(fix)
     expect(page.locator("#job-verdict h2")).to_have_text("修正済み")
     seen = page.evaluate("window.__seen")

@@ -177,3 +177,26 @@ def test_every_code_the_model_gives_has_both_texts() -> None:
     codes = {c for _, _, c in ROWS if c is not None} | {13801}
     for code in codes:
         assert code in messages.EN and code in messages.JA, code
+
+
+def test_a_dial_from_the_winrm_account_has_no_user_credentials() -> None:
+    """The portal's account dials without the employee's saved credentials (D-4): IPsec
+    comes up, PPP authentication cannot; a test trusting such a dial must fail."""
+    host = make_host({})
+    assert dial.dial(host, as_employee=False)["error_code"] == 691
+    assert dial.dial(host, as_employee=True)["connected"] is True
+    broken = make_host(conn(psk="OldPsk"))
+    assert dial.dial(broken, as_employee=False)["error_code"] == 789  # IPsec faults still show
+
+
+def test_a_per_user_connection_is_invisible_to_the_winrm_account() -> None:
+    host = make_host(conn(all_user_connection=False))
+    with pytest.raises(LookupError):
+        dial.dial(host, as_employee=False)
+    assert dial.dial(host, as_employee=True)["connected"] is True
+
+
+def test_a_profile_can_record_an_attempt_made_when_the_state_differed() -> None:
+    host = make_host({"events": [{"dial": True, "minutes_ago": 1560, "code": 789}]})
+    assert [(e.id, e.code) for e in host.events] == [(20221, None), (20227, 789)]
+    assert dial.dial(host)["connected"] is True

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from winsim import dial as dial_model
 from winsim.hosts import Host, hosts_from_profile, load_profile, reboot_now
 from winsim.state import ProfileError
 from winsim.steps import run_plan
@@ -28,6 +29,7 @@ EXPECTED_CODES = {
     "demo-prohibit-ipsec": 809,
     "demo-dns": 868,
     "demo-bad-password": 691,
+    "demo-stock-healthy": None,  # no AssumeUDP..., but the server is not behind NAT
 }
 
 # The seed article's fixes, as the portal would send them; True = Windows needs a restart.
@@ -72,12 +74,17 @@ def run(host: Host, *steps: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def dial(host: Host) -> dict[str, Any]:
-    (line,) = run(host, ("vpn_dial", {}))
-    return line["facts"]
+    """The employee's own dial (``vpn_dial`` dials as the WinRM account, without their
+    credentials: see tests/winsim/test_dial.py)."""
+    return dial_model.dial(host)
 
 
 def test_demo_profile_has_the_hosts_the_portal_expects(demo: dict[str, Host]) -> None:
-    assert set(demo) == set(EXPECTED_CODES) | {"demo-unreachable", "demo-hang"}
+    assert set(demo) == set(EXPECTED_CODES) | {
+        "demo-unreachable",
+        "demo-hang",
+        "demo-stale-healthy",
+    }
     ports = sorted(h.port for h in demo.values())
     assert ports == list(range(15985, 15985 + len(demo)))
     assert {h.scheme for h in demo.values()} == {"http", "https"}
@@ -181,3 +188,13 @@ def test_host_fields_override_defaults_and_templates() -> None:
 def test_bad_profiles_are_refused_with_a_clear_message(profile: dict, message: str) -> None:
     with pytest.raises(ProfileError, match=message):
         hosts_from_profile(profile)
+
+
+def test_the_stale_demo_host_logged_789_yesterday_and_connects_today(
+    demo: dict[str, Host],
+) -> None:
+    host = demo["demo-stale-healthy"]
+    (events,) = run(host, ("vpn_events", {"hours": 72}))
+    failed = [e for e in events["facts"]["events"] if e["id"] == 20227]
+    assert [e["code"] for e in failed] == [789]
+    assert dial(host)["connected"] is True
