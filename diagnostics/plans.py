@@ -494,3 +494,38 @@ def attempt_since(
             return "connected", None
         return "failed", event.get("code") if isinstance(event.get("code"), int) else None
     return None
+
+
+# --- after a dropped connection: read back what a fix may have changed (issue #9) ----------
+
+# Fix kind -> the fix's before/after keys, read from the facts of its read-back check.
+_STATE_KEYS = {
+    "set_service": ("status", "start_type"),
+    "set_registry_value": ("exists", "value", "type"),
+    "set_vpn_connection": (
+        "tunnel_type",
+        "authentication_method",
+        "encryption_level",
+        "l2tp_ipsec_auth",
+    ),
+    "set_vpn_ipsec": ("ipsec_custom_policy",),
+}
+
+
+def readback(kind: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The read-only check step that reads what fix step ``kind``/``args`` changes, or None
+    (a PSK cannot be read back; a restart shows as the machine going away)."""
+    if kind == "set_service":
+        return "service", {"name": args["name"]}
+    if kind == "set_registry_value":
+        return "registry_value", {"path": args["path"], "name": args["name"]}
+    if kind in ("set_vpn_connection", "set_vpn_ipsec"):
+        return "vpn_connection", ({"name": args["name"]} if args.get("name") else {})
+    return None
+
+
+def state_of(kind: str, facts: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A read-back check's facts in the shape of fix ``kind``'s before/after."""
+    if facts is None or kind not in _STATE_KEYS:
+        return None
+    return {k: facts.get(k) for k in _STATE_KEYS[kind]}

@@ -340,6 +340,17 @@ def employee_connects(machine, name: str | None = None) -> dict:
         return json.loads(answer.read())
 
 
+def arm_fault(machine, **faults: int) -> None:
+    """Switch on winsim faults of ``machine`` at run time (``/sim/fault``), e.g. a one-shot
+    ``drop_after_lines=1``."""
+    url = f"{machine.scheme}://{machine.address}:{machine.port}/sim/fault?"
+    url += urllib.parse.urlencode(faults)
+    context = ssl._create_unverified_context() if machine.scheme == "https" else None  # noqa: S323
+    request = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=10, context=context) as answer:  # noqa: S310
+        assert answer.status == 204
+
+
 class EmployeeAt(threading.Thread):
     """While a blocking call runs (``manage.py diagnose --fix``), the employee connects
     whenever a job of ``machine`` asks them to."""

@@ -147,3 +147,20 @@ def test_the_employees_attempt_is_read_from_events_newer_than_the_baseline():
     later = _events((20227, 30, 809), (20225, 0, None))
     assert attempt_since(baseline, later, "社内VPN") == ("connected", None)
     assert attempt_since(baseline, later, "Other VPN") is None
+
+
+def test_every_undoable_fix_kind_has_a_read_only_read_back():
+    from diagnostics.plans import readback, state_of
+
+    args = {"path": "HKLM:\\SOFTWARE\\X", "name": "V", "type": "DWord", "value": 2}
+    assert readback("set_registry_value", args) == (
+        "registry_value",
+        {"path": "HKLM:\\SOFTWARE\\X", "name": "V"},
+    )
+    assert readback("set_service", {"name": "IKEEXT", "action": "start"}) == (
+        "service",
+        {"name": "IKEEXT"},
+    )
+    assert readback("set_vpn_psk", {"psk": "x"}) is None
+    facts = {"exists": True, "name": "IKEEXT", "status": "Running", "start_type": "Manual"}
+    assert state_of("set_service", facts) == {"status": "Running", "start_type": "Manual"}

@@ -12,7 +12,15 @@ import json
 import pytest
 from django.core.management import call_command
 
-from tests.conftest import ROOT, EmployeeAt, _stop, machines_for, start_winsim, wait_for_job
+from tests.conftest import (
+    ROOT,
+    EmployeeAt,
+    _stop,
+    arm_fault,
+    machines_for,
+    start_winsim,
+    wait_for_job,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -29,6 +37,7 @@ EXPECTED = {
     "harm-ikeext-disabled": ("problems", (827, "failing"), ["start-ikeext"]),
     "harm-psk-alone": ("problems", (789, "failing"), ["reset-company-psk"]),
     "harm-psk-behind-nat": ("problems", (809, "failing"), ["set-nat-traversal-2"]),
+    "harm-drop-mid-fix": ("problems", (827, "failing"), ["start-ikeext", "start-bfe"]),
 }
 
 
@@ -173,3 +182,45 @@ def test_a_fix_is_verified_by_the_employees_attempt_never_by_a_portal_dial(
     assert not job.steps.filter(kind="vpn_dial").exists()
     assert job.steps.filter(step_id__startswith="w").count() >= 2  # it kept looking
     assert job.steps.get(phase="fix").changed is True  # applied, and said so
+
+
+def test_a_drop_inside_a_fix_plan_leaves_nothing_untracked(
+    fresh_harm_machines, kb, use_worker_queue
+):
+    from diagnostics import jobs
+    from diagnostics.models import AuditEntry, Job
+    from diagnostics.workflows import fixes
+
+    machine = fresh_harm_machines["harm-drop-mid-fix"]
+    diagnosis = Job.objects.get(pk=run_diagnose(machine)["job"])
+    arm_fault(machine, drop_after_lines=1)  # the first fix line arrives, then the connection
+    job = fixes.request_fix(diagnosis.user, diagnosis, ["start-ikeext", "start-bfe"])
+    jobs.enqueue(job.pk)
+    job = wait_for_job(job, timeout=90)
+
+    assert job.status == Job.Status.ERROR and job.error
+    rows = {r.kind + ":" + str(r.after): r for r in job.steps.filter(phase="fix")}
+    assert len(rows) == 2 and all(r.changed for r in rows.values()), rows
+    reread = [r for r in rows.values() if r.error]  # the one the host never reported
+    assert len(reread) == 1 and reread[0].after == {"status": "Running", "start_type": "Automatic"}
+    assert job.steps.filter(step_id__startswith="rb").count() == 2  # both targets re-read
+    audited = [
+        c for e in AuditEntry.objects.filter(job=job, action="fix_applied") for c in e.changes
+    ]
+    assert {c["step"] for c in audited} == set(
+        job.steps.filter(phase="fix").values_list("step_id", flat=True)
+    )
+    assert job.note  # says plainly that the state was re-checked
+
+    rollback = wait_for_job(_enqueued(fixes.request_rollback(diagnosis.user, job)), timeout=90)
+    assert rollback.outcome == Job.Outcome.ROLLED_BACK
+    assert rollback.steps.filter(phase="rollback").count() == 2  # exactly what changed
+    again = run_diagnose(machine)
+    assert [f["key"] for f in again["fixes_offered"]] == ["start-ikeext", "start-bfe"]
+
+
+def _enqueued(job):
+    from diagnostics import jobs
+
+    jobs.enqueue(job.pk)
+    return job

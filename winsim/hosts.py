@@ -56,6 +56,7 @@ class Faults:
     malformed_output: bool = False  # one garbage stdout line among the step lines (by run_plan)
     exit_code: int | None = None  # the runner command exits with this code instead of 0
     flood_bytes: int = 0  # after the first step, this much junk on stdout (a chatty module)
+    drop_after_lines: int = 0  # one shot: a command's first N lines arrive, then a drop
 
 
 @dataclass

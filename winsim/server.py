@@ -76,6 +76,17 @@ class HttpAnswer:
 CONNECT_PATH = "/sim/connect"
 
 
+FAULT_PATH = "/sim/fault"  # ?drop_after_lines=N arms a fault at run time (tests)
+
+
+def _set_fault(host: Host, path: str) -> HttpAnswer:
+    for name, values in parse_qs(urlsplit(path).query).items():
+        if name not in ("drop_after_lines", "slow_step_ms"):
+            return HttpAnswer(400)
+        setattr(host.faults, name, int(values[0]))
+    return HttpAnswer(204)
+
+
 def _employee_connects(host: Host, path: str) -> HttpAnswer:
     name = (parse_qs(urlsplit(path).query).get("name") or [None])[0]
     if host.is_down():
@@ -266,6 +277,8 @@ class Fleet:
     ) -> HttpAnswer:
         if path.split("?", 1)[0].lower() == CONNECT_PATH and method == "POST":
             return _employee_connects(host, path)
+        if path.split("?", 1)[0].lower() == FAULT_PATH and method == "POST":
+            return _set_fault(host, path)
         if path.split("?", 1)[0].lower() != "/wsman":
             return HttpAnswer(404)
         if method != "POST":
@@ -389,6 +402,21 @@ async def _receive(host: Host, req: wsman.Request, command: Command) -> tuple[by
             raise wsman.timed_out() from None
     out, err, exit_code = command.take()
     drop = host.faults.drop_in_receive and bool(out or err)
+    limit = host.faults.drop_after_lines
+    if limit and out:
+        # One shot: hand over the first ``limit`` lines, then lose the connection while the
+        # command runs on, as a Windows command outlives its HTTP connection.
+        allowed = limit - command.lines_sent
+        if allowed <= 0:
+            host.faults.drop_after_lines = 0
+            command.stdout[:0] = out  # never delivered: it stays in the (lost) stream
+            return wsman.receive_response(req, command.id, b"", b"", None), True
+        lines = out.split(b"\n")
+        if len(lines) - 1 > allowed:
+            keep = b"\n".join(lines[:allowed]) + b"\n"
+            command.stdout[:0] = out[len(keep) :]
+            out, exit_code = keep, None
+        command.lines_sent += out.count(b"\n")
     return wsman.receive_response(req, command.id, out, err, exit_code), drop
 
 

@@ -95,6 +95,7 @@ class Command:
     cancelled: threading.Event = field(default_factory=threading.Event)
     on_stdin_end: Callable[[Command], None] | None = None
     clixml_open: bool = False
+    lines_sent: int = 0  # stdout lines handed to the client (faults.drop_after_lines)
 
     @property
     def done(self) -> bool:

@@ -45,6 +45,8 @@ from diagnostics.workflows.diagnosis import check_steps
 
 Restart = Job.Restart
 AWAIT_ATTEMPT = "await-attempt"  # the stage of waiting for the employee's own attempt
+READBACK = "readback"  # after a drop mid-fix: re-read the planned targets once it answers
+READBACK_S = 120  # how long the machine may take to answer again after a drop
 ATTEMPT_EVENTS = {"hours": 24, "max": 50}
 # Stages of the restart wait, kept in job.stage between turns.
 GOING_DOWN = "restart-down"
@@ -326,6 +328,8 @@ def run(job: Job) -> Wait | None:
         return _restart_turn(job)
     if job.stage == AWAIT_ATTEMPT:
         return _attempt_turn(job)
+    if job.stage == READBACK:
+        return _readback_turn(job)
     if job.kind == Job.Kind.ROLLBACK:
         return _run_rollback(job)
     return _run_fix(job)
@@ -342,10 +346,10 @@ def _run_fix(job: Job) -> Wait | None:
     already_applied = job.steps.filter(phase=Phase.FIX).exists()  # resumed after "later"
     if not already_applied:
         error = execute(job, fix_steps(job))
+        # Every fix line that arrived is recorded (by execute) and audited, whatever happened.
+        _audit(job, AuditEntry.Action.FIX_APPLIED, job.user, _changes(job, Phase.FIX), error)
         if error:
-            finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
-            return None
-        _audit(job, AuditEntry.Action.FIX_APPLIED, job.user, _changes(job, Phase.FIX))
+            return _after_drop(job, error)
     if _needs_restart(job):
         job.refresh_from_db(fields=["restart"])
         if job.restart == Restart.LATER and not already_applied:
@@ -357,6 +361,103 @@ def _run_fix(job: Job) -> Wait | None:
         if job.restart in (Restart.NOW, Restart.DELAY):
             return _start_restart(job, reboot_step(job))
     return _verify(job)
+
+
+def _after_drop(job: Job, error: str) -> Wait | None:
+    """The fix plan broke off: a Windows command outlives its connection, so planned steps
+    that never reported may still have run. Re-read their targets read-only (once the
+    machine answers), record what changed, and end with a roll back of exactly that."""
+    job.error = error[:4000]
+    job.save(update_fields=["error"])
+    _set_stage(job, READBACK, timezone.now() + timedelta(seconds=READBACK_S))
+    return _readback_turn(job)
+
+
+def _readback_turn(job: Job) -> Wait | None:
+    planned = fix_steps(job)
+    reported = set(job.steps.filter(phase=Phase.FIX).values_list("step_id", flat=True))
+    # Every planned target is re-read (what reported back too: the page shows it as it is
+    # now); rows are added for the steps that never reported.
+    reads = [(s, plans.readback(s.kind, s.args)) for s in planned]
+    steps = [
+        Step(f"rb{n}", kind, args, Phase.VERIFY, _("Re-read: %(step)s") % {"step": s.title})
+        for n, (s, (kind, args)) in enumerate(((s, r) for s, r in reads if r), start=1)
+    ]
+    if steps and job.steps.filter(step_id=steps[0].id).exists():
+        steps = []  # read already (a repeated turn)
+    if steps and execute(job, steps):
+        if timezone.now() < job.stage_until:
+            return Wait(POLL_S)
+        return _end_after_drop(
+            job,
+            _(
+                "The machine did not answer again, so its state could "
+                "not be re-checked. Ask the helpdesk before retrying."
+            ),
+        )
+    found = {r.step_id: r for r in job.steps.filter(step_id__startswith="rb")}
+    made, unknown = [], []
+    position = job.steps.count()
+    for n, (step, read) in enumerate(((s, r) for s, r in reads if r), start=1):
+        if step.id in reported:
+            continue
+        result = found.get(f"rb{n}")
+        after = plans.state_of(step.kind, result.facts if result else None)
+        before = plans.state_of(step.kind, _diagnosed_facts(job, *read))
+        changed = None if before is None or after is None else before != after
+        StepResult.objects.create(
+            job=job,
+            step_id=step.id,
+            phase=Phase.FIX,
+            position=position,
+            kind=step.kind,
+            before=before,
+            after=after,
+            changed=changed,
+            verdict="done" if changed is not None else "error",
+            error=str(_("Did not report back (the connection dropped); re-read afterwards.")),
+        )
+        position += 1
+        (made if changed else unknown if changed is None else []).append(step.title)
+    unknown += [s.title for s, r in reads if r is None and s.id not in reported]  # a PSK
+    _audit(
+        job,
+        AuditEntry.Action.FIX_APPLIED,
+        None,
+        _changes(job, Phase.FIX),
+        "re-read after the connection dropped",
+    )
+    parts = [_("The connection dropped during the fix; the machine's state was re-checked.")]
+    if made:
+        parts.append(
+            _(
+                "Also changed without reporting back: %(steps)s. Roll back undoes exactly the "
+                "changes listed here."
+            )
+            % {"steps": ", ".join(made)}
+        )
+    if unknown:
+        parts.append(_("Could not be re-read: %(steps)s.") % {"steps": ", ".join(unknown)})
+    if not made and not unknown:
+        parts.append(_("Nothing else was changed."))
+    return _end_after_drop(job, " ".join(parts))
+
+
+def _diagnosed_facts(job: Job, kind: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """The facts the diagnosis read for the same target (kind and args), if it did."""
+    sent = {s["id"]: s for s in (job.parent.plan or {}).get("steps", [])}
+    for result in job.parent.steps.filter(phase=Phase.CHECK, kind=kind):
+        if (sent.get(result.step_id) or {}).get("args") == args:
+            return result.facts
+    return None
+
+
+def _end_after_drop(job: Job, note: str) -> None:
+    _set_stage(job, "", None)
+    job.note = note
+    job.save(update_fields=["note"])
+    finish(job, Job.Status.ERROR, Job.Outcome.ERROR, job.error)
+    return None
 
 
 def _start_restart(job: Job, step: Step) -> Wait | None:
