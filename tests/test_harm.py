@@ -90,6 +90,10 @@ def test_each_test_host_gets_the_outcome_and_only_the_fixes_its_cause_allows(
     assert (result["evidence"]["last_error_code"], result["evidence"]["state"]) == (code, state)
     assert result["evidence"]["connection"] == "社内VPN" or code is None
     assert result["fix"] is None
+    judged = {s["title"]: s.get("cause") for s in result["steps"]}
+    if host == "harm-stock-healthy":  # absent, but the server is not behind NAT
+        assert judged["AssumeUDPEncapsulationContextOnSendRule is 2"] == "not_applicable"
+    assert "proven" not in judged.values() or offered or host.startswith("harm-firewall")
 
 
 def test_a_stale_failure_says_how_old_it_is(harm_machines, kb, use_worker_queue):

@@ -13,15 +13,20 @@ from diagnostics.workflows import fixes
 from diagnostics.workflows.diagnosis import start_diagnosis
 
 
-def step_json(step: StepResult) -> dict:
+def step_json(step: StepResult, findings: dict[str, str] | None = None) -> dict:
     title = step.kb_check.title_en if step.kb_check else step.kind
-    return {
+    out = {
         "title": title,
         "kind": step.kind,
         "verdict": step.verdict,
         "facts": step.facts,
         "error": step.error,
     }
+    if findings is not None and step.kb_check is not None:
+        # How the diagnosis judged it (issue #9): proven, suspect, ruled_out, not_applicable,
+        # cannot_tell; "evidence" for the event log.
+        out["cause"] = findings.get(step.kb_check.key, step.kb_check.role)
+    return out
 
 
 def _outcome(job: Job) -> str:
@@ -33,6 +38,7 @@ def _outcome(job: Job) -> str:
 def job_json(job: Job) -> dict:
     """DESIGN.md contract 3: the diagnosis as stored, its evidence and the fixes it offers."""
     found = assessment.assess_job(job)
+    findings = {f.key: f.status for f in found.findings} if found else None
     offers = fixes.offered_fixes(job)
     return {
         "job": job.pk,
@@ -40,7 +46,10 @@ def job_json(job: Job) -> dict:
         "outcome": _outcome(job),
         "error": job.error,
         "note": job.note,
-        "steps": [step_json(s) for s in job.steps.select_related("kb_check").order_by("position")],
+        "steps": [
+            step_json(s, findings)
+            for s in job.steps.select_related("kb_check").order_by("position")
+        ],
         "evidence": found.evidence.as_json() if found else None,
         "fixes_offered": [
             {
@@ -175,7 +184,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if not self.as_json:
             self.stdout.write(f"fix job {fix_job.pk}: {', '.join(keys)} (restart now if needed)")
-        return self._follow(fix_job, wait + settings.KAIKETSU_RESTART_TIMEOUT)
+        # The fix may restart the machine, then waits for the employee's own attempt.
+        budget = wait + settings.KAIKETSU_RESTART_TIMEOUT + settings.KAIKETSU_ATTEMPT_TIMEOUT
+        return self._follow(fix_job, budget)
 
     def _user(self, username, machine):
         User = get_user_model()
