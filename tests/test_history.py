@@ -585,9 +585,9 @@ def _insert_jobs(n: int, user, machine: Machine, article: Article) -> None:
         WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < %s)
         INSERT INTO diagnostics_job (user_id, machine_id, article_id, kind, status, outcome,
             pasted_text, fix_keys, restart, plan, note, error, language, step_errors, transcript,
-            stderr, step_count, created_at)
+            stderr, step_count, turn, stage, created_at)
         SELECT %s, %s, %s, 'diagnose', 'done', 'problems', '', '[]', '', '{{}}', '',
-            CASE WHEN s.i %% 10 = 0 THEN '設定が違います' ELSE '' END, 'ja', '', '', '', 0,
+            CASE WHEN s.i %% 10 = 0 THEN '設定が違います' ELSE '' END, 'ja', '', '', '', 0, 1, '',
             {created}
         FROM s"""
     start = T0.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")

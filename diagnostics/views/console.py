@@ -33,6 +33,7 @@ OUTCOME_COLORS = {
     Job.Outcome.FIXED: "#2457c5",
     Job.Outcome.NOT_FIXED: "#7d1d12",
     Job.Outcome.ROLLED_BACK: "#b7791f",
+    Job.Outcome.UNVERIFIED: "#6b7f99",
     Job.Outcome.ERROR: "#8e5ea2",
     Job.Outcome.NONE: "#aab4c0",
 }
