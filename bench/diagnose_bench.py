@@ -1,4 +1,4 @@
-"""Figures for issue #3: press Diagnose -> first step on screen -> verdict, in Chromium.
+"""Figures for a diagnosis in the browser: press Diagnose -> first step on screen -> verdict, in Chromium.
 
 Run: ``.venv/bin/python bench/diagnose_bench.py [--runs 3] [--screenshot docs/screenshot.png]``.
 

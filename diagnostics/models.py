@@ -290,7 +290,7 @@ class Job(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
-            # Helpdesk history (issue #6): newest first, keyset on (created_at, id), one
+            # Helpdesk history: newest first, keyset on (created_at, id), one
             # index per filter so each filter walks its own rows in order.
             models.Index(fields=["created_at", "id"], name="job_created_id"),
             models.Index(fields=["user", "created_at", "id"], name="job_user_created"),
