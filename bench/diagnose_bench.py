@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import math
 import os
 import re
@@ -46,29 +45,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.services import (  # noqa: E402
-    DEFAULT_REDIS_URL,
-    Service,
-    ensure_redis,
-    free_port,
-    port_answers,
-    wait_until,
-)
+from scripts import services  # noqa: E402
+from scripts.services import DEFAULT_REDIS_URL, Service, ensure_redis, wait_until  # noqa: E402
 
 DEMO_PROFILE = ROOT / "winsim" / "profiles" / "demo.yaml"
 SEED_SLUG = "l2tp-ipsec-psk-negotiation"
 SCREENSHOT_HOST = "demo-policyagent-stopped"
 BENCH_REDIS_DB = 11  # tests use 9, `make run` 0: the bench's keys and queue stay apart
 USERNAME = "tanaka"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Hosts whose fault means no step can ever run: timed to their error verdict, not to a step.
 ERROR_FAULTS = ("refuse_connections", "never_answer")
 VERDICT_TIMEOUT_MS = 60_000
@@ -212,29 +196,10 @@ def write_profile(directory: Path, latency_ms: int) -> tuple[Path, list[str], li
     return path, reachable, failing
 
 
-def start_winsim(profile: Path, count: int, log_dir: Path) -> tuple[Service, dict[str, dict]]:
+def start_winsim(profile: Path, log_dir: Path) -> tuple[Service, dict[str, dict]]:
     """Start the fleet; return the service and {host name: its --print-json line}."""
-    service = Service(
-        "winsim",
-        [sys.executable, "-m", "winsim", "--profile", str(profile), "--print-json"],
-        env=os.environ.copy(),
-        log_path=log_dir / f"{profile.stem}.log",
-    ).start()
-
-    def host_lines() -> dict[str, dict]:
-        found = {}
-        for line in service.lines():
-            if line.startswith("{"):
-                info = json.loads(line)
-                found[info["host"]] = info
-        return found
-
-    wait_until(lambda: service.poll() is not None or len(host_lines()) >= count, 60)
-    hosts = host_lines()
-    if len(hosts) < count:
-        service.stop()
-        raise RuntimeError(f"winsim started {len(hosts)} of {count} hosts: {service.tail()}")
-    return service, hosts
+    log_path = log_dir / f"{profile.stem}.log"
+    return services.start_winsim(profile, os.environ.copy(), log_path=log_path)
 
 
 def configure_environment(directory: Path, redis_url: str) -> None:
@@ -319,28 +284,19 @@ def clear_live_streams(redis_url: str) -> None:
 
 
 def start_worker(log_dir: Path) -> Service:
-    """A Celery worker (prefork, one process: jobs here run one at a time) on the bench queue."""
-    argv = [sys.executable, "-m", "celery", "-A", "portal", "worker", "-P", "prefork", "-c", "1"]
-    argv += ["-Q", os.environ["KAIKETSU_QUEUE"], "--without-gossip", "--without-mingle"]
-    argv += ["-l", "INFO"]
-    worker = Service("worker", argv, env=os.environ.copy(), log_path=log_dir / "worker.log")
-    worker.start()
-    if not worker.wait_for_line(r"ready\.", 60):
-        raise RuntimeError("celery worker not ready:\n" + "\n".join(worker.tail()))
-    return worker
+    """A Celery worker (one pool process: jobs here run one at a time) on the bench queue."""
+    return services.start_worker(
+        os.environ.copy(),
+        log_path=log_dir / "worker.log",
+        queue=os.environ["KAIKETSU_QUEUE"],
+        concurrency=1,
+    )
 
 
 def start_web(log_dir: Path) -> tuple[Service, str]:
     """uvicorn serving portal.asgi (WhiteNoise serves static files) on a free port."""
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "3"]
-    web = Service("web", argv, env=os.environ.copy(), log_path=log_dir / "web.log").start()
-    if not wait_until(lambda: web.poll() is not None or port_answers("127.0.0.1", port), 60):
-        raise RuntimeError("uvicorn did not listen:\n" + "\n".join(web.tail()))
-    if web.poll() is not None:
-        raise RuntimeError("uvicorn exited:\n" + "\n".join(web.tail()))
-    return web, f"http://127.0.0.1:{port}"
+    env = os.environ.copy()
+    return services.start_web(env, log_path=log_dir / "web.log", access_log=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,14 +570,14 @@ def run_passes(
     demo_latency = int((demo.get("defaults") or {}).get("step_latency_ms", 0))
     latencies = [demo_latency] + ([0] if args.zero_latency and demo_latency else [])
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = services.launch_chromium(pw)
         try:
             context = browser.new_context(locale="ja-JP", viewport={"width": 1100, "height": 900})
             context.add_init_script(MEASURE_JS)
             log_in(context, base_url, password)
             for index, latency in enumerate(latencies):
                 profile, reachable, failing = write_profile(directory, latency)
-                winsim, hosts = start_winsim(profile, len(reachable) + len(failing), directory)
+                winsim, hosts = start_winsim(profile, directory)
                 services.append(winsim)
                 try:
                     machine_ids = point_machines(hosts)

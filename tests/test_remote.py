@@ -28,7 +28,7 @@ from diagnostics.remote import (
     run_plan,
 )
 from diagnostics.remote import test_connection as connect_and_hostname
-from tests.conftest import _stop, start_winsim
+from tests.conftest import start_winsim
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "tests" / "data" / "remote.yaml"
@@ -55,9 +55,9 @@ PLAN = {
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[dict[str, dict]]:
     """name -> the --print-json line of each host of tests/data/remote.yaml."""
-    proc, hosts = start_winsim(PROFILE)
+    fleet, hosts = start_winsim(PROFILE)
     yield hosts
-    _stop(proc)
+    fleet.stop()
 
 
 def target(fleet: dict[str, dict], name: str, **changes) -> Target:
