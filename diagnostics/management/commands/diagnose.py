@@ -11,6 +11,42 @@ from diagnostics.models import Article, Job, Machine, StepResult
 from diagnostics.views.pages import can_see_all_jobs
 
 
+def require_worker(waits: tuple[float, ...] = (0.5, 2.5)) -> None:
+    """Raise CommandError unless Redis answers and a running worker consumes the jobs' queue.
+
+    The message names the queue and the Redis (password hidden): the usual cause is a second
+    terminal with other settings than the running demo, and the job would wait for nobody.
+    Asks the workers for their queues with a short wait, then once more with a longer one, so
+    a busy machine's slow reply is not taken for "no worker".
+    """
+    import redis
+    from kombu.utils.url import maybe_sanitize_url
+
+    from diagnostics.tasks import run_job_task
+    from portal.celery import app
+
+    queue = app.amqp.router.route({}, run_job_task.name)["queue"].name
+    broker = maybe_sanitize_url(app.conf.broker_url)
+    client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise CommandError(
+            f"Redis at {broker} does not answer ({exc}): is `make run` (or your Redis) running?"
+        ) from None
+    finally:
+        client.close()
+    for wait in waits:
+        replies = app.control.inspect(timeout=wait).active_queues() or {}
+        if any(q.get("name") == queue for queues in replies.values() for q in queues or ()):
+            return
+    raise CommandError(
+        f"no Celery worker consumes the queue {queue!r} on {broker}, so the job would never "
+        "start: start the demo (`make run`) or a worker (`celery -A portal worker`) with the "
+        "same REDIS_URL and KAIKETSU_QUEUE as this command"
+    )
+
+
 def step_json(step: StepResult) -> dict:
     title = step.kb_check.title_en if step.kb_check else step.kind
     return {
@@ -59,6 +95,7 @@ class Command(BaseCommand):
             raise CommandError(f"no published article {article!r}")
         runner = self._user(user, target)
         self.as_json = as_json
+        require_worker()
         try:
             with transaction.atomic():
                 job = jobs.start_diagnosis(runner, target, art)  # nothing was pasted
