@@ -202,3 +202,13 @@ def test_an_employee_no_longer_owning_the_machine_cannot_act_through_an_old_job(
     assert Job.objects.count() == 1
     # Still the employee's own record: the page stays readable.
     assert client.get(reverse("diagnostics:job-detail", args=[fix.pk])).status_code == 200
+
+
+def test_every_page_links_the_favicon_and_favicon_ico_leads_to_it(client):
+    page = client.get(reverse("login"))
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', page.content.decode()).group(1)
+    assert client.get("/favicon.ico").headers["Location"] == icon
+    served = client.get(icon)
+    assert served.status_code == 200
+    assert served.headers["Content-Type"].startswith("image/svg+xml")
+    assert b"<svg" in b"".join(served.streaming_content)
