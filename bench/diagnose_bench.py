@@ -14,7 +14,8 @@ machine selected, presses Diagnose, and records in the page (performance.timeOri
 one clock across the navigation) the click, the moment the first ``tr.step`` leaves
 "pending", and the moment ``#job-verdict h2`` is in the page. Hosts whose profile makes them
 refuse or never answer are timed separately: click to the error verdict. WinRM HTTP requests
-per job come from ``diagnostics.remote.run_plan`` called directly with the seed article's plan.
+per job: ``diagnostics.remote.run_plan`` called directly with the seed article's plan, its
+requests counted where they arrive (winsim's ``requests_received``).
 
 The demo profile sleeps ``step_latency_ms`` (200 ms) before each step so the live view visibly
 streams; a second pass with 0 ms shows the portal's own overhead.
@@ -392,11 +393,15 @@ def diagnose_once(context: Any, base_url: str, machine_id: int, keep_open: bool 
     return run, None
 
 
-def count_requests(machine_ids: dict[str, int], names: list[str]) -> dict[str, tuple[int, float]]:
-    """WinRM HTTP requests of one seed-article job per host: {name: (requests, seconds)}."""
+def count_requests(
+    machine_ids: dict[str, int], hosts: dict[str, dict], names: list[str]
+) -> dict[str, tuple[int, float]]:
+    """WinRM HTTP requests of one seed-article job per host, as winsim received them (the
+    final Delete included), and the job's seconds: {name: (requests, seconds)}."""
     from diagnostics import jobs, remote
     from diagnostics.models import Article, Machine
     from diagnostics.plans import PlanStep, build_plan
+    from winsim.server import requests_received
 
     article = Article.objects.get(slug=SEED_SLUG)
     steps = [
@@ -410,9 +415,11 @@ def count_requests(machine_ids: dict[str, int], names: list[str]) -> dict[str, t
             Machine.objects.select_related("credential").get(pk=machine_ids[name])
         )
         lines: list[dict[str, Any]] = []
+        before = requests_received(hosts[name]["url"])
         started = time.monotonic()
-        outcome = remote.run_plan(target, plan, lines.append, deadline_s=60)
-        counts[name] = (outcome.requests, time.monotonic() - started)
+        remote.run_plan(target, plan, lines.append, deadline_s=60)
+        seconds = time.monotonic() - started
+        counts[name] = (requests_received(hosts[name]["url"]) - before, seconds)
     return counts
 
 
@@ -420,6 +427,7 @@ def measure_pass(
     context: Any,
     base_url: str,
     machine_ids: dict[str, int],
+    hosts: dict[str, dict],
     reachable: list[str],
     failing: list[str],
     runs: int,
@@ -450,7 +458,7 @@ def measure_pass(
                 f"  {name:<26} error verdict after {_fmt(run.verdict_ms)} ms ({run.status})",
                 flush=True,
             )
-    for name, (count, seconds) in count_requests(machine_ids, reachable).items():
+    for name, (count, seconds) in count_requests(machine_ids, hosts, reachable).items():
         timed[name].requests = count
         timed[name].direct_ms = seconds * 1000
     return list(timed.values()), list(errors.values())
@@ -485,8 +493,8 @@ def print_pass(title: str, timed: list[HostFigures], errors: list[HostFigures]) 
     print("milliseconds from the click on Diagnose (browser clock): page = job page parsed,")
     print("first = first step row no longer pending, verdict = #job-verdict h2 in the page;")
     print("p95 is nearest-rank (with 3 runs per host: the slowest). requests = WinRM HTTP requests")
-    print("of one seed-article job (14 checks) as RunOutcome.requests reports them (taken before")
-    print("the final shell Delete, so the wire sees one more); winrm = that job's run_plan")
+    print("of one seed-article job (14 checks) as winsim received them (the final shell Delete")
+    print("included); winrm = that job's run_plan")
     print("alone, in ms, called directly from this process (no Celery, database or browser).")
     print("\n".join(timing_table(timed)))
     if errors:
@@ -525,27 +533,27 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_stop)
     directory = Path(tempfile.mkdtemp(prefix="kaiketsu-bench-"))
-    services: list[Service] = []
+    started: list[Service] = []
     password = secrets.token_urlsafe(12)
     try:
         base = urlsplit(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
         wanted = base._replace(path=f"/{BENCH_REDIS_DB}").geturl()  # its own database number
         redis_url, redis_service = ensure_redis(wanted, data_root=directory / "redis")
         if redis_service:
-            services.append(redis_service)
+            started.append(redis_service)
         configure_environment(directory, redis_url)
         clear_live_streams(redis_url)
         prepare_database(password)
-        services.append(start_worker(directory))
+        started.append(start_worker(directory))
         web, base_url = start_web(directory)
-        services.append(web)
+        started.append(web)
         print(f"bench world in {directory}: redis {redis_url}, portal {base_url}", flush=True)
-        run_passes(args, directory, services, base_url, password)
+        run_passes(args, directory, started, base_url, password)
     except (KeyboardInterrupt, Stop):
         print("\nstopped; cleaning up", file=sys.stderr)
         return 130
     finally:
-        for service in reversed(services):
+        for service in reversed(started):
             service.stop(timeout=10)
         if args.keep:
             print(f"kept {directory}")
@@ -559,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_passes(
     args: argparse.Namespace,
     directory: Path,
-    services: list[Service],
+    started: list[Service],
     base_url: str,
     password: str,
 ) -> None:
@@ -578,13 +586,20 @@ def run_passes(
             for index, latency in enumerate(latencies):
                 profile, reachable, failing = write_profile(directory, latency)
                 winsim, hosts = start_winsim(profile, directory)
-                services.append(winsim)
+                started.append(winsim)
                 try:
                     machine_ids = point_machines(hosts)
                     print(f"\npass {index + 1}: step_latency_ms {latency}", flush=True)
                     error_runs = args.error_runs if index == 0 else 0
                     timed, errors = measure_pass(
-                        context, base_url, machine_ids, reachable, failing, args.runs, error_runs
+                        context,
+                        base_url,
+                        machine_ids,
+                        hosts,
+                        reachable,
+                        failing,
+                        args.runs,
+                        error_runs,
                     )
                     if index == 0 and args.screenshot:
                         take_screenshot(
@@ -592,7 +607,7 @@ def run_passes(
                         )
                 finally:
                     winsim.stop(timeout=10)
-                    services.remove(winsim)
+                    started.remove(winsim)
                 print_pass(f"step_latency_ms {latency}", timed, errors)
         finally:
             browser.close()
