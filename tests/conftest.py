@@ -263,3 +263,36 @@ def wait_for_job(job, timeout: float = 60):
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job.pk} still {job.status} after {timeout} s")
+
+
+# --- a whole demo, as `make run` starts it -------------------------------------------------
+
+
+def demo_env(directory: Path) -> dict[str, str]:
+    """The environment of a `make run` of its own: free ports (web and every demo host), its
+    own SQLite file, queue and settings file, this run's Redis database. Nothing else of the
+    test run leaks in (a person's terminal does not have DJANGO_SETTINGS_MODULE set)."""
+    profile = yaml.safe_load(DEMO_PROFILE.read_text(encoding="utf-8"))
+    for host in (profile.get("hosts") or {}).values():
+        host["port"] = services.free_port()  # load_demo registers the machines at these ports
+    path = directory / "demo.yaml"
+    path.write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", str(directory)),
+        "LANG": "C.UTF-8",
+        "PORT": str(services.free_port()),
+        "REDIS_URL": settings.REDIS_URL,
+        "DATABASE_URL": f"sqlite:///{directory / 'demo.sqlite3'}",
+        "KAIKETSU_QUEUE": f"kaiketsu-demo-{uuid.uuid4().hex[:8]}",
+        "KAIKETSU_PROFILE": str(path),
+        "KAIKETSU_DEMO_ENV": str(directory / "demo.env"),
+    }
+
+
+def wait_for_demo(demo: Service, timeout: float = 120) -> None:
+    """Fail the test, with the demo's last lines, unless it prints its banner in time."""
+    if not demo.wait_for_line(r"^Kaiketsu is running: ", timeout):
+        tail = "\n".join(demo.tail(30))
+        demo.stop()
+        pytest.fail(f"the demo did not start within {timeout:.0f} s:\n{tail}")
