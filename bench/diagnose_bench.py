@@ -285,7 +285,7 @@ def clear_live_streams(redis_url: str) -> None:
 
 
 def start_worker(log_dir: Path) -> Service:
-    """A Celery worker (one pool process: jobs here run one at a time) on the bench queue."""
+    """A Celery worker (one thread: jobs here run one at a time) on the bench queue."""
     return services.start_worker(
         os.environ.copy(),
         log_path=log_dir / "worker.log",

@@ -272,26 +272,30 @@ WORKER_READY = r"celery@\S+ ready\."
 
 
 def worker_argv(
-    *,
+    python: str = sys.executable,
     queue: str | None = None,
+    beat_schedule: Path | str | None = None,
+    *,
     concurrency: int | None = None,
-    beat_schedule: Path | None = None,
     loglevel: str = "INFO",
 ) -> list[str]:
-    """The Celery worker's command line (for `make run`, the test fixtures and the benches).
+    """The Celery worker's command line, the one way run, tests and bench start it.
 
-    Without `queue` the worker consumes the settings' queue ($KAIKETSU_QUEUE). `beat_schedule`
-    embeds beat (the reaper of dead jobs), which one worker per installation must run.
+    A thread pool: a job turn waits on the network, not the CPU, so the number of turns at
+    once is KAIKETSU_WORKER_THREADS (settings), not the number of cores; `concurrency`
+    overrides it (the bench runs one job at a time). Without `queue` the worker consumes the
+    settings' queue ($KAIKETSU_QUEUE). With a beat schedule file the worker also runs beat
+    (the reaper): exactly one worker of an installation may.
     """
-    argv = [sys.executable, "-m", "celery", "-A", "portal", "worker", f"--loglevel={loglevel}"]
+    threads = concurrency or os.environ.get("KAIKETSU_WORKER_THREADS", "32")
+    argv = [python, "-m", "celery", "-A", "portal", "worker", "--pool", "threads"]
+    argv += ["--concurrency", str(threads)]
     # Mingle and gossip only slow the start and chatter between workers that share nothing.
-    argv += ["--without-mingle", "--without-gossip"]
+    argv += ["--without-mingle", "--without-gossip", f"--loglevel={loglevel}"]
     if queue:
-        argv += ["--queues", queue]
-    if concurrency:
-        argv += ["--concurrency", str(concurrency)]
+        argv += ["-Q", queue]
     if beat_schedule:
-        argv += ["--beat", "--schedule", str(beat_schedule)]
+        argv += ["-B", "--schedule", str(beat_schedule)]
     return argv
 
 

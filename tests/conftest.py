@@ -171,12 +171,12 @@ def worker(django_db_setup, django_db_blocker, celery_queue, tmp_path_factory) -
 
 
 def start_worker(queue: str, log_path: Path) -> Service:
-    """A worker consuming ``queue`` (two pool processes), ready, logging to ``log_path``.
+    """A worker consuming ``queue``, ready, logging to ``log_path``.
 
-    It runs in its own process group: ``worker.kill()`` ends it and its pool at once.
+    It runs in its own process group: ``worker.kill()`` ends it and all its threads at once.
     """
     env = _child_env(DATABASE_URL=child_database_url(), KAIKETSU_QUEUE=queue)
-    return services.start_worker(env, log_path=log_path, queue=queue, concurrency=2, timeout=30)
+    return services.start_worker(env, log_path=log_path, queue=queue, timeout=30)
 
 
 @pytest.fixture
@@ -243,8 +243,9 @@ def company_psk(db):
 def start_job(machine, article, user):
     """A diagnosis handed to the test worker (transaction=True tests: on_commit never fires)."""
     from diagnostics import jobs
+    from diagnostics.workflows.diagnosis import start_diagnosis
 
-    job = jobs.start_diagnosis(user, machine, article, pasted_text="test")
+    job = start_diagnosis(user, machine, article, pasted_text="test")
     jobs.enqueue(job.pk)
     return job
 
