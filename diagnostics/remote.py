@@ -440,7 +440,7 @@ def run_plan(
 def test_connection(target: Target, timeout_s: float = 10) -> str:
     """Open a shell on ``target``, run ``hostname`` and return its answer (RemoteError if not)."""
     operation = max(1, int(timeout_s // 2))
-    protocol, _ = _protocol(target, operation, max(float(timeout_s), operation + 1.0))
+    protocol = _protocol(target, operation, max(float(timeout_s), operation + 1.0))
     shell_id: str | None = None
     connected = False
     deadline = time.monotonic() + timeout_s
