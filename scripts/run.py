@@ -2,8 +2,9 @@
 
 Steps: read .env if present, migrate, compile the translations, load the knowledge base and
 the demo data, start or reuse Redis, start the winsim demo fleet, a Celery worker (with beat)
-and uvicorn, then print the URL and the demo logins. Ctrl-C or SIGTERM stops everything this
-command started, in reverse order, and nothing it reused. If any child dies, its last lines are
+and uvicorn, then print the URL and the demo logins. Ctrl-C or SIGTERM (once or repeated, to
+this process or its group) stops everything this command started, in reverse order, and
+nothing it reused, with exit status 0 (StopSignals). If any child dies, its last lines are
 shown and the rest is stopped (exit status 1).
 
 Environment: PORT (default 8000), HOST (default 127.0.0.1), REDIS_URL, KAIKETSU_PROFILE (the
@@ -163,7 +164,7 @@ def start_everything(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
     try:
         redis_url, redis_service = ensure_redis(env.get("REDIS_URL"))
     except RuntimeError as error:  # no Redis answers and none can be started here
-        raise SetupError(str(error).splitlines()[0]) from error
+        raise SetupError(str(error)) from error
     if redis_service:
         sup.adopt(redis_service)
         say(f"started a private Redis at {redis_url} (stops with this command)")
