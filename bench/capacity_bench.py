@@ -54,7 +54,7 @@ from scripts.services import (  # noqa: E402
     Service,
     ensure_redis,
     port_answers,
-    worker_argv,
+    start_worker,
 )
 
 PG_URL = "postgres://postgres@127.0.0.1:5432/kaiketsu_bench"
@@ -254,18 +254,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         hosts_needed = max([*sizes, args.scan, 1])
         profile = fleet_profile(directory, hosts_needed, hung=bool(args.scan))
-        winsim, hosts = start_winsim(profile, hosts_needed + bool(args.scan), directory)
+        winsim, hosts = start_winsim(profile, directory)
         services.append(winsim)
         ids = point_machines(hosts)
         workers = []
         for n in range(args.workers):
-            argv = worker_argv(sys.executable, os.environ["KAIKETSU_QUEUE"])
-            worker = Service(
-                f"worker{n}", argv, env=os.environ.copy(), log_path=directory / f"worker{n}.log"
+            worker = start_worker(
+                os.environ.copy(),
+                name=f"worker{n}",
+                log_path=directory / f"worker{n}.log",
+                queue=os.environ["KAIKETSU_QUEUE"],
             )
-            worker.start()
-            if not worker.wait_for_line(r"ready\.", 60):
-                raise RuntimeError("worker not ready:\n" + "\n".join(worker.tail()))
             workers.append(worker)
             services.append(worker)
         ordered = [ids[name] for name in sorted(ids) if name != "demo-hang-9999"]
