@@ -42,7 +42,7 @@ def test_diagnose_says_within_seconds_that_no_worker_consumes_its_queue(
             _diagnose(demo_machines["demo-nat-t"], seed_article)
     finally:
         app.conf.task_default_queue = "kaiketsu"
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 15  # seconds, not the job's six minutes
     message = str(raised.value)
     assert f"no Celery worker consumes the queue '{nobody}'" in message
     assert app.conf.broker_url in message  # the Redis it asked (no password in tests)

@@ -13,13 +13,14 @@ from diagnostics.workflows import fixes
 from diagnostics.workflows.diagnosis import start_diagnosis
 
 
-def require_worker(waits: tuple[float, ...] = (0.5, 2.5)) -> None:
+def require_worker(waits: tuple[float, ...] = (0.5, 2.0, 5.0)) -> None:
     """Raise CommandError unless Redis answers and a running worker consumes the jobs' queue.
 
     The message names the queue and the Redis (password hidden): the usual cause is a second
     terminal with other settings than the running demo, and the job would wait for nobody.
-    Asks the workers for their queues with a short wait, then once more with a longer one, so
-    a busy machine's slow reply is not taken for "no worker".
+    Asks the workers for their queues with a short wait, then again with longer ones, so a
+    busy machine's slow reply is not taken for "no worker": a worker answers in ~0.5 s, no
+    worker is reported after 7.5 s.
     """
     import redis
     from kombu.utils.url import maybe_sanitize_url
