@@ -29,10 +29,11 @@ def demo_env_path() -> Path:
     return Path(os.environ.get(DEMO_ENV_VARIABLE) or BASE_DIR / "var" / "demo.env")
 
 
-def read_env_files() -> list[Path]:
-    """Add the files' variables to os.environ without overriding any; return the files read."""
+def read_env_files(files: list[Path] | None = None) -> list[Path]:
+    """Add the files' variables (default: the demo's file, then .env) to os.environ without
+    overriding any; return the files read."""
     read = []
-    for path in (demo_env_path(), BASE_DIR / ".env"):
+    for path in files if files is not None else [demo_env_path(), BASE_DIR / ".env"]:
         if path.is_file():
             environ.Env.read_env(path, overwrite=False)
             read.append(path)

@@ -271,8 +271,10 @@ def wait_for_job(job, timeout: float = 60):
 
 def demo_env(directory: Path) -> dict[str, str]:
     """The environment of a `make run` of its own: free ports (web and every demo host), its
-    own SQLite file, queue and settings file, this run's Redis database. Nothing else of the
-    test run leaks in (a person's terminal does not have DJANGO_SETTINGS_MODULE set)."""
+    own SQLite file, queue and settings file, and a REDIS_URL where nothing answers, so the
+    demo starts a private Redis (job streams and cache keys are per database, and the demo's
+    job numbers would meet the test run's). Nothing else of the test run leaks in (a
+    person's terminal does not have DJANGO_SETTINGS_MODULE set)."""
     profile = yaml.safe_load(DEMO_PROFILE.read_text(encoding="utf-8"))
     for host in (profile.get("hosts") or {}).values():
         host["port"] = services.free_port()  # load_demo registers the machines at these ports
@@ -283,7 +285,7 @@ def demo_env(directory: Path) -> dict[str, str]:
         "HOME": os.environ.get("HOME", str(directory)),
         "LANG": "C.UTF-8",
         "PORT": str(services.free_port()),
-        "REDIS_URL": settings.REDIS_URL,
+        "REDIS_URL": f"redis://127.0.0.1:{services.free_port()}/0",
         "DATABASE_URL": f"sqlite:///{directory / 'demo.sqlite3'}",
         "KAIKETSU_QUEUE": f"kaiketsu-demo-{uuid.uuid4().hex[:8]}",
         "KAIKETSU_PROFILE": str(path),

@@ -43,7 +43,8 @@ def assert_stopped_cleanly(run: Service) -> None:
     assert lines[-1] == "run: stopped"
     assert not [line for line in lines if "Traceback" in line]
     pids = started_pids(run)
-    assert len(pids) == 3  # winsim, worker, web (Redis is the test run's, reused)
+    assert len(pids) == 4  # web, worker, winsim and the private Redis
+    assert "run: started a private Redis at " in "\n".join(lines)
     assert wait_until(lambda: all(gone(pid) for pid in pids), 5)
 
 
