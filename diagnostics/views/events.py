@@ -16,9 +16,9 @@ from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.loader import render_to_string
 
-from diagnostics import live
+from diagnostics import access, live
 from diagnostics.models import Job
-from diagnostics.views.pages import _job_for, job_context, step_row_context
+from diagnostics.views.pages import job_context, step_row_context
 
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 FINAL_PARTS = ("progress", "steps-table", "verdict")
@@ -85,7 +85,7 @@ async def job_events(request: HttpRequest, pk: int) -> HttpResponse:
     if not user.is_authenticated:
         raise Http404
     request.user = user
-    job = await sync_to_async(_job_for)(request, pk)
+    job = await sync_to_async(access.job_for)(user, pk)
     after = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
     if not STREAM_ID.match(after):
         after = "0"
