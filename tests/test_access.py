@@ -12,9 +12,10 @@ from django.contrib.auth.models import Group, Permission
 from django.urls import reverse
 from django.utils import translation
 
-from diagnostics import access, fixes, jobs
+from diagnostics import access, jobs
 from diagnostics.models import Article, AuditEntry, Job
 from diagnostics.roles import HELPDESK, ensure_groups
+from diagnostics.workflows import fixes
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("diagnostics", "0008_job_language"),
+        ("diagnostics", "0009_job_turns"),
     ]
 
     operations = [
