@@ -184,3 +184,18 @@ def test_an_employee_who_no_longer_owns_the_machine_cannot_act_on_their_old_job(
     idle_machine.owners.remove(employee)
     assert not access.can_act_on_job(employee, job)
     assert access.job_for(employee, job.pk) == job  # still theirs to read
+
+
+def test_the_queue_shows_the_requester_why_instead_of_an_approve_button(
+    client, helpdesk, colleague, idle_machine, article
+):
+    job = _waiting_fix(helpdesk, idle_machine, article)
+    approve = 'name="decision" value="approve"'
+    client.force_login(helpdesk)
+    own = client.get(reverse("diagnostics:approvals"), HTTP_ACCEPT_LANGUAGE="en").text
+    assert f'id="approval-{job.pk}"' in own
+    assert approve not in own and SELF_APPROVAL in own
+    assert 'value="decline"' in own  # withdrawing stays possible
+    client.force_login(colleague)
+    theirs = client.get(reverse("diagnostics:approvals"), HTTP_ACCEPT_LANGUAGE="en").text
+    assert approve in theirs and SELF_APPROVAL not in theirs

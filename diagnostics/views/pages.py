@@ -248,12 +248,14 @@ def job_handover(request: HttpRequest, pk: int) -> HttpResponse:
 @access.required(access.can_approve_fixes)
 def approvals(request: HttpRequest) -> HttpResponse:
     """The helpdesk's queue of fixes waiting for approval."""
-    waiting = (
+    waiting = list(
         Job.objects.filter(status=Job.Status.APPROVAL)
         .select_related("machine", "article", "user")
         .prefetch_related("audit")
         .order_by("created_at")
     )
+    for job in waiting:  # one's own request shows why, instead of a button that is refused
+        job.approval = access.may_approve(request.user, job)
     return render(request, "diagnostics/approvals.html", {"jobs": waiting})
 
 
