@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import translation
 
@@ -199,3 +200,13 @@ def test_the_queue_shows_the_requester_why_instead_of_an_approve_button(
     client.force_login(colleague)
     theirs = client.get(reverse("diagnostics:approvals"), HTTP_ACCEPT_LANGUAGE="en").text
     assert approve in theirs and SELF_APPROVAL not in theirs
+
+
+def test_the_diagnose_command_refuses_a_user_who_may_not_act_on_the_machine(
+    other_employee, idle_machine, article
+):
+    with pytest.raises(CommandError, match="other neither owns pc-idle nor is helpdesk"):
+        call_command(
+            "diagnose", "--machine", "pc-idle", "--article", article.slug, "--user", "other"
+        )
+    assert not Job.objects.exists()
