@@ -37,6 +37,12 @@ def can_see_dashboard(user: Any) -> bool:
     return user.has_perm("diagnostics.view_job")
 
 
+def can_scan_fleet(user: Any) -> bool:
+    """Start fleet scans (read-only checks on many machines) and read their results: the
+    helpdesk, who may already re-run any machine's diagnosis."""
+    return can_see_all_jobs(user)
+
+
 def can_approve_fixes(user: Any) -> bool:
     """May see the approval queue and decide (see ``may_approve`` for one fix)."""
     return user.has_perm(APPROVE_FIX)
@@ -170,6 +176,7 @@ _NAV_RULES: dict[str, Callable[[Any], bool]] = {
     "see_all_jobs": can_see_all_jobs,
     "see_dashboard": can_see_dashboard,
     "approve_fixes": can_approve_fixes,
+    "scan_fleet": can_scan_fleet,
     "see_machines": can_see_machines,
     "import_machines": can_import_machines,
     "edit_kb": can_edit_kb,

@@ -19,7 +19,7 @@ def update_groups(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
-        ("diagnostics", "0010_job_approve_fix_permission"),
+        ("diagnostics", "0011_job_approve_fix_permission"),
     ]
 
     operations = [migrations.RunPython(update_groups, migrations.RunPython.noop)]

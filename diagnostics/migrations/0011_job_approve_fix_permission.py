@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("diagnostics", "0009_job_turns"),
+        ("diagnostics", "0010_fleet_scans"),
     ]
 
     operations = [
