@@ -327,6 +327,8 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Approving is its own permission (not view_job): seeing every job is not deciding.
+        permissions = [("approve_fix", _("Can approve or decline a fix that needs approval"))]
         indexes = [
             models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
             # Helpdesk history (issue #6): newest first, keyset on (created_at, id), one
