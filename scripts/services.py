@@ -4,8 +4,8 @@ The one way the project starts its processes: `make run` (scripts/run.py), `make
 (scripts/test.py), the test fixtures (tests/conftest.py, tests/browser/conftest.py) and the
 benches all take the command lines (`worker_argv`, `web_argv`, `winsim_argv`), the readiness
 checks and Chromium's path and flags from here. Change the worker's command line in
-`worker_argv` and every one of them follows. Standard library plus redis-py only (imported
-when needed), so it imports from any process of the project.
+`worker_argv` and every one of them follows. Standard library at import time (redis-py and
+winsim's profile loader are imported when needed), so it imports from any process.
 
 Every child runs in its own session (process group): a Ctrl-C in the terminal reaches only the
 orchestrator, which stops the children in order, and stopping a child stops its own children
