@@ -47,15 +47,15 @@ from bench.diagnose_bench import (  # noqa: E402
     configure_environment,
     point_machines,
     prepare_database,
-    start_winsim,
 )
 from scripts.services import (  # noqa: E402
     DEFAULT_REDIS_URL,
     Service,
     ensure_redis,
     port_answers,
-    worker_argv,
+    start_worker,
 )
+from scripts.services import start_winsim as services_start_winsim  # noqa: E402
 
 PG_URL = "postgres://postgres@127.0.0.1:5432/kaiketsu_bench"
 
@@ -79,6 +79,11 @@ def fleet_profile(directory: Path, count: int, hung: bool) -> Path:
     return path
 
 
+def start_winsim(profile: Path, log_dir: Path) -> tuple[Service, dict[str, dict]]:
+    """The fleet; its service and {host name: its --print-json line} (every line kept)."""
+    return services_start_winsim(profile, os.environ.copy(), log_path=log_dir / "winsim.log")
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
@@ -90,27 +95,31 @@ def run_at_once(machine_ids: list[int]) -> dict:
     from django.db import connection
 
     from diagnostics import jobs
-    from diagnostics.models import Article, Job
+    from diagnostics.models import Article, Job, Machine
     from diagnostics.workflows.diagnosis import start_diagnosis
 
     user = get_user_model().objects.get(username="tanaka")
     article = Article.objects.get(slug=SEED_SLUG)
-    barrier = threading.Barrier(len(machine_ids))
+    machines = list(Machine.objects.filter(pk__in=machine_ids))
+    # A few pressing threads, each a database connection, release all presses at one moment
+    # (a press takes milliseconds); a connection per press would exhaust PostgreSQL's 100.
+    pressers = min(len(machines), 16)
+    barrier = threading.Barrier(pressers)
     started: list[int] = []
     lock = threading.Lock()
 
-    def press(pk: int) -> None:
-        from diagnostics.models import Machine
-
-        machine = Machine.objects.get(pk=pk)
+    def press(share: list) -> None:
         barrier.wait()
-        job = start_diagnosis(user, machine, article, pasted_text="bench")
-        jobs.enqueue(job.pk)  # autocommit: on_commit has already fired; a duplicate is harmless
-        with lock:
-            started.append(job.pk)
+        for machine in share:
+            job = start_diagnosis(user, machine, article, pasted_text="bench")
+            jobs.enqueue(job.pk)  # autocommit: on_commit already fired; a duplicate is harmless
+            with lock:
+                started.append(job.pk)
         connection.close()
 
-    threads = [threading.Thread(target=press, args=(pk,)) for pk in machine_ids]
+    threads = [
+        threading.Thread(target=press, args=(machines[n::pressers],)) for n in range(pressers)
+    ]
     began = time.monotonic()
     for t in threads:
         t.start()
@@ -254,18 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         hosts_needed = max([*sizes, args.scan, 1])
         profile = fleet_profile(directory, hosts_needed, hung=bool(args.scan))
-        winsim, hosts = start_winsim(profile, hosts_needed + bool(args.scan), directory)
+        winsim, hosts = start_winsim(profile, directory)
         services.append(winsim)
         ids = point_machines(hosts)
         workers = []
         for n in range(args.workers):
-            argv = worker_argv(sys.executable, os.environ["KAIKETSU_QUEUE"])
-            worker = Service(
-                f"worker{n}", argv, env=os.environ.copy(), log_path=directory / f"worker{n}.log"
+            worker = start_worker(
+                os.environ.copy(),
+                name=f"worker{n}",
+                log_path=directory / f"worker{n}.log",
+                queue=os.environ["KAIKETSU_QUEUE"],
             )
-            worker.start()
-            if not worker.wait_for_line(r"ready\.", 60):
-                raise RuntimeError("worker not ready:\n" + "\n".join(worker.tail()))
             workers.append(worker)
             services.append(worker)
         ordered = [ids[name] for name in sorted(ids) if name != "demo-hang-9999"]

@@ -23,11 +23,6 @@ KEY = SLUG
 LANGS = ("ja", "en")
 STATUSES = ("published", "draft")
 
-# Operators of docs/kb-format.md; the first group needs no ``value``.
-UNARY_OPS = ("true", "false", "empty", "not_empty")
-BINARY_OPS = ("eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "contains", "not_contains")
-EXPECT_OPS = UNARY_OPS + BINARY_OPS
-
 # Key order of each mapping in a file, as docs/kb-format.md lists it. ``dump`` writes keys in
 # this order (unknown keys after, in their own order) so files diff cleanly.
 ARTICLE_KEYS = (
@@ -70,9 +65,10 @@ CHECK_KEYS = (
     "fix",
 )
 INFERRED_KEYS = ("key", "title", "codes", "explanation", "fix")
-ROLES = ("cause", "evidence")
-EVIDENCE_KINDS = ("vpn_events",)  # plans.EVIDENCE_KINDS: the checks whose facts are evidence
-EXPECT_KEYS = ("fact", "op", "value")
+ROLES = catalog.ROLES
+EVIDENCE_KINDS = catalog.EVIDENCE_KINDS
+role_of = catalog.role_of
+EXPECT_KEYS = catalog.EXPECT_KEYS
 FIX_KEYS = ("key", "title", "steps", "restart_required", "needs_approval")
 STEP_KEYS = ("kind", "args")
 MANUAL_STEP_KEYS = ("title", "body")
@@ -118,84 +114,6 @@ def _text_problems(where: str, value: Any, required: bool = True) -> list[str]:
     return problems
 
 
-def _without_secrets(args: dict[str, Any]) -> dict[str, Any]:
-    """Swap ``{secret: NAME}`` placeholders for a dummy literal so the catalog can check shape.
-
-    The plan builder resolves the placeholder from the secret store at send time; here only its
-    own shape (one non-empty name) matters, and only secret args may use it.
-    """
-    out = dict(args)
-    for name, value in args.items():
-        if isinstance(value, dict) and set(value) == {"secret"}:
-            out[name] = "placeholder"
-    return out
-
-
-def _secret_problems(where: str, kind: str, args: dict[str, Any]) -> list[str]:
-    problems = []
-    secret_names = catalog.secret_args(kind)
-    for name, value in args.items():
-        if isinstance(value, dict) and "secret" in value:
-            if set(value) != {"secret"} or not isinstance(value["secret"], str):
-                problems.append(f"{where}.{name}: a secret is {{secret: NAME}} and nothing else")
-            elif not KEY.match(value["secret"]):
-                problems.append(f"{where}.{name}: secret name {value['secret']!r} is not a slug")
-            if name not in secret_names:
-                problems.append(f"{where}.{name}: only secret arguments may use {{secret: ...}}")
-    return problems
-
-
-def _step_problems(where: str, step: Any, kinds: tuple[str, ...], what: str) -> list[str]:
-    """A typed step: a catalog kind of the right family and args the catalog accepts."""
-    if not isinstance(step, dict):
-        return [f"{where}: must be a mapping"]
-    kind = step.get("kind")
-    if kind not in kinds:
-        return [f"{where}.kind: {kind!r} is not a {what} kind ({', '.join(kinds)})"]
-    args = step.get("args") or {}
-    if not isinstance(args, dict):
-        return [f"{where}.args: must be a mapping"]
-    problems = _secret_problems(f"{where}.args", kind, args)
-    try:
-        catalog.validate_args(kind, _without_secrets(args))
-    except catalog.StepArgsError as exc:
-        problems.append(f"{where}.args: {exc}")
-    return problems
-
-
-def _expect_problems(where: str, kind: Any, expect: Any) -> list[str]:
-    if not isinstance(expect, list) or not expect:
-        return [f"{where}: must be a non-empty list"]
-    facts = catalog.KINDS[kind].facts if isinstance(kind, str) and kind in catalog.KINDS else ()
-    problems = []
-    for i, item in enumerate(expect):
-        at = f"{where}[{i}]"
-        if not isinstance(item, dict):
-            problems.append(f"{at}: must be a mapping")
-            continue
-        fact, op = item.get("fact"), item.get("op")
-        if not isinstance(fact, str) or not fact:
-            problems.append(f"{at}.fact: missing")
-        elif facts and fact.split(".")[0] not in facts:
-            problems.append(f"{at}.fact: {kind} has no fact {fact.split('.')[0]!r}")
-        if isinstance(op, bool):
-            problems.append(f"{at}.op: write the operator as a quoted string ('{str(op).lower()}')")
-        elif op not in EXPECT_OPS:
-            problems.append(f"{at}.op: {op!r} is not one of {', '.join(EXPECT_OPS)}")
-        elif op in UNARY_OPS and "value" in item:
-            problems.append(f"{at}: {op} takes no value")
-        elif op in BINARY_OPS and "value" not in item:
-            problems.append(f"{at}: {op} needs a value")
-        elif op in ("in", "not_in") and not isinstance(item["value"], list):
-            problems.append(f"{at}.value: {op} needs a list")
-        elif op in ("lt", "lte", "gt", "gte") and (
-            isinstance(item["value"], bool) or not isinstance(item["value"], int | float)
-        ):
-            problems.append(f"{at}.value: {op} needs a number")
-        problems += [f"{at}: unknown key {k!r}" for k in item if k not in EXPECT_KEYS]
-    return problems
-
-
 def _unique_keys(where: str, items: list[Any]) -> tuple[list[str], set[str]]:
     problems, seen = [], set()
     for i, item in enumerate(items):
@@ -234,14 +152,6 @@ def _signature_problems(signatures: Any) -> list[str]:
     return problems
 
 
-def role_of(check: dict[str, Any]) -> str:
-    """A check's role: as written, else evidence for event-log kinds and cause otherwise."""
-    role = check.get("role")
-    if role in ROLES:
-        return role
-    return "evidence" if check.get("kind") in EVIDENCE_KINDS else "cause"
-
-
 def _codes_problems(where: str, codes: Any, required: bool = False) -> list[str]:
     if codes is None:
         return [f"{where}: missing"] if required else []
@@ -254,7 +164,7 @@ def _codes_problems(where: str, codes: Any, required: bool = False) -> list[str]
     return []
 
 
-def _when_problems(where: str, when: Any, kinds: dict[str, str]) -> list[str]:
+def _when_problems(where: str, when: Any, kinds: dict[str, Any]) -> list[str]:
     """``when`` conditions read ``evidence.code`` or ``<check key>.<fact>`` of the article."""
     if when is None:
         return []
@@ -267,14 +177,13 @@ def _when_problems(where: str, when: Any, kinds: dict[str, str]) -> list[str]:
             problems.append(f"{where}[{i}].fact: write evidence.code or <check key>.<fact>")
             continue
         source, rest = fact.split(".", 1)
-        if source == "evidence":
-            if rest != "code":
-                problems.append(f"{where}[{i}].fact: evidence has only 'code'")
-            problems += _expect_problems(f"{where}[{i}]", None, [{**cond, "fact": rest}])
-        elif source in kinds:
-            problems += _expect_problems(f"{where}[{i}]", kinds[source], [{**cond, "fact": rest}])
-        else:
+        if source == "evidence" and rest != "code":
+            problems.append(f"{where}[{i}].fact: evidence has only 'code'")
+        elif source != "evidence" and source not in kinds:
             problems.append(f"{where}[{i}].fact: no check with key {source!r}")
+            continue
+        kind = None if source == "evidence" else kinds[source]
+        problems += catalog.expect_problems(f"{where}[{i}]", kind, [{**cond, "fact": rest}])
     return problems
 
 
@@ -291,7 +200,7 @@ def _check_problems(checks: list[Any], fix_keys: set[str]) -> list[str]:
             continue
         problems += _text_problems(f"{at}.title", check.get("title"))
         problems += _text_problems(f"{at}.explanation", check.get("explanation"))
-        problems += _step_problems(at, check, catalog.CHECK_KINDS, "check")
+        problems += catalog.check_problems(at, check)  # the admin's check form asks the same
         role = check.get("role", role_of(check))
         if role not in ROLES:
             problems.append(f"{at}.role: must be one of {', '.join(ROLES)}")
@@ -304,8 +213,6 @@ def _check_problems(checks: list[Any], fix_keys: set[str]) -> list[str]:
                 for k in ("fix", "codes", "when")
                 if k in check
             ]
-        if role != "evidence" or "expect" in check:
-            problems += _expect_problems(f"{at}.expect", check.get("kind"), check.get("expect"))
         problems += _codes_problems(f"{at}.codes", check.get("codes"))
         problems += _when_problems(f"{at}.when", check.get("when"), kinds)
         fix = check.get("fix")
@@ -345,12 +252,7 @@ def _fix_problems(fixes: list[Any]) -> list[str]:
         if not isinstance(fix, dict):
             continue
         problems += _text_problems(f"{at}.title", fix.get("title"))
-        steps = fix.get("steps")
-        if not isinstance(steps, list) or not steps:
-            problems.append(f"{at}.steps: at least one step is required")
-            steps = []
-        for j, step in enumerate(steps):
-            problems += _step_problems(f"{at}.steps[{j}]", step, catalog.FIX_KINDS, "fix")
+        problems += catalog.fix_steps_problems(f"{at}.steps", fix.get("steps"))  # and its fix form
         for flag in ("restart_required", "needs_approval"):
             if not isinstance(fix.get(flag, False), bool):
                 problems.append(f"{at}.{flag}: must be true or false")
@@ -361,9 +263,9 @@ def _fix_problems(fixes: list[Any]) -> list[str]:
 def validate(article: dict[str, Any]) -> list[str]:
     """Return the problems of one parsed article (empty when it is valid).
 
-    Checks required fields, ja+en on every human text, slug and key shapes, unique keys, step
-    kinds and args against ``diagnostics.catalog`` (``{secret: NAME}`` stands for a secret
-    argument), expectation operators, and that every ``fix`` a check names exists.
+    Checks required fields, ja+en on every human text, slug and key shapes, unique keys, that
+    every ``fix`` a check names exists, and the typed steps and expectations with the one
+    validator the admin uses too (``catalog.check_problems``, ``catalog.fix_steps_problems``).
     """
     if not isinstance(article, dict):
         return ["an article must be a mapping"]
