@@ -344,16 +344,25 @@ def demo_env(directory: Path) -> dict[str, str]:
     job numbers would meet the test run's). Nothing else of the test run leaks in (a
     person's terminal does not have DJANGO_SETTINGS_MODULE set)."""
     profile = yaml.safe_load(DEMO_PROFILE.read_text(encoding="utf-8"))
+    taken: set[int] = set()
+
+    def fresh_port() -> int:  # the kernel may hand out a just-closed port twice
+        port = services.free_port()
+        while port in taken:
+            port = services.free_port()
+        taken.add(port)
+        return port
+
     for host in (profile.get("hosts") or {}).values():
-        host["port"] = services.free_port()  # load_demo registers the machines at these ports
+        host["port"] = fresh_port()  # load_demo registers the machines at these ports
     path = directory / "demo.yaml"
     path.write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", str(directory)),
         "LANG": "C.UTF-8",
-        "PORT": str(services.free_port()),
-        "REDIS_URL": f"redis://127.0.0.1:{services.free_port()}/0",
+        "PORT": str(fresh_port()),
+        "REDIS_URL": f"redis://127.0.0.1:{fresh_port()}/0",
         "DATABASE_URL": f"sqlite:///{directory / 'demo.sqlite3'}",
         "KAIKETSU_QUEUE": f"kaiketsu-demo-{uuid.uuid4().hex[:8]}",
         "KAIKETSU_PROFILE": str(path),

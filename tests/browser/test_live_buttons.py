@@ -54,13 +54,13 @@ def test_buttons_that_arrive_live_verify_then_hand_the_job_over(
     assert not any(a.endswith("/resume/") for a in loaded_with), "not live: already there"
     _live_forms_carry_a_token(page)
 
-    # The employee "restarted" without restarting: the dial still fails.
+    # The employee "restarted" without restarting: when asked, their own attempt still fails.
     with page.expect_response(re.compile(r"/resume/$")) as posted:
         verify.click()
     assert posted.value.status == 302  # not 403 (CSRF token missing)
     page.wait_for_url(f"{web_server}/jobs/{fix.pk}/")
     page.evaluate(MARK_PAGE)
-    fix = wait_for_job(fix, timeout=90)
+    fix = wait_for_job(fix, timeout=90, connect=True)
     assert fix.outcome == Job.Outcome.NOT_FIXED
 
     # The end of the verification arrives live, with "hand it over" and "roll back".
