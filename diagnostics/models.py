@@ -202,7 +202,7 @@ class Check(Bilingual, models.Model):
 class Job(models.Model):
     """One run of typed steps on one machine: a diagnosis, a fix or a roll-back.
 
-    Status moves only through the methods below and jobs.py:
+    Status moves only through the methods below, the engine (jobs.py) and the workflows:
     APPROVAL -> QUEUED (approved) | DECLINED;  QUEUED -> RUNNING;
     RUNNING -> RESTARTING (the machine restarts, then verification) | WAITING (restart later)
             -> DONE | ERROR | INTERRUPTED.
@@ -272,6 +272,13 @@ class Job(models.Model):
     transcript = models.TextField(blank=True)  # raw stdout, head and tail kept
     stderr = models.TextField(blank=True)
     step_count = models.PositiveIntegerField(default=0)
+    # The engine's bookkeeping (jobs.py): each task run claims the next turn by compare-and-
+    # set, so a duplicate message does nothing; wake_at is when the next turn is due (null
+    # while a turn runs). A workflow keeps where it is between turns in stage/stage_until.
+    turn = models.PositiveIntegerField(default=0, editable=False)
+    wake_at = models.DateTimeField(null=True, blank=True, editable=False)
+    stage = models.CharField(max_length=20, blank=True, editable=False)
+    stage_until = models.DateTimeField(null=True, blank=True, editable=False)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,

@@ -9,6 +9,8 @@ from django.utils import translation
 
 from diagnostics import jobs, live
 from diagnostics.models import Job
+from diagnostics.tasks import run_job_task
+from diagnostics.workflows.diagnosis import start_diagnosis
 from tests.conftest import diagnose, start_job, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -67,7 +69,7 @@ def test_a_job_stores_its_error_in_the_language_of_who_started_it(
     language, words, idle_machine, seed_article, employee, use_worker_queue
 ):
     with translation.override(language):  # as the request's LocaleMiddleware does
-        job = jobs.start_diagnosis(employee, idle_machine, seed_article, pasted_text="test")
+        job = start_diagnosis(employee, idle_machine, seed_article, pasted_text="test")
     jobs.enqueue(job.pk)
     job = wait_for_job(job)
 
@@ -105,7 +107,7 @@ def test_a_job_is_never_run_twice(demo_machines, seed_article, employee, use_wor
     job = diagnose(demo_machines["demo-healthy"], seed_article, employee)
     steps_before = job.steps.count()
 
-    jobs.run_job(job.pk)  # a redelivered message: the job is no longer queued
+    run_job_task(job.pk, 0)  # a redelivered message: its turn was taken
 
     job.refresh_from_db()
     assert job.steps.count() == steps_before
@@ -150,7 +152,7 @@ def test_a_new_job_never_replays_events_left_under_its_id(idle_machine, employee
 def test_a_nul_in_host_output_is_stored_escaped_not_a_crash(idle_machine, employee, seed_article):
     machine = idle_machine
     job = jobs.create_job(user=employee, machine=machine, article=seed_article)
-    assert jobs.claim(job.pk)
+    assert jobs.claim(job.pk, 0)
 
     assert job.finish(Job.Status.ERROR, Job.Outcome.ERROR, "stderr: bad\x00byte")
 

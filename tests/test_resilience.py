@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 
 from diagnostics import jobs, live
 from diagnostics.models import Job
+from diagnostics.workflows.diagnosis import start_diagnosis
 from portal.celery import app
 from tests.conftest import _start_worker, _stop
 
@@ -24,7 +25,7 @@ def test_a_worker_killed_mid_job_leaves_an_interrupted_job_with_what_arrived(
         doomed = _start_worker(queue, log)
         try:
             app.conf.task_default_queue = queue
-            job = jobs.start_diagnosis(employee, demo_machines["demo-healthy"], seed_article)
+            job = start_diagnosis(employee, demo_machines["demo-healthy"], seed_article)
             jobs.enqueue(job.pk)
             deadline = time.monotonic() + 30
             while job.steps.count() < 2 and time.monotonic() < deadline:
@@ -53,7 +54,7 @@ def test_a_worker_killed_mid_job_leaves_an_interrupted_job_with_what_arrived(
 def test_when_redis_is_gone_a_new_job_ends_at_once_with_a_clear_message(
     db, employee, demo_machines, seed_article
 ):
-    job = jobs.start_diagnosis(employee, demo_machines["demo-healthy"], seed_article)
+    job = start_diagnosis(employee, demo_machines["demo-healthy"], seed_article)
     original = app.conf.broker_url
     _reset_broker_connections()
     app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
