@@ -53,3 +53,27 @@ def highlight(text: str, phrases) -> str:
     for phrase in sorted({p for p in phrases or [] if p and p.strip()}, key=len, reverse=True):
         escaped = re.sub(re.escape(escape(phrase)), lambda m: f"<mark>{m.group(0)}</mark>", escaped)
     return mark_safe(escaped)  # noqa: S308 - built from escaped text only
+
+
+@register.filter
+def cannot_text(result) -> str:
+    """``{{ step_result|cannot_text }}``: "could not check: …" in the active language."""
+    from diagnostics.capabilities import cannot_text as text
+
+    return text(getattr(result, "cannot", None))
+
+
+@register.filter
+def preflight_rows(preflight) -> list:
+    """A machine's stored preflight as rows with the missing right and its grant command."""
+    from diagnostics.capabilities import preflight_rows as rows
+
+    return rows(preflight)
+
+
+@register.filter
+def missing_rights(preflight) -> list:
+    """The kinds a machine's preflight found the portal's account cannot run."""
+    from diagnostics.capabilities import missing_rights as missing
+
+    return missing(preflight)

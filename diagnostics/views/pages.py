@@ -151,7 +151,7 @@ def job_context(job: Job) -> dict:
         r
         for r in rows
         if r["result"] is not None
-        and r["result"].verdict in ("fail", "error")
+        and r["result"].verdict in ("fail", "error", "unknown")
         and r["phase"] in ("check", "verify")
     ]
     return {
@@ -161,6 +161,8 @@ def job_context(job: Job) -> dict:
         "total": len(rows),
         "percent": int(100 * done / len(rows)) if rows else 100,
         "failed": failed,
+        # Checks that proved a problem; the others in ``failed`` could not tell or not run.
+        "proven": [r for r in failed if r["result"].verdict == "fail"],
         "offers": fixes.offered_fixes(job) if job.outcome == Job.Outcome.PROBLEMS else [],
         "children": list(job.children.order_by("-created_at")),
         "can_roll_back": job.kind == Job.Kind.FIX

@@ -9,6 +9,7 @@ from django.utils.translation import gettext as _
 
 from diagnostics.jobs import JobRefused, Step, create_job, enqueue, execute, finish
 from diagnostics.models import Article, Job, Machine, StepResult
+from diagnostics.plans import diagnosis_outcome
 
 Phase = StepResult.Phase
 
@@ -59,5 +60,8 @@ def run(job: Job) -> None:
     if error:
         finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
         return
-    failing = job.steps.exclude(verdict__in=["pass", "done"]).exists()
-    finish(job, Job.Status.DONE, Job.Outcome.PROBLEMS if failing else Job.Outcome.HEALTHY)
+    # A check that could not tell (or not run) never counts as healthy (issue #10). Job.Outcome
+    # has no "unknown" (contract 3): the page lists those checks under the problems.
+    verdicts = job.steps.values_list("verdict", flat=True)
+    healthy = diagnosis_outcome(verdicts) == "healthy"
+    finish(job, Job.Status.DONE, Job.Outcome.HEALTHY if healthy else Job.Outcome.PROBLEMS)
