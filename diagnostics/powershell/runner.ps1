@@ -57,7 +57,8 @@ function Get-Arg {
     param($StepArgs, [string]$Name, $Default = $null)
     if ($null -eq $StepArgs) { return $Default }
     if ($StepArgs -is [System.Collections.IDictionary]) {
-        if (-not $StepArgs.Contains($Name)) { return $Default }
+        # Keys, not Contains(): Dictionary implements IDictionary.Contains explicitly.
+        if (-not (@($StepArgs.Keys) -ccontains $Name)) { return $Default }
         $value = $StepArgs[$Name]
     } else {
         $prop = $StepArgs.PSObject.Properties[$Name]
@@ -68,27 +69,23 @@ function Get-Arg {
     return $value
 }
 
+# The "cannot tell" being thrown: a hashtable whose content changes (no scope modifier needed).
+$CannotTellState = @{ current = $null }
+
 function New-CannotTell {
     # The step could not find out (issue #10): its line carries "cannot" with the reason and
     # the missing right, plus any facts it did learn, never a made-up fact.
     param([string]$Message, [string]$Reason, [string]$Need = '', $Facts = $null)
-    $exception = New-Object System.Exception ($Message)
-    $exception.Data['kaiketsu.reason'] = $Reason
-    $exception.Data['kaiketsu.need'] = $Need
-    $exception.Data['kaiketsu.facts'] = $Facts
-    throw $exception
+    $CannotTellState.current = @{ message = $Message; reason = $Reason; need = $Need; facts = $Facts }
+    throw $Message
 }
 
 function Get-CannotTell {
     # The "cannot tell" an error stands for, or $null for a plain error.
     param($ErrorRecord)
-    $e = $ErrorRecord.Exception
-    while ($null -ne $e) {
-        if ($e.Data.Contains('kaiketsu.reason')) {
-            return @{ message = $e.Message; reason = [string]$e.Data['kaiketsu.reason']; need = [string]$e.Data['kaiketsu.need']; facts = $e.Data['kaiketsu.facts'] }
-        }
-        $e = $e.InnerException
-    }
+    $state = $CannotTellState.current
+    $CannotTellState.current = $null
+    if ($null -ne $state -and [string]$ErrorRecord.Exception.Message -eq $state.message) { return $state }
     $text = Get-ErrorText $ErrorRecord
     # A module missing on this edition, or Windows refusing the account, is "cannot tell" too.
     if ($ErrorRecord.Exception -is [System.Management.Automation.CommandNotFoundException]) {
@@ -595,7 +592,8 @@ function Invoke-DnsResolve {
     # An IP address needs no lookup: Resolve-DnsName would reverse-resolve it and find no
     # address record, so a server configured by IP would "not resolve" (D-5).
     $literal = $null
-    if ([System.Net.IPAddress]::TryParse($name.Trim('[', ']'), [ref]$literal)) {
+    # (A dot or colon is required: .NET also reads a bare number such as "10" as an address.)
+    if ($name -match '[.:]' -and [System.Net.IPAddress]::TryParse($name.Trim('[', ']'), [ref]$literal)) {
         return @{ facts = [ordered]@{ name = $name; resolved = $true; addresses = ConvertTo-StringArray @($literal.ToString()); error = $null } }
     }
     try {
@@ -962,14 +960,15 @@ $Handlers = @{
 
 function Invoke-Step {
     param($Step)
-    $id = [string]$Step['id']
-    $kind = [string]$Step['kind']
+    $id = [string](Get-Arg $Step 'id' '')
+    $kind = [string](Get-Arg $Step 'kind' '')
+    $CannotTellState.current = $null
     $clock = [System.Diagnostics.Stopwatch]::StartNew()
     $line = [ordered]@{ step = $id; ok = $false }
     try {
         # -ccontains: kinds are case-sensitive, as in the catalog (a hashtable is not).
         if (-not (@($Handlers.Keys) -ccontains $kind)) { throw ('unknown step kind ''' + $kind + '''') }
-        $result = & $Handlers[$kind] $Step['args']
+        $result = & $Handlers[$kind] (Get-Arg $Step 'args')
         # A stray value emitted by a cmdlet would arrive before the result: keep the result.
         if ($result -is [array]) { $result = $result[-1] }
         $line.ok = $true
@@ -1014,7 +1013,7 @@ try {
 } catch {
     Stop-WithFatal ('plan: not valid JSON: ' + $_.Exception.Message)
 }
-if (-not ($plan -is [System.Collections.IDictionary]) -or -not $plan.Contains('steps')) {
+if (-not ($plan -is [System.Collections.IDictionary]) -or -not (@($plan.Keys) -ccontains 'steps')) {
     Stop-WithFatal 'plan: expected an object with "version" and "steps"'
 }
 if ([string]$plan['version'] -ne [string]$RunnerVersion) {
@@ -1026,13 +1025,15 @@ if ($null -ne $plan['steps'] -and -not ($plan['steps'] -is [array])) {
 $steps = @($plan['steps'])
 $seen = New-Object System.Collections.Hashtable  # case-sensitive, unlike @{}
 foreach ($step in $steps) {
-    if (-not ($step -is [System.Collections.IDictionary]) -or -not $step.Contains('id') -or -not ($step['id'] -is [string])) {
+    $stepId = $null
+    if ($step -is [System.Collections.IDictionary]) { $stepId = Get-Arg $step 'id' }
+    if (-not ($stepId -is [string])) {
         Stop-WithFatal 'plan: every step needs a string "id"'
     }
-    if ($seen.ContainsKey($step['id'])) {
-        Stop-WithFatal ('plan: step id "' + $step['id'] + '" is used twice')
+    if ($seen.ContainsKey($stepId)) {
+        Stop-WithFatal ('plan: step id "' + $stepId + '" is used twice')
     }
-    $seen[$step['id']] = $true
+    $seen[$stepId] = $true
 }
 $count = 0
 foreach ($step in $steps) {
