@@ -23,7 +23,7 @@ from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
-from django.db.models import Case, DateTimeField, F, Value, When
+from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -130,18 +130,26 @@ def create_job(**fields: Any) -> Job:
     return job
 
 
-def enqueue(job_id: int, countdown: float = 0) -> None:
-    """Send the job's next turn to a worker (by task name); if the broker cannot be reached,
-    end the job with that reason.
+def enqueue(job_id: int) -> None:
+    """Queue the first turn of a queued job (new, approved or resumed).
 
-    The message carries the turn it may claim, so a duplicate (a redelivery, or the reaper
-    re-sending a lost turn) finds the turn taken and does nothing.
+    Does nothing for a job that is not queued (its turn is already under way): only the
+    engine schedules later turns.
     """
-    turn = Job.objects.filter(pk=job_id).values_list("turn", flat=True).first()
-    if turn is None:
-        return
+    job = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).only("turn").first()
+    if job is not None:
+        _send(job_id, job.turn, 0, only_if=Q(status=Job.Status.QUEUED))
+
+
+def _send(job_id: int, turn: int, countdown: float, only_if: Q | None = None) -> bool:
+    """Mark turn ``turn`` due and send its message; False if the turn moved on meanwhile.
+
+    The message carries the turn it may claim and the claim needs the turn marked due, so a
+    duplicate (a redelivery, the reaper resending a lost turn) never runs a job twice.
+    """
     wake = timezone.now() + timedelta(seconds=countdown)
-    Job.objects.filter(pk=job_id, turn=turn).update(wake_at=wake)
+    if not Job.objects.filter(only_if or Q(), pk=job_id, turn=turn).update(wake_at=wake):
+        return False
     limit = settings.KAIKETSU_JOB_TIME_LIMIT
     try:
         current_app.send_task(
@@ -163,17 +171,21 @@ def enqueue(job_id: int, countdown: float = 0) -> None:
                 )
             finish(job, Job.Status.ERROR, Job.Outcome.ERROR, reason)
         # A job already under way keeps its wake_at: the reaper sends its turn again.
+    return True
 
 
 def claim(job_id: int, turn: int) -> bool:
-    """Take turn ``turn`` of an active job, atomically: False if it is taken or the job ended.
+    """Take turn ``turn`` of an active job, atomically: False if it is taken, not due, or the
+    job ended.
 
     The first turn moves the job from queued to running; later turns keep its status (a job
     restarting its machine stays "restarting" while the workflow polls).
     """
     now = timezone.now()
     return bool(
-        Job.objects.filter(pk=job_id, turn=turn, status__in=Job.ACTIVE).update(
+        Job.objects.filter(
+            pk=job_id, turn=turn, status__in=Job.ACTIVE, wake_at__isnull=False
+        ).update(
             turn=F("turn") + 1,
             status=Case(
                 When(status=Job.Status.QUEUED, then=Value(Job.Status.RUNNING)),
@@ -203,7 +215,7 @@ def run_job(job_id: int, turn: int, workflow: Workflow) -> None:
             finish(job, Job.Status.ERROR, Job.Outcome.ERROR, _("The job hit its time limit."))
     if wait is not None and not job.is_finished:
         Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
-        enqueue(job.pk, countdown=min(max(wait.seconds, 0.2), MAX_WAIT_S))
+        _send(job.pk, job.turn, countdown=min(max(wait.seconds, 0.2), MAX_WAIT_S))
 
 
 def in_language(job: Job) -> translation.override:
@@ -360,12 +372,11 @@ def reap_stale_jobs(now: Any = None) -> int:
     now = now or timezone.now()
     touched = 0
     overdue = now - timedelta(seconds=settings.KAIKETSU_RESEND_AFTER)
-    for job_id in Job.objects.filter(status__in=Job.ACTIVE, wake_at__lt=overdue).values_list(
-        "pk", flat=True
-    ):
-        log.warning("job %s: its next turn is overdue; sending it again", job_id)
-        enqueue(job_id)
-        touched += 1
+    late = Job.objects.filter(status__in=Job.ACTIVE, wake_at__lt=overdue)
+    for job_id, turn in late.values_list("pk", "turn"):
+        if _send(job_id, turn, 0, only_if=Q(wake_at__lt=overdue)):
+            log.warning("job %s: turn %s was overdue; sent it again", job_id, turn)
+            touched += 1
     cutoff = now - timedelta(seconds=settings.KAIKETSU_REAP_AFTER)
     stale = Job.objects.filter(
         status__in=Job.ACTIVE, wake_at__isnull=True, heartbeat_at__lt=cutoff

@@ -4,6 +4,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from diagnostics import jobs
 from diagnostics.models import (
@@ -221,6 +222,7 @@ def test_two_concurrent_requests_for_one_machine_run_one_job(idle_machine, emplo
 def test_the_lock_never_outlives_a_dead_worker(idle_machine, employee, seed_article, settings):
     machine = idle_machine
     stuck = jobs.create_job(user=employee, machine=machine, article=seed_article)
+    Job.objects.filter(pk=stuck.pk).update(wake_at=timezone.now())  # its message was sent
     assert jobs.claim(stuck.pk, 0)
     settings.KAIKETSU_REAP_AFTER = 0
 

@@ -5,7 +5,7 @@ import os
 import pytest
 import redis
 from django.conf import settings
-from django.utils import translation
+from django.utils import timezone, translation
 
 from diagnostics import jobs, live
 from diagnostics.models import Job
@@ -152,6 +152,7 @@ def test_a_new_job_never_replays_events_left_under_its_id(idle_machine, employee
 def test_a_nul_in_host_output_is_stored_escaped_not_a_crash(idle_machine, employee, seed_article):
     machine = idle_machine
     job = jobs.create_job(user=employee, machine=machine, article=seed_article)
+    Job.objects.filter(pk=job.pk).update(wake_at=timezone.now())  # its message was sent
     assert jobs.claim(job.pk, 0)
 
     assert job.finish(Job.Status.ERROR, Job.Outcome.ERROR, "stderr: bad\x00byte")

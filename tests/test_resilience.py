@@ -7,6 +7,7 @@ import time
 
 import pytest
 from django.conf import settings as django_settings
+from kombu import pools as kombu_pools
 
 from diagnostics import jobs, live
 from diagnostics.models import Job
@@ -85,4 +86,7 @@ def _reset_broker_connections() -> None:
     """Make the next publish connect afresh to app.conf.broker_url."""
     app.pool.force_close_all()
     app._pool = None
+    # kombu keeps producer pools per connection, process-wide: they hold the closed pool.
+    kombu_pools.reset()
+    app.amqp._producer_pool = None
     app.amqp._producer_pool = None
