@@ -116,6 +116,11 @@ def test_connection_test_lists_the_missing_rights_and_keeps_them_for_diagnoses(
     client.force_login(employee)
     job_page = client.get(reverse("diagnostics:job-detail", args=[job.pk])).content.decode()
     assert 'id="known-limits"' in job_page and "<code>vpn_events</code>" in job_page
+    # Could-not-tell rows look like neither a pass nor a problem, and say what is missing.
+    assert 'data-verdict="unknown"' in job_page
+    assert "確認できませんでした: ポータルのアカウントに Event Log Readers" in job_page
+    assert 'id="not-all-checked"' in job_page  # nothing failed: not "N problems found"
+    assert 'id="fix-button"' not in job_page  # nothing proven, nothing to fix
 
 
 def test_an_administrator_account_gets_a_preflight_where_every_kind_works(
