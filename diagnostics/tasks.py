@@ -10,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 
 from diagnostics import jobs, workflows
-from diagnostics.workflows import connection
+from diagnostics.workflows import connection, scan
 
 
 @shared_task(
@@ -27,6 +27,16 @@ def run_job_task(job_id: int, turn: int = 0) -> None:
 @shared_task(name="diagnostics.tasks.reap_jobs", soft_time_limit=50, time_limit=60)
 def reap_jobs() -> int:
     return jobs.reap_stale_jobs()
+
+
+@shared_task(name=scan.TICK_TASK, soft_time_limit=50, time_limit=60)
+def scan_tick(scan_id: int) -> None:
+    scan.tick(scan_id)
+
+
+@shared_task(name="diagnostics.tasks.tick_scans", soft_time_limit=50, time_limit=60)
+def tick_scans() -> int:
+    return scan.tick_all()
 
 
 @shared_task(name="diagnostics.tasks.test_connection", soft_time_limit=50, time_limit=60)

@@ -138,9 +138,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * (KAIKETSU_JOB_TIME_
 # turns at once per worker process, whatever the number of cores (grow past one machine with
 # more workers on more machines sharing Redis and the database).
 KAIKETSU_WORKER_THREADS = env.int("KAIKETSU_WORKER_THREADS", default=32)
+# A fleet scan runs at most this many of its diagnoses at once, leaving room for employees.
+KAIKETSU_SCAN_CONCURRENCY = env.int("KAIKETSU_SCAN_CONCURRENCY", default=24)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reap-dead-jobs": {"task": "diagnostics.tasks.reap_jobs", "schedule": 30.0},
+    "tick-scans": {"task": "diagnostics.tasks.tick_scans", "schedule": 30.0},
 }
 
 # Where "Ask the helpdesk" sends an employee whose paste matched nothing (a mailto: link).

@@ -221,7 +221,7 @@ def job_rerun(request: HttpRequest, pk: int) -> HttpResponse:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: object) -> object:
+def csv_cell(value: object) -> object:
     """Text a spreadsheet would run as a formula gets a leading quote (CSV injection)."""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
@@ -254,14 +254,14 @@ def _csv_chunks(filters: history.Filters) -> Iterator[str]:
             (
                 pk,
                 created.astimezone(tz).isoformat(timespec="seconds"),
-                _cell(user),
-                _cell(machine),
+                csv_cell(user),
+                csv_cell(machine),
                 article,
                 kind,
                 status,
                 outcome,
                 failed,
-                _cell(error),
+                csv_cell(error),
             )
             for pk, created, user, machine, article, kind, status, outcome, error, failed in batch
         )

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnostics', '0009_job_turns'),
+        ('diagnostics', '0010_fleet_scans'),
     ]
 
     operations = [
