@@ -213,6 +213,17 @@ def run_job(job_id: int, turn: int, workflow: Workflow) -> None:
         except SoftTimeLimitExceeded:
             wait = None
             finish(job, Job.Status.ERROR, Job.Outcome.ERROR, _("The job hit its time limit."))
+        except Exception:
+            # A bug or a database failure: end the job now, with what arrived kept, rather
+            # than leave it "running" for the reaper to find minutes later.
+            log.exception("job %s turn %s failed", job.pk, turn)
+            wait = None
+            finish(
+                job,
+                Job.Status.ERROR,
+                Job.Outcome.ERROR,
+                _("The portal failed while running this job; the steps above are what arrived."),
+            )
     if wait is not None and not job.is_finished:
         Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
         _send(job.pk, job.turn, countdown=min(max(wait.seconds, 0.2), MAX_WAIT_S))

@@ -159,3 +159,46 @@ def test_a_nul_in_host_output_is_stored_escaped_not_a_crash(idle_machine, employ
 
     job.refresh_from_db()
     assert job.error == "stderr: bad\\0byte"
+
+
+def test_a_workflow_that_fails_ends_its_job_at_once_not_at_the_reaper(
+    idle_machine, employee, seed_article
+):
+    job = jobs.create_job(user=employee, machine=idle_machine, article=seed_article)
+    Job.objects.filter(pk=job.pk).update(wake_at=timezone.now())  # its message was sent
+
+    def broken_workflow(job):
+        raise RuntimeError("a bug in a workflow")
+
+    jobs.run_job(job.pk, 0, broken_workflow)
+
+    job.refresh_from_db()
+    assert (job.status, job.outcome) == (Job.Status.ERROR, Job.Outcome.ERROR)
+    assert "a bug" not in job.error and job.error  # a plain sentence, not the traceback
+    jobs.create_job(user=employee, machine=idle_machine, article=seed_article)  # lock free
+
+
+def test_a_waiting_workflow_gets_its_next_turn_and_only_one(idle_machine, employee, seed_article):
+    job = jobs.create_job(user=employee, machine=idle_machine, article=seed_article)
+    Job.objects.filter(pk=job.pk).update(wake_at=timezone.now())
+    turns = []
+
+    def waits_once(job):
+        turns.append(job.turn)
+        return jobs.Wait(5) if len(turns) == 1 else None
+
+    from portal.celery import app
+
+    app.conf.task_default_queue = f"kaiketsu-nobody-{os.getpid()}"  # no worker takes it
+    try:
+        jobs.run_job(job.pk, 0, waits_once)  # sends turn 1 to the broker, due in 5 s
+    finally:
+        app.conf.task_default_queue = "kaiketsu"
+        redis.Redis.from_url(settings.REDIS_URL).delete(f"kaiketsu-nobody-{os.getpid()}")
+    job.refresh_from_db()
+    assert job.turn == 1 and job.wake_at is not None and job.status == Job.Status.RUNNING
+
+    jobs.run_job(job.pk, 0, waits_once)  # the old message again: its turn is taken
+    jobs.run_job(job.pk, 1, waits_once)  # the next turn, as the broker delivers it
+    jobs.run_job(job.pk, 1, waits_once)  # and a duplicate of it
+    assert turns == [1, 2]
