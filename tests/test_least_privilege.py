@@ -136,3 +136,28 @@ def test_an_administrator_account_gets_a_preflight_where_every_kind_works(
     statuses = {row["kind"]: row["status"] for row in machine.preflight["kinds"]}
     assert statuses.pop("vpn_dial") == "untested"
     assert set(statuses.values()) == {"works"}
+
+
+@pytest.mark.django_db
+def test_preflight_kinds_left_unanswered_at_the_deadline_say_cannot_timeout(monkeypatch):
+    from diagnostics.models import Credential
+    from diagnostics.workflows import connection
+    from winsim.hosts import hosts_from_profile
+    from winsim.server import FleetThread
+
+    hosts = hosts_from_profile({"hosts": {"slow": {"faults": {"slow_step_ms": 700}}}})
+    monkeypatch.setattr(connection, "PREFLIGHT_DEADLINE_S", 2)
+    with FleetThread(hosts):
+        cred = Credential(name="slow", username=hosts[0].username)
+        cred.set_password(hosts[0].password)
+        cred.save()
+        machine = Machine.objects.create(
+            name="slow", address="127.0.0.1", port=hosts[0].port, scheme="http",
+            verify_tls=False, credential=cred,
+        )  # fmt: skip
+        table = {row["kind"]: row for row in connection.preflight(machine)}
+    assert table["os_info"]["status"] == "works"  # answered before the deadline
+    assert table["vpn_events"]["status"] == "cannot"
+    assert table["vpn_events"]["reason"] == "timeout"
+    machine.refresh_from_db()
+    assert machine.preflight["kinds"][-2]["reason"] == "timeout"

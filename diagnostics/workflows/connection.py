@@ -26,29 +26,32 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_S = 15  # below the task's time limit (60 s), above a slow but healthy host
 # hostname (<= 15 s) + preflight stays below the task's soft limit (50 s). A managed PC's
-# firewall enumeration can take longer (review D-6): its kinds then read "error: time-out".
+# firewall enumeration can take longer (review D-6): the kinds left then read "cannot: timeout".
 PREFLIGHT_DEADLINE_S = 30
 
 
 def preflight(machine: Machine) -> list[dict[str, Any]]:
-    """Run the read-only preflight plan, store its capability table on the machine, return it."""
+    """Run the read-only preflight plan, store its capability table on the machine, return it.
+
+    Kinds whose step never answered say why: "cannot: timeout" when the plan ran past its
+    deadline (a slow firewall enumeration, say), else "error" with the transport's message.
+    """
     lines: list[dict[str, Any]] = []
-    fatal = ""
+    fatal, failure, timed_out = "", "", False
     try:
         remote.run_plan(
             target_for(machine), preflight_plan(), lines.append, deadline_s=PREFLIGHT_DEADLINE_S
         )
     except remote.RemoteError as exc:
-        # A fatal line (ConstrainedLanguage) comes with exit code 1; anything else is kept as
-        # the reason for the kinds that did not answer.
+        # A fatal line (ConstrainedLanguage) comes with exit code 1.
         fatal = next((str(ln["fatal"]) for ln in lines if "fatal" in ln), "")
-        if not fatal:
-            lines.append({"step": None, "error": str(exc)})  # read back below
+        failure, timed_out = str(exc)[:500], exc.kind == "timeout"
     table = capabilities(lines, fatal=fatal)
-    late = next((str(ln["error"]) for ln in lines if "error" in ln and ln["step"] is None), "")
     for row in table:
-        if late and row["status"] == "error" and row["detail"] == "no answer":
-            row["detail"] = late[:500]
+        if failure and row["status"] == "error" and row["detail"] == "no answer":
+            row.update(detail=failure)
+            if timed_out:
+                row.update(status="cannot", reason="timeout")
     stored = {"account": machine.credential.username, "kinds": table}
     Machine.objects.filter(pk=machine.pk).update(preflight=stored, preflight_at=timezone.now())
     return table
