@@ -184,8 +184,9 @@ class Host:
         return self.services.get(name.lower())
 
     def connection(self, name: str | None = None) -> VpnConnection | None:
-        """The named connection, else the first L2TP one, else the first; the all-user phone
-        book is read before the per-user one, as runner.ps1 reads them."""
+        """The named connection, else the first L2TP one, else the first (all-user before
+        per-user): the one the *employee* dials (dial model, seeded events). What the portal's
+        account sees and picks is ``winsim.steps.choose_connection``: it never guesses."""
         books = sorted(self.connections, key=lambda c: not c.all_user_connection)
         if name:
             return next((c for c in books if c.name.lower() == name.lower()), None)
