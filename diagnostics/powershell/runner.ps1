@@ -666,9 +666,16 @@ function Invoke-VpnEvents {
     # catalog-checked args, so the query text holds no plan text.
     $ms = [int64]$hours * 3600000
     $xpath = "*[System[Provider[@Name='RasClient'] and (EventID=20221 or EventID=20225 or EventID=20226 or EventID=20227) and TimeCreated[timediff(@SystemTime) <= " + $ms + ']]]'
-    $problems = $null
-    $events = @(Get-WinEvent -LogName Application -FilterXPath $xpath -MaxEvents $max -ErrorAction SilentlyContinue -ErrorVariable problems)
-    foreach ($problem in @($problems)) {
+    # A refusal may come as a non-terminating error or as a terminating one: gather both.
+    $collected = $null
+    $caught = $null
+    $events = @()
+    try {
+        $events = @(Get-WinEvent -LogName Application -FilterXPath $xpath -MaxEvents $max -ErrorAction SilentlyContinue -ErrorVariable collected)
+    } catch {
+        $caught = $_
+    }
+    foreach ($problem in @(@($collected) + @($caught))) {
         if ($null -eq $problem) { continue }
         $id = [string]$problem.FullyQualifiedErrorId
         # "No events were found" is an answer, not a failure (facts section 5).
