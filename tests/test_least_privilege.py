@@ -145,8 +145,8 @@ def test_preflight_kinds_left_unanswered_at_the_deadline_say_cannot_timeout(monk
     from winsim.hosts import hosts_from_profile
     from winsim.server import FleetThread
 
-    hosts = hosts_from_profile({"hosts": {"slow": {"faults": {"slow_step_ms": 700}}}})
-    monkeypatch.setattr(connection, "PREFLIGHT_DEADLINE_S", 2)
+    hosts = hosts_from_profile({"hosts": {"slow": {"faults": {"slow_step_ms": 1000}}}})
+    monkeypatch.setattr(connection, "PREFLIGHT_DEADLINE_S", 3)
     with FleetThread(hosts):
         cred = Credential(name="slow", username=hosts[0].username)
         cred.set_password(hosts[0].password)
@@ -156,8 +156,10 @@ def test_preflight_kinds_left_unanswered_at_the_deadline_say_cannot_timeout(monk
             verify_tls=False, credential=cred,
         )  # fmt: skip
         table = {row["kind"]: row for row in connection.preflight(machine)}
-    assert table["os_info"]["status"] == "works"  # answered before the deadline
-    assert table["vpn_events"]["status"] == "cannot"
-    assert table["vpn_events"]["reason"] == "timeout"
+    # Nine steps of 1 s cannot finish in 3 s: the last kinds time out, whatever answered first
+    # (under load even the first may not); none is a bare error.
+    states = {(r["status"], r["reason"]) for k, r in table.items() if k != "vpn_dial"}
+    assert states <= {("works", ""), ("cannot", "timeout")}
+    assert (table["vpn_events"]["status"], table["vpn_events"]["reason"]) == ("cannot", "timeout")
     machine.refresh_from_db()
     assert machine.preflight["kinds"][-2]["reason"] == "timeout"
