@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnostics', '0010_fleet_scans'),
+        ('diagnostics', '0012_helpdesk_approves_fixes'),
     ]
 
     operations = [
