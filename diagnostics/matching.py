@@ -18,6 +18,15 @@ a half-copied line with full-width digits or their own words. The pipeline:
 4. Score: an article whose code was pasted starts at ``CODE_BASE`` and text adds to it; text alone
    can reach ``TEXT_ONLY_MAX``, which is above ``CODE_BASE``: a clear text match for another
    article beats a bare code, a vague one does not.
+5. Codes first: when the paste names codes and no article covers any of them, no article is
+   confident (scores are capped under ``THRESHOLD``): an explicit code is the strongest evidence
+   a paste carries, and an article for another code must never win against it. The caller
+   shows the code's meaning from Windows' own table (``diagnostics/error_codes.py``).
+6. Near-identical messages (809 / 811 share their first sentence): when two articles' signatures
+   are both close to the paste, the words only one of them has decide (``_rival_factor``).
+
+The result carries structured reasons and notices (``Reason``, ``Notice``), never sentences:
+the view, the template and ``kb_match`` word them in the reader's language.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from rapidfuzz import fuzz
 
@@ -39,6 +49,12 @@ TEXT_ONLY_MAX = 0.95
 TITLE_WEIGHT = 0.9  # a title is our wording, not Windows': a little less evidence
 CANDIDATES = 24  # signatures scored with rapidfuzz after the trigram prefilter
 NGRAM = 3
+# A paste naming only codes no article covers: every article stays under the threshold.
+UNCOVERED_CAP = THRESHOLD - 0.05
+# Two signatures of different articles sharing this share of trigrams are near-identical
+# (809 / 811 share their whole first sentence: 0.6 of the shorter one's trigrams).
+RIVAL_CONTAINMENT = 0.45
+RIVAL_FLOOR = 0.75  # a rival whose own words are all missing keeps this share of its score
 
 # ---------------------------------------------------------------------------------------------
 # Normalisation
@@ -176,15 +192,59 @@ def _compact_mapped(
     "...returned on failure is 789" must not look like a different text from "... is 809".
     """
     keep = [i for i, ch in enumerate(norm) if _is_text_char(ch)]
-    return "".join(norm[i] for i in keep), [spans[i] for i in keep]
+    return _fold_variants("".join(norm[i] for i in keep), [spans[i] for i in keep])
 
 
 def _is_text_char(ch: str) -> bool:
     return ch.isalnum() and not ch.isdigit()
 
 
+# Ways people write the same Japanese word (kanji or kana, a katakana word with or without its
+# final long-vowel mark: サーバー / サーバ, コンピューター / コンピュータ, レイヤー / レイヤ), folded
+# to one spelling on both sides. Microsoft's messages say ネゴシエート; people write
+# ネゴシエーション or 交渉, and セキュリティレイヤー for セキュリティ層.
+_JA_VARIANTS = {
+    "繋": "つな",
+    "出来": "でき",
+    "ネゴシエーション": "ネゴシエート",
+    "交渉": "ネゴシエート",
+    "セキュリティーレイヤー": "セキュリティ層",
+    "セキュリティレイヤー": "セキュリティ層",
+    "セキュリティレイヤ": "セキュリティ層",
+    "セキュリティー": "セキュリティ",
+    "事前共有鍵": "事前共有キ",
+    "プレシェアードキー": "事前共有キ",
+}
+_JA_VARIANT_RE = re.compile(
+    "|".join(re.escape(k) for k in sorted(_JA_VARIANTS, key=len, reverse=True))
+    + r"|(?<=[\u30a1-\u30fa])ー(?![\u30a1-\u30fc])"
+)
+
+
+def _fold_variants(compact: str, spans: Sequence[tuple[int, int]]) -> tuple[str, list]:
+    """``compact`` with Japanese spelling variants folded; each new character keeps a span."""
+    if not any(_is_cjk(ch) for ch in compact):
+        return compact, list(spans)
+    out: list[str] = []
+    out_spans: list = []
+    last = 0
+    for m in _JA_VARIANT_RE.finditer(compact):
+        out.extend(compact[last : m.start()])
+        out_spans.extend(spans[last : m.start()])
+        repl = _JA_VARIANTS.get(m.group(0), "")
+        if repl:
+            lo, hi = spans[m.start()][0], spans[m.end() - 1][1]
+            out.extend(repl)
+            out_spans.extend([(lo, hi)] * len(repl))
+        last = m.end()
+    out.extend(compact[last:])
+    out_spans.extend(spans[last:])
+    return "".join(out), out_spans
+
+
 def _compact(text: str) -> str:
-    return "".join(ch for ch in normalize(text) if _is_text_char(ch))
+    compact = "".join(ch for ch in normalize(text) if _is_text_char(ch))
+    return _fold_variants(compact, [(0, 0)] * len(compact))[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,13 +402,42 @@ def build_index(articles: list[dict]) -> Index:
 # Matching
 
 
+class ReasonKind(StrEnum):
+    CODE = "code"  # the pasted error code is one of the article's
+    PHRASE = "phrase"  # a piece of the paste matches one of the article's signatures
+    TITLE = "title"  # ... or its title
+    WEAK = "weak"  # nothing conclusive: only a vague similarity
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why an article ranks: a kind and its data; the reader's language words it."""
+
+    kind: ReasonKind
+    code: int | None = None
+    text: str = ""  # the pasted words that matched (PHRASE / TITLE), shortened
+
+
+class NoticeKind(StrEnum):
+    CUT = "cut"  # the text was cut to MAX_CHARS
+    NO_TEXT = "no_text"  # nothing but blanks and punctuation
+    CODES_NOT_IN_KB = "codes_not_in_kb"  # the pasted codes no article covers
+
+
+@dataclass(frozen=True)
+class Notice:
+    kind: NoticeKind
+    codes: tuple[int, ...] = ()
+    limit: int = 0
+
+
 @dataclass(frozen=True)
 class Match:
     article: str  # slug
     title: str  # in the requested language
     score: float  # 0..1
     error_codes: list[int]
-    why: str  # "error code 789" / "phrase: 'security layer ... processing error'"
+    reasons: tuple[Reason, ...]  # error code first, then the matched phrase or title
     highlight: list[str]  # substrings of the ORIGINAL pasted text that matched
 
 
@@ -356,8 +445,9 @@ class Match:
 class Result:
     matches: list[Match]  # best first, at most top
     confident: bool  # best score >= THRESHOLD
-    codes: list[int]  # error codes found in the text
-    notice: str | None  # "text was cut to the first 10,000 characters", "no text"
+    codes: list[int]  # error codes found in the text, in order
+    uncovered: list[int]  # those of ``codes`` no article covers
+    notices: tuple[Notice, ...] = ()
 
 
 @dataclass
@@ -496,51 +586,90 @@ def match(index: Index, text: str, *, top: int = 5, lang: str = "ja") -> Result:
     """Rank the index's articles for a pasted ``text``; never raises for any ``str``.
 
     Returns at most ``top`` matches, best first, with ``confident`` false when the best score
-    is under ``THRESHOLD`` (the nearest candidates are still returned).
+    is under ``THRESHOLD`` (the nearest candidates are still returned). When the paste names
+    error codes and no article covers any of them, every score is capped under the threshold.
     """
-    notices: list[str] = []
+    notices: list[Notice] = []
     if not isinstance(text, str):
         text = ""
     if len(text) > MAX_CHARS:
         text = text[:MAX_CHARS]
-        notices.append(f"text was cut to the first {MAX_CHARS:,} characters")
+        notices.append(Notice(NoticeKind.CUT, limit=MAX_CHARS))
     norm, spans = _normalize_mapped(text)
     compact, cspans = _compact_mapped(norm, spans)
     found = _codes_with_spans(norm)
     codes = list(dict.fromkeys(c for c, _, _ in found))
+    uncovered = [c for c in codes if c not in index.by_code]
     if not compact and not codes:
         # A greeting alone ("hello") is text, just nothing to match; only say "no text" when
         # there are no letters or digits at all (empty, whitespace, punctuation, emoji).
         if not any(ch.isalnum() for ch in text):
-            notices.append("no text")
-        return Result([], False, [], "; ".join(notices) or None)
+            notices.append(Notice(NoticeKind.NO_TEXT))
+        return Result([], False, [], [], tuple(notices))
 
     evidence: dict[int, _Evidence] = {}
     for code, start, end in found:
         for pos in index.by_code.get(code, []):
             evidence.setdefault(pos, _Evidence()).codes.append((code, start, end))
-    unknown = [c for c in codes if c not in index.by_code]
-    if unknown and not evidence:
-        listed = ", ".join(str(c) for c in unknown)
-        notices.append(f"error code {listed} is not in the knowledge base")
+    if uncovered and not evidence:
+        notices.append(Notice(NoticeKind.CODES_NOT_IN_KB, codes=tuple(uncovered)))
 
+    scored = []
     for sid in _candidates(index, compact):
+        score, phrase = _text_score(compact, index.signatures[sid])
+        if score > 0:
+            scored.append((score * index.signatures[sid].weight, sid, phrase))
+    for score, sid, phrase in _settle_rivals(index, compact, scored):
         sig = index.signatures[sid]
-        score, phrase = _text_score(compact, sig)
-        score *= sig.weight
         ev = evidence.setdefault(sig.article, _Evidence())
         if score > ev.text:
             ev.text, ev.phrase, ev.kind = score, phrase, sig.kind
 
+    cap = UNCOVERED_CAP if uncovered and len(uncovered) == len(codes) else 1.0
     matches = [
-        _to_match(index.articles[pos], ev, text, spans, cspans, lang)
+        _to_match(index.articles[pos], ev, text, spans, cspans, lang, cap)
         for pos, ev in evidence.items()
         if ev.codes or ev.text > 0.05
     ]
     matches.sort(key=lambda m: (-m.score, m.article))
     matches = matches[: max(0, top)]
     confident = bool(matches) and matches[0].score >= THRESHOLD
-    return Result(matches, confident, codes, "; ".join(notices) or None)
+    return Result(matches, confident, codes, uncovered, tuple(notices))
+
+
+def _settle_rivals(
+    index: Index, query: str, scored: list[tuple[float, int, tuple[int, int] | None]]
+) -> list[tuple[float, int, tuple[int, int] | None]]:
+    """Let the words that tell near-identical signatures apart decide between them.
+
+    809's and 811's messages share their first sentence; a paste of either scores high on
+    both. For each pair of close candidates from different articles whose signatures share
+    most of their trigrams, each keeps ``RIVAL_FLOOR`` of its score plus the rest in
+    proportion to how many of its own trigrams (those the rival lacks) the paste contains.
+    A paste of only the shared words leaves them tied, as it should.
+    """
+    strong = sorted((s for s in scored if s[0] >= 0.3), reverse=True)[:8]
+    if len(strong) < 2:
+        return scored
+    sigs = index.signatures
+    grams = {sid: _ngrams(sigs[sid].compact) for _, sid, _ in strong}
+    qgrams = _ngrams(query)
+    factor: dict[int, float] = {}
+    for i, (_, a, _) in enumerate(strong):
+        for _, b, _ in strong[i + 1 :]:
+            if sigs[a].article == sigs[b].article:
+                continue
+            shared = len(grams[a] & grams[b])
+            if shared < RIVAL_CONTAINMENT * min(len(grams[a]), len(grams[b])):
+                continue
+            for own, other in ((a, b), (b, a)):
+                distinct = grams[own] - grams[other]
+                present = len(distinct & qgrams) / len(distinct) if distinct else 1.0
+                f = RIVAL_FLOOR + (1.0 - RIVAL_FLOOR) * present
+                factor[own] = min(factor.get(own, 1.0), f)
+    if not factor:
+        return scored
+    return [(score * factor.get(sid, 1.0), sid, phrase) for score, sid, phrase in scored]
 
 
 def _to_match(
@@ -550,13 +679,14 @@ def _to_match(
     spans: Sequence[tuple[int, int]],
     cspans: Sequence[tuple[int, int]],
     lang: str,
+    cap: float = 1.0,
 ) -> Match:
     # A pasted code sets a floor that text raises; text alone tops out above that floor.
     score = CODE_BASE + (1.0 - CODE_BASE) * ev.text if ev.codes else TEXT_ONLY_MAX * ev.text
-    reasons: list[str] = []
+    reasons: list[Reason] = []
     highlight: list[str] = []
     for code in dict.fromkeys(c for c, _, _ in ev.codes):
-        reasons.append(f"error code {code}")
+        reasons.append(Reason(ReasonKind.CODE, code=code))
     for _, start, end in ev.codes:
         piece = _span_text(original, spans, start, end)
         if piece and not any(piece in h for h in highlight):
@@ -564,18 +694,18 @@ def _to_match(
     if ev.phrase is not None and ev.text >= 0.3:
         piece = _span_text(original, cspans, *ev.phrase)
         if piece:
-            label = "title" if ev.kind == "title" else "phrase"
-            reasons.append(f"{label}: '{_shorten(piece)}'")
+            kind = ReasonKind.TITLE if ev.kind == "title" else ReasonKind.PHRASE
+            reasons.append(Reason(kind, text=_shorten(piece)))
             if piece not in highlight:
                 highlight.append(piece)
     if not reasons:
-        reasons.append("weak text similarity")
+        reasons.append(Reason(ReasonKind.WEAK))
     title = art.titles.get(lang) or art.titles.get("en") or art.titles.get("ja") or art.slug
     return Match(
         article=art.slug,
         title=str(title),
-        score=round(min(1.0, max(0.0, score)), 4),
+        score=round(min(cap, 1.0, max(0.0, score)), 4),
         error_codes=list(art.codes),
-        why=" + ".join(reasons),
+        reasons=tuple(reasons),
         highlight=highlight,
     )

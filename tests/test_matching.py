@@ -17,6 +17,10 @@ from diagnostics import matching
 from diagnostics.matching import (
     MAX_CHARS,
     THRESHOLD,
+    Notice,
+    NoticeKind,
+    Reason,
+    ReasonKind,
     build_index,
     extract_codes,
     match,
@@ -233,7 +237,7 @@ def test_own_words_with_a_code_find_the_article_for_that_code(index):
     result = match(index, "朝からVPNがつながらない、エラー789")
     assert result.confident
     assert result.matches[0].article == "l2tp-ipsec-psk-negotiation"
-    assert result.matches[0].why == "error code 789"
+    assert result.matches[0].reasons == (Reason(ReasonKind.CODE, code=789),)
     assert result.matches[0].highlight == ["エラー789"]
 
 
@@ -264,7 +268,8 @@ def test_why_and_highlight_quote_the_original_pasted_text(index):
     text = "ＶＰＮ接続で\n「この接続のセキュリティ ポリシーが見つからなかったため」と出ます"
     best = match(index, text).matches[0]
     assert best.article == "l2tp-ipsec-psk-negotiation"
-    assert best.why.startswith("phrase: '")
+    assert best.reasons[0].kind == ReasonKind.PHRASE
+    assert best.reasons[0].text in " ".join(text.split())
     assert best.highlight
     assert all(piece in text for piece in best.highlight)
 
@@ -315,14 +320,15 @@ def test_empty_or_blank_text_says_no_text(index):
     for text in ("", "   \n\t", "。、「」"):
         result = match(index, text)
         assert result.matches == [] and not result.confident
-        assert result.notice == "no text"
+        assert result.notices == (Notice(NoticeKind.NO_TEXT),)
 
 
 def test_an_unknown_code_is_said_plainly(index):
     result = match(index, "Remote Access error 651")
     assert result.codes == [651]
     assert not result.confident
-    assert "651" in (result.notice or "")
+    assert result.uncovered == [651]
+    assert result.notices == (Notice(NoticeKind.CODES_NOT_IN_KB, codes=(651,)),)
 
 
 def test_an_event_whose_code_no_article_has_matches_nothing_confidently(index):
@@ -341,7 +347,7 @@ def test_an_event_with_a_known_code_finds_that_article_first(index):
 def test_huge_input_is_cut_and_says_so(index):
     text = MSG_789_EN + " x" * 600_000
     result = match(index, text)
-    assert result.notice == f"text was cut to the first {MAX_CHARS:,} characters"
+    assert result.notices == (Notice(NoticeKind.CUT, limit=MAX_CHARS),)
     assert result.matches[0].article == "l2tp-ipsec-psk-negotiation"
 
 
