@@ -412,3 +412,43 @@ def test_each_shipped_article_has_a_message_in_both_languages():
         if not any(s.get("lang") == lang for s in a.get("signatures") or [])
     ]
     assert missing == []
+
+
+# --- codes first: a code no article covers is never answered by another article ---------------
+
+
+def _uncovered_forms(code: int, message: str) -> list[str]:
+    return [
+        f"Remote Access error {code} - {message}",  # rasdial
+        (
+            f"Connecting to Office VPN...\nRemote Access error {code} - {message}\n\n"
+            f"For more help on this error:\n        Type 'hh netcfg.chm'\n"
+            f"        In help, click Troubleshooting, then Error Messages, then {code}\n"
+        ),
+        f"Error {code}: {message}",  # the error dialog
+        "CoId={5E2A1C2B-7F3D-4B89-9F0C-1D2E3F405162}: " + EVENT_20227.format(code=code),
+        f"VPNに接続できません。エラー{code}が出ます。{message}",  # own words around it
+        f"{message} (error code: {code})",
+    ]
+
+
+def test_a_code_outside_the_kb_is_never_confident_in_any_form():
+    from diagnostics import error_codes
+
+    shipped = build_index(SHIPPED)
+    confident = []
+    for code in error_codes.codes():
+        if code in shipped.by_code or not (600 <= code <= 899 or 13801 <= code <= 13870):
+            continue
+        for text in _uncovered_forms(code, error_codes.meaning(code).text):
+            result = match(shipped, text)
+            assert result.uncovered == [code]
+            if result.confident:
+                confident.append((code, text[:60], result.matches[0].article))
+    assert confident == []
+
+
+def test_a_covered_code_next_to_an_uncovered_one_still_finds_its_article(index):
+    result = match(index, "error 651, then error 789")
+    assert result.confident and result.matches[0].article == "l2tp-ipsec-psk-negotiation"
+    assert result.uncovered == [651]
