@@ -202,9 +202,14 @@ def _is_text_char(ch: str) -> bool:
 # Ways people write the same Japanese word (kanji or kana, a katakana word with or without its
 # final long-vowel mark: サーバー / サーバ, コンピューター / コンピュータ, レイヤー / レイヤ), folded
 # to one spelling on both sides. Microsoft's messages say ネゴシエート; people write
-# ネゴシエーション or 交渉, and セキュリティレイヤー for セキュリティ層.
+# ネゴシエーション or 交渉, and セキュリティレイヤー for セキュリティ層; 接続できない and
+# つながらない say the same thing.
 _JA_VARIANTS = {
     "繋": "つな",
+    "接続できない": "つながらない",
+    "接続出来ない": "つながらない",
+    "接続できません": "つながりません",
+    "接続出来ません": "つながりません",
     "出来": "でき",
     "ネゴシエーション": "ネゴシエート",
     "交渉": "ネゴシエート",
