@@ -52,6 +52,12 @@ def test_japanese_falls_back_to_english_and_says_so():
     assert found.text == "The connection was closed by the remote computer."
 
 
+def test_a_sourced_japanese_text_is_served_in_japanese_with_its_source():
+    found = error_codes.meaning(721, "ja")
+    assert found.lang == "ja" and found.text == "リモート コンピューターが応答していません。"
+    assert "888201" in found.source
+
+
 def test_an_undefined_number_has_no_meaning():
     assert error_codes.meaning(880) is None
     assert error_codes.meaning(12345) is None
