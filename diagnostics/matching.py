@@ -51,10 +51,12 @@ CANDIDATES = 24  # signatures scored with rapidfuzz after the trigram prefilter
 NGRAM = 3
 # A paste naming only codes no article covers: every article stays under the threshold.
 UNCOVERED_CAP = THRESHOLD - 0.05
-# Two signatures of different articles sharing this share of trigrams are near-identical
-# (809 / 811 share their whole first sentence: 0.6 of the shorter one's trigrams).
-RIVAL_CONTAINMENT = 0.45
-RIVAL_FLOOR = 0.75  # a rival whose own words are all missing keeps this share of its score
+# Two close signatures of different articles are rivals when this share of what the paste has
+# in common with either is common to both (a paste of 809's or 811's shared first sentence).
+RIVAL_CONTAINMENT = 0.6
+# A rival none of whose own words the paste has keeps this share of its score: the paste does
+# not tell it from the other, so neither should reach the threshold on those words alone.
+RIVAL_FLOOR = 0.5
 
 # ---------------------------------------------------------------------------------------------
 # Normalisation
@@ -463,6 +465,14 @@ class _Evidence:
     codes: list[tuple[int, int, int]] = field(default_factory=list)
 
 
+# Japanese text is compared character by character, and katakana loanwords shared by unrelated
+# messages (リモートコンピューター, ネットワーク) lift the ratio of texts that mean different things:
+# "リモート コンピューターが応答していません" and "リモートコンピューターに接続できません" align at
+# 74. Similarity only counts for Japanese above this floor (55 for English); at 60 that pair
+# scores 0.40, under the threshold, while the seed's paraphrases in Issue #12 stay over it.
+_CJK_FLOOR = 60.0
+
+
 def _enough(compact: str) -> int:
     # Japanese carries about three times the information per character of English.
     head = compact[:60]
@@ -486,7 +496,8 @@ def _text_score(query: str, sig: _Signature) -> tuple[float, tuple[int, int] | N
     # one is not. Never less than 12 letters, so "VPN" alone proves nothing.
     length_factor = min(1.0, window / max(12, min(sig.enough, len(sig.compact))))
     coverage_factor = 0.7 + 0.3 * min(1.0, window / (0.6 * len(sig.compact)))
-    quality = max(0.0, (ratio - 55.0) / 45.0)
+    floor = _CJK_FLOOR if sig.enough < 45 else 55.0
+    quality = max(0.0, (ratio - floor) / (100.0 - floor))
     score = quality**0.8 * length_factor * coverage_factor
     return min(1.0, score), span
 
@@ -648,10 +659,12 @@ def _settle_rivals(
     """Let the words that tell near-identical signatures apart decide between them.
 
     809's and 811's messages share their first sentence; a paste of either scores high on
-    both. For each pair of close candidates from different articles whose signatures share
-    most of their trigrams, each keeps ``RIVAL_FLOOR`` of its score plus the rest in
-    proportion to how many of its own trigrams (those the rival lacks) the paste contains.
-    A paste of only the shared words leaves them tied, as it should.
+    both. For each pair of close candidates from different articles for which the paste's
+    evidence is mostly the same words, each keeps ``RIVAL_FLOOR`` of its score plus the rest
+    in proportion to how many of its own trigrams (those the rival lacks) the paste contains.
+    A paste of only the shared words tells neither apart, so neither is confident; when one
+    message is contained in the other, the paste's having or lacking the longer one's extra
+    words decides.
     """
     strong = sorted((s for s in scored if s[0] >= 0.3), reverse=True)[:8]
     if len(strong) < 2:
@@ -664,13 +677,19 @@ def _settle_rivals(
         for _, b, _ in strong[i + 1 :]:
             if sigs[a].article == sigs[b].article:
                 continue
-            shared = len(grams[a] & grams[b])
-            if shared < RIVAL_CONTAINMENT * min(len(grams[a]), len(grams[b])):
+            # Rivals: most of what the paste shares with either is shared by both.
+            shared = len(grams[a] & grams[b] & qgrams)
+            if shared < RIVAL_CONTAINMENT * min(len(grams[a] & qgrams), len(grams[b] & qgrams)):
                 continue
+            present = {}
             for own, other in ((a, b), (b, a)):
                 distinct = grams[own] - grams[other]
-                present = len(distinct & qgrams) / len(distinct) if distinct else 1.0
-                f = RIVAL_FLOOR + (1.0 - RIVAL_FLOOR) * present
+                present[own] = len(distinct & qgrams) / len(distinct) if distinct else None
+            for own, other in ((a, b), (b, a)):
+                # A message contained in the other (732 inside 720) has no words of its own:
+                # it wins exactly when the paste lacks the longer one's extra words.
+                mine = present[own] if present[own] is not None else 1.0 - (present[other] or 0.0)
+                f = RIVAL_FLOOR + (1.0 - RIVAL_FLOOR) * mine
                 factor[own] = min(factor.get(own, 1.0), f)
     if not factor:
         return scored
