@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diagnostics import kb, matching  # noqa: E402
+from diagnostics import error_codes, kb, matching  # noqa: E402
 
 DEVSET = ROOT / "bench" / "devset"
 FILLER_SIGNATURES = 10_000
@@ -106,6 +106,34 @@ def report_honest(index: matching.Index, lines: list[dict], show_misses: bool) -
                 f" {_pct(r['top3'], r['cov'])} {_pct(r['cw'], r['cov']):>10}"
                 f" {r['unc']:9} {_pct(r['ucw'], r['unc']):>10}"
             )
+
+
+UNCOVERED_FORMS = {
+    "rasdial": "Remote Access error {code} - {message}",
+    "dialog": "Error {code}: {message}",
+    "event": (
+        "CoId={{5E2A1C2B-7F3D-4B89-9F0C-1D2E3F405162}}: The user SYSTEM dialed a connection named "
+        "Office VPN which has failed. The error code returned on failure is {code}."
+    ),
+    "own words en": "my vpn stopped working, it says error {code}: {message}",
+    "own words ja": "VPNに接続できません。エラー{code}が出ます。{message}",
+}
+
+
+def report_uncovered(index: matching.Index) -> None:
+    """Every code Windows defines that no article covers, pasted with Windows' own message."""
+    codes = [
+        c
+        for c in error_codes.codes()
+        if c not in index.by_code and (600 <= c <= 899 or 13801 <= c <= 13870)
+    ]
+    print(f"\n== codes outside the KB ({len(codes)}), Windows' own message in each form")
+    for form, template in UNCOVERED_FORMS.items():
+        wrong = 0
+        for code in codes:
+            text = template.format(code=code, message=error_codes.meaning(code).text)
+            wrong += matching.match(index, text).confident
+        print(f"{form:14} confident (wrong) {wrong:4} / {len(codes)}  {_pct(wrong, len(codes))}")
 
 
 def evaluate(index: matching.Index, lines: list[dict], show_misses: bool) -> dict[str, float]:
@@ -300,6 +328,7 @@ def main() -> None:
     )
     index = matching.build_index(shipped)
     report_honest(index, load_lines("honest.jsonl"), args.misses)
+    report_uncovered(index)
     report("shipped KB", index, sets, args.misses, args.repeat)
     t0 = time.perf_counter()
     big = grown_index(shipped, FILLER_SIGNATURES)

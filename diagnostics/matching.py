@@ -269,6 +269,10 @@ _STRONG_CODE = re.compile(
     + r"|(?:code|コード)\s*(?:is|は|=|:)?\s*"
     + _NUM
 )
+# Two codes written as one ("error 741/742", Microsoft's own page does it): both count.
+_CODE_PAIR = re.compile(
+    r"(?:error|err|エラー)\s*(?:code|コード)?\s*(\d{3,5})\s*/\s*(\d{3,5})(?![0-9/])"
+)
 # An HRESULT anywhere in the text ("0x80070315"), even without a keyword.
 _HRESULT = re.compile(r"(?<![0-9a-z])0x([0-9a-f]{8})(?![0-9a-z])")
 # A bare number, not glued to letters, digits, or address/time/date/GUID punctuation.
@@ -297,6 +301,9 @@ def _codes_with_spans(norm: str) -> list[tuple[int, int, int]]:
         value = _code_value(m.group(group))
         if value is not None and value > 0:
             found.append((value, m.start(), m.end()))
+    for m in _CODE_PAIR.finditer(norm):
+        for group in (1, 2):
+            found.append((int(m.group(group)), m.start(group), m.end(group)))
     for m in _HRESULT.finditer(norm):
         value = _code_value("0x" + m.group(1))
         if value is not None and value > 0:

@@ -170,6 +170,7 @@ def test_normalize_drops_greetings_and_lead_ins():
         ("朝からVPNがつながらない、エラー789", [789]),
         ("VPNで809がでる", [809]),
         ("809 and then 789", [809, 789]),
+        ("I received error 741/742, which says there is an encryption mismatch error", [741, 742]),
     ],
 )
 def test_extract_codes_reads_every_form_users_paste(text, codes):
