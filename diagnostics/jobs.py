@@ -1,39 +1,60 @@
-"""Job workflows: start, run, finish, reap. The one place where job state changes.
+"""The job engine: create, enqueue, claim, execute, record, pause, finish, reap.
 
-Views and the CLI call start_diagnosis() (and fixes.request_fix() & co.); the Celery task
-calls run_job(); the beat schedule calls reap_stale_jobs(). Every path ends a job in a
-terminal state with what arrived kept. Fix, verification and roll-back workflows live in
-fixes.py and use the machinery here (execute(), finish()).
+It knows jobs, plans and the transport, and nothing of the workflows above it (diagnosis, fix,
+roll back, scan): a workflow is a function ``run(job) -> Wait | None`` that the task passes in
+(``diagnostics.workflows.run``). One task run is one *turn*: it claims the job by
+compare-and-set on ``Job.turn``, lets the workflow act, and either ends there or, when the
+workflow returns ``Wait(seconds)``, schedules the next turn. A job that waits (for a machine to
+restart, for the employee's own attempt) therefore holds no worker, only a row and a message.
+
+Every path ends a job in a terminal state with what arrived kept; the reaper ends what a dead
+worker left behind and re-sends what a lost message left waiting.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
-from django.db.models import DateTimeField, F, Value
+from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from diagnostics import live, remote
-from diagnostics.models import Article, Check, Job, Machine, Secret, StepResult
+from diagnostics.models import Check, Job, Machine, Secret, StepResult
 from diagnostics.plans import PlanError, PlanStep, build_plan, evaluate, parse_line
 
 log = logging.getLogger(__name__)
 
+RUN_TASK = "diagnostics.tasks.run_job"
 MAX_TRANSCRIPT = 200_000
 MAX_PASTE = 100_000
+# A turn's wait is cut into slices no longer than this: a Redis broker holds a delayed message
+# unacknowledged in the worker, and the reaper re-sends a turn whose message was lost.
+MAX_WAIT_S = 30
 Phase = StepResult.Phase
 
 
 class JobRefused(Exception):
     """A job cannot be started or moved (busy machine, nothing to run, wrong state)."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Returned by a workflow: run me again in ``seconds``, without holding a worker."""
+
+    seconds: float
+
+
+Workflow = Callable[[Job], "Wait | None"]
 
 
 @dataclass
@@ -63,33 +84,6 @@ def target_for(machine: Machine) -> remote.Target:
     )
 
 
-def check_steps(article: Article, prefix: str = "c", phase: str = Phase.CHECK) -> list[Step]:
-    """The article's checks, in order, as steps with ids c1, c2, ... (or v1, v2, ...)."""
-    return [
-        Step(
-            f"{prefix}{i}",
-            check.kind,
-            check.args,
-            phase,
-            check.tr("title"),
-            check=check,
-            expect=check.expect,
-        )
-        for i, check in enumerate(
-            article.checks.select_related("fix").order_by("position", "id"), start=1
-        )
-    ]
-
-
-def planned_steps(job: Job) -> list[Step]:
-    """Every step a job will run, known before it runs (the page shows them as pending)."""
-    if job.kind == Job.Kind.DIAGNOSE:
-        return check_steps(job.article)
-    from diagnostics import fixes  # fixes builds on this module
-
-    return fixes.planned_steps(job)
-
-
 def _resolve_secret(name: str) -> str:
     secret = Secret.objects.filter(name=name).first()
     if secret is None:
@@ -97,29 +91,7 @@ def _resolve_secret(name: str) -> str:
     return secret.get_value()
 
 
-# --- starting ------------------------------------------------------------------------------
-
-
-def start_diagnosis(
-    user: Any,
-    machine: Machine,
-    article: Article,
-    pasted_text: str = "",
-    match_score: float | None = None,
-) -> Job:
-    """Create a queued diagnosis job and enqueue it once the transaction commits."""
-    if not article.checks.exists():
-        raise JobRefused(_("This article has no automated checks."))
-    job = create_job(
-        user=user,
-        machine=machine,
-        article=article,
-        kind=Job.Kind.DIAGNOSE,
-        pasted_text=pasted_text.replace("\x00", "")[:MAX_PASTE],  # PostgreSQL refuses NUL
-        match_score=match_score,
-    )
-    transaction.on_commit(lambda: enqueue(job.pk))
-    return job
+# --- creating and queueing -------------------------------------------------------------------
 
 
 def busy_message(machine: Machine) -> str:
@@ -145,6 +117,8 @@ def busy_message(machine: Machine) -> str:
 def create_job(**fields: Any) -> Job:
     """Insert a job; the database's per-machine lock refuses a second active one."""
     fields.setdefault("language", translation.get_language() or settings.LANGUAGE_CODE)
+    if "pasted_text" in fields:  # PostgreSQL refuses NUL; a paste is never longer than this
+        fields["pasted_text"] = fields["pasted_text"].replace("\x00", "")[:MAX_PASTE]
     try:
         with transaction.atomic():
             job = Job.objects.create(**fields)
@@ -156,52 +130,111 @@ def create_job(**fields: Any) -> Job:
     return job
 
 
-def time_limit(job: Job) -> int:
-    """Seconds the task may take: a fix may also wait for the machine to restart and verify."""
-    base = settings.KAIKETSU_JOB_TIME_LIMIT
-    if job.kind == Job.Kind.DIAGNOSE:
-        return base
-    delay = (job.restart_delay_min or 0) * 60
-    return 3 * base + delay + settings.KAIKETSU_RESTART_TIMEOUT
-
-
 def enqueue(job_id: int) -> None:
-    """Hand a job to Celery; if the broker cannot be reached, end the job with that reason."""
-    from diagnostics.tasks import run_job_task  # tasks imports jobs
+    """Queue the first turn of a queued job (new, approved or resumed).
 
-    job = Job.objects.get(pk=job_id)
-    limit = time_limit(job)
+    Does nothing for a job that is not queued (its turn is already under way): only the
+    engine schedules later turns.
+    """
+    job = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).only("turn").first()
+    if job is not None:
+        _send(job_id, job.turn, 0, only_if=Q(status=Job.Status.QUEUED))
+
+
+def _send(job_id: int, turn: int, countdown: float, only_if: Q | None = None) -> bool:
+    """Mark turn ``turn`` due and send its message; False if the turn moved on meanwhile.
+
+    The message carries the turn it may claim and the claim needs the turn marked due, so a
+    duplicate (a redelivery, the reaper resending a lost turn) never runs a job twice.
+    """
+    wake = timezone.now() + timedelta(seconds=countdown)
+    if not Job.objects.filter(only_if or Q(), pk=job_id, turn=turn).update(wake_at=wake):
+        return False
+    limit = settings.KAIKETSU_JOB_TIME_LIMIT
     try:
-        run_job_task.apply_async(
-            args=[job_id],
+        current_app.send_task(
+            RUN_TASK,
+            args=[job_id, turn],
+            countdown=countdown or None,
             soft_time_limit=limit,
             time_limit=limit + 30,
             retry=True,
             retry_policy={"max_retries": 3},
         )
     except Exception as exc:  # kombu raises several types for "broker unreachable"
-        log.error("job %s could not be queued: %s", job_id, exc)
-        Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-            status=Job.Status.ERROR,
-            outcome=Job.Outcome.ERROR,
-            error=_("The job queue (Redis) is unavailable; nothing was run. Try again shortly."),
-            finished_at=timezone.now(),
-        )
+        log.error("job %s turn %s could not be queued: %s", job_id, turn, exc)
+        job = Job.objects.get(pk=job_id)
+        if turn == 0 and job.status == Job.Status.QUEUED:  # nothing ran yet: say so now
+            with in_language(job):
+                reason = _(
+                    "The job queue (Redis) is unavailable; nothing was run. Try again shortly."
+                )
+            finish(job, Job.Status.ERROR, Job.Outcome.ERROR, reason)
+        # A job already under way keeps its wake_at: the reaper sends its turn again.
+    return True
 
 
-def claim(job_id: int) -> bool:
-    """Atomically move a queued job to running. False if it already started (redelivery)."""
+def claim(job_id: int, turn: int) -> bool:
+    """Take turn ``turn`` of an active job, atomically: False if it is taken, not due, or the
+    job ended.
+
+    The first turn moves the job from queued to running; later turns keep its status (a job
+    restarting its machine stays "restarting" while the workflow polls).
+    """
     now = timezone.now()
     return bool(
-        Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-            status=Job.Status.RUNNING,
+        Job.objects.filter(
+            pk=job_id, turn=turn, status__in=Job.ACTIVE, wake_at__isnull=False
+        ).update(
+            turn=F("turn") + 1,
+            status=Case(
+                When(status=Job.Status.QUEUED, then=Value(Job.Status.RUNNING)),
+                default=F("status"),
+            ),
             started_at=Coalesce(F("started_at"), Value(now, output_field=DateTimeField())),
             heartbeat_at=now,
+            wake_at=None,
         )
     )
 
 
-# --- running -------------------------------------------------------------------------------
+def run_job(job_id: int, turn: int, workflow: Workflow) -> None:
+    """One turn of a job: claim it, let the workflow act, then end or schedule the next turn."""
+    was = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    if not claim(job_id, turn):
+        log.info("job %s turn %s was already taken or the job ended; nothing to do", job_id, turn)
+        return
+    job = Job.objects.select_related("machine__credential", "article", "parent").get(pk=job_id)
+    if was == Job.Status.QUEUED:  # later turns keep their status: nothing new to show
+        live.publish(job.pk, "status", {"status": job.status})
+    with in_language(job):
+        try:
+            wait = workflow(job)
+        except SoftTimeLimitExceeded:
+            wait = None
+            finish(job, Job.Status.ERROR, Job.Outcome.ERROR, _("The job hit its time limit."))
+        except Exception:
+            # A bug or a database failure: end the job now, with what arrived kept, rather
+            # than leave it "running" for the reaper to find minutes later.
+            log.exception("job %s turn %s failed", job.pk, turn)
+            wait = None
+            finish(
+                job,
+                Job.Status.ERROR,
+                Job.Outcome.ERROR,
+                _("The portal failed while running this job; the steps above are what arrived."),
+            )
+    if wait is not None and not job.is_finished:
+        Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+        _send(job.pk, job.turn, countdown=min(max(wait.seconds, 0.2), MAX_WAIT_S))
+
+
+def in_language(job: Job) -> translation.override:
+    """Write what the job stores (notes, errors) in the language of who started it."""
+    return translation.override(job.language or settings.LANGUAGE_CODE)
+
+
+# --- executing a plan ----------------------------------------------------------------------------
 
 
 class _Recorder:
@@ -260,7 +293,7 @@ class _Recorder:
 
 
 def execute(job: Job, steps: list[Step]) -> str:
-    """Run steps on the job's machine as ONE WinRM command; '' or what went wrong.
+    """Run steps on the job's machine as ONE WinRM command; '' or what went wrong, in words.
 
     Each result is saved as it arrives; the plan (secrets masked) and the bounded output are
     added to the job, whatever happens.
@@ -310,67 +343,58 @@ def _keep_output(job: Job, outcome: remote.RunOutcome | None) -> None:
 
 
 def _problems(job: Job, recorder: _Recorder, outcome: remote.RunOutcome) -> str:
+    """Why a plan that ran did not report properly, in the job's language ('' when it did)."""
     name = job.machine.name
     if recorder.fatal:
-        return f"{name}: the runner could not run the plan: {recorder.fatal}"
+        return _("%(m)s: the runner could not run the plan: %(reason)s") % {
+            "m": name,
+            "reason": recorder.fatal,
+        }
     if outcome.garbage or recorder.bad_lines:
         sample = (outcome.garbage or recorder.bad_lines)[0][:120]
-        return f"{name}: the host sent output that is not a step result ({sample!r})"
+        return _("%(m)s: the host sent output that is not a step result (%(sample)s)") % {
+            "m": name,
+            "sample": repr(sample),
+        }
     if not (outcome.complete or recorder.ended):
-        return f"{name}: the output ended before the last step"
+        return _("%(m)s: the output ended before the last step") % {"m": name}
     return ""
 
 
-def run_job(job_id: int) -> None:
-    """Run a queued job to its next resting state. Only one call can claim a job."""
-    if not claim(job_id):
-        log.info("job %s was already claimed; not running it again", job_id)
-        return
-    job = Job.objects.select_related("machine__credential", "article", "parent").get(pk=job_id)
-    live.publish(job.pk, "status", {"status": job.status})
-    with in_language(job):
-        try:
-            if job.kind == Job.Kind.DIAGNOSE:
-                _run_diagnosis(job)
-            else:
-                from diagnostics import fixes
-
-                fixes.run(job)
-        except SoftTimeLimitExceeded:
-            finish(job, Job.Status.ERROR, Job.Outcome.ERROR, _("The job hit its time limit."))
-
-
-def in_language(job: Job) -> translation.override:
-    """Write what the job stores (notes, errors) in the language of who started it."""
-    return translation.override(job.language or settings.LANGUAGE_CODE)
-
-
-def _run_diagnosis(job: Job) -> None:
-    error = execute(job, check_steps(job.article))
-    if error:
-        finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
-        return
-    failing = job.steps.exclude(verdict__in=["pass", "done"]).exists()
-    finish(job, Job.Status.DONE, Job.Outcome.PROBLEMS if failing else Job.Outcome.HEALTHY)
+# --- ending --------------------------------------------------------------------------------------
 
 
 def finish(job: Job, status: Job.Status, outcome: Job.Outcome, error: str = "") -> None:
+    """End a job once, and tell its open pages."""
     if job.finish(status, outcome, error):
         live.publish(job.pk, "done", {"status": status, "outcome": outcome})
 
 
 def reap_stale_jobs(now: Any = None) -> int:
-    """End active jobs whose worker died (no heartbeat within the limit) as interrupted."""
+    """Tidy what dead workers and lost messages left behind; returns how many jobs it touched.
+
+    - A running job with no heartbeat for KAIKETSU_REAP_AFTER seconds lost its worker
+      mid-turn: it ends as interrupted, with what arrived kept.
+    - A queued or paused job whose next turn is overdue by KAIKETSU_RESEND_AFTER seconds lost
+      its message (a worker killed while holding it, Redis restarted without its data): the
+      turn is sent again. A duplicate is harmless: only one message can claim a turn.
+    """
     now = now or timezone.now()
+    touched = 0
+    overdue = now - timedelta(seconds=settings.KAIKETSU_RESEND_AFTER)
+    late = Job.objects.filter(status__in=Job.ACTIVE, wake_at__lt=overdue)
+    for job_id, turn in late.values_list("pk", "turn"):
+        if _send(job_id, turn, 0, only_if=Q(wake_at__lt=overdue)):
+            log.warning("job %s: turn %s was overdue; sent it again", job_id, turn)
+            touched += 1
     cutoff = now - timedelta(seconds=settings.KAIKETSU_REAP_AFTER)
-    reaped = 0
     stale = Job.objects.filter(
-        status__in=[Job.Status.RUNNING, Job.Status.RESTARTING], heartbeat_at__lt=cutoff
-    )
+        status__in=Job.ACTIVE, wake_at__isnull=True, heartbeat_at__lt=cutoff
+    ).exclude(status=Job.Status.QUEUED)
     for job in stale:
         with in_language(job):
             reason = _("The worker running this job stopped; the steps above are what arrived.")
         if job.mark_interrupted(reason):
             live.publish(job.pk, "done", {"status": job.status, "outcome": job.outcome})
-            reaped += 1
-    return reaped
+            touched += 1
+    return touched

@@ -199,10 +199,38 @@ class Check(Bilingual, models.Model):
         return f"{self.article.slug}/{self.key}"
 
 
+class Scan(models.Model):
+    """A fleet scan: an article's read-only checks run on many machines, a few at a time.
+
+    Each machine gets an ordinary diagnosis job (``Job.scan``), so the history, the job page
+    and the fixes work as for any diagnosis; the scan only feeds them in and counts.
+    """
+
+    article = models.ForeignKey("Article", on_delete=models.PROTECT, related_name="scans")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="scans"
+    )
+    selection = models.CharField(_("machines"), max_length=300)  # what the helpdesk chose, in words
+    machine_ids = models.JSONField(default=list)  # the chosen machines when the scan began
+    next_index = models.PositiveIntegerField(default=0)  # machine_ids[:next_index] are started
+    concurrency = models.PositiveSmallIntegerField(default=20)
+    skipped = models.JSONField(default=list, blank=True)  # [{"machine": id, "why": "..."}]
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("fleet scan")
+        verbose_name_plural = _("fleet scans")
+
+    def __str__(self) -> str:
+        return f"scan #{self.pk} {self.article_id}"
+
+
 class Job(models.Model):
     """One run of typed steps on one machine: a diagnosis, a fix or a roll-back.
 
-    Status moves only through the methods below and jobs.py:
+    Status moves only through the methods below, the engine (jobs.py) and the workflows:
     APPROVAL -> QUEUED (approved) | DECLINED;  QUEUED -> RUNNING;
     RUNNING -> RESTARTING (the machine restarts, then verification) | WAITING (restart later)
             -> DONE | ERROR | INTERRUPTED.
@@ -253,6 +281,9 @@ class Job(models.Model):
     parent = models.ForeignKey(
         "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children"
     )  # a fix's diagnosis; a roll-back's fix
+    scan = models.ForeignKey(
+        Scan, on_delete=models.CASCADE, null=True, blank=True, related_name="jobs"
+    )  # a diagnosis that is one machine of a fleet scan
     kind = models.CharField(max_length=10, choices=Kind, default=Kind.DIAGNOSE)
     status = models.CharField(max_length=12, choices=Status, default=Status.QUEUED)
     outcome = models.CharField(max_length=12, choices=Outcome, default=Outcome.NONE, blank=True)
@@ -272,6 +303,13 @@ class Job(models.Model):
     transcript = models.TextField(blank=True)  # raw stdout, head and tail kept
     stderr = models.TextField(blank=True)
     step_count = models.PositiveIntegerField(default=0)
+    # The engine's bookkeeping (jobs.py): each task run claims the next turn by compare-and-
+    # set, so a duplicate message does nothing; wake_at is when the next turn is due (null
+    # while a turn runs). A workflow keeps where it is between turns in stage/stage_until.
+    turn = models.PositiveIntegerField(default=0, editable=False)
+    wake_at = models.DateTimeField(null=True, blank=True, editable=False)
+    stage = models.CharField(max_length=20, blank=True, editable=False)
+    stage_until = models.DateTimeField(null=True, blank=True, editable=False)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.PROTECT,

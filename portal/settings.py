@@ -126,17 +126,24 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Redis redelivers an unacked task after the visibility timeout: keep it well above the longest
-# job, and the task itself refuses a job that already started.
-# A fix job may also wait for the machine to restart (and for a delayed restart to come).
+# A job runs in turns (jobs.py): no task runs longer than one plan on a host (the time limit)
+# or waits longer than 30 s before its next turn; waiting for a restart or for the employee
+# holds no worker. Redis redelivers an unacked task after the visibility timeout: keep it well
+# above one turn, and the task itself refuses a turn that was already taken.
 KAIKETSU_RESTART_TIMEOUT = env.int("KAIKETSU_RESTART_TIMEOUT", default=600)
 KAIKETSU_RESTART_NOW_SECONDS = env.int("KAIKETSU_RESTART_NOW_SECONDS", default=30)
 KAIKETSU_RESTART_DELAYS = (5, 15, 30)  # minutes the employee may choose
-_LONGEST_JOB = 3 * KAIKETSU_JOB_TIME_LIMIT + KAIKETSU_RESTART_TIMEOUT + 60 * 30
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * _LONGEST_JOB}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * (KAIKETSU_JOB_TIME_LIMIT + 60)}
+# Jobs spend their life waiting on the network, so the worker runs them on threads: this many
+# turns at once per worker process, whatever the number of cores (grow past one machine with
+# more workers on more machines sharing Redis and the database).
+KAIKETSU_WORKER_THREADS = env.int("KAIKETSU_WORKER_THREADS", default=32)
+# A fleet scan runs at most this many of its diagnoses at once, leaving room for employees.
+KAIKETSU_SCAN_CONCURRENCY = env.int("KAIKETSU_SCAN_CONCURRENCY", default=24)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE = {
     "reap-dead-jobs": {"task": "diagnostics.tasks.reap_jobs", "schedule": 30.0},
+    "tick-scans": {"task": "diagnostics.tasks.tick_scans", "schedule": 30.0},
 }
 
 # Where "Ask the helpdesk" sends an employee whose paste matched nothing (a mailto: link).
@@ -145,6 +152,8 @@ KAIKETSU_DASHBOARD_CACHE_SECONDS = env.int("KAIKETSU_DASHBOARD_CACHE_SECONDS", d
 KAIKETSU_WINRM_VERIFY_TLS = env.bool("KAIKETSU_WINRM_VERIFY_TLS", default=True)
 # A job that has not reported for this long while "running" belongs to a dead worker.
 KAIKETSU_REAP_AFTER = env.int("KAIKETSU_REAP_AFTER", default=KAIKETSU_JOB_TIME_LIMIT + 60)
+# A queued or waiting job whose next turn is this late lost its message: the reaper resends it.
+KAIKETSU_RESEND_AFTER = env.int("KAIKETSU_RESEND_AFTER", default=120)
 
 LOGGING = {
     "version": 1,

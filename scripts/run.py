@@ -33,6 +33,7 @@ from services import (  # noqa: E402
     ensure_redis,
     port_answers,
     wait_until,
+    worker_argv,
 )
 
 PYTHON = sys.executable
@@ -194,9 +195,11 @@ def start_everything(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
     say(f"winsim serves {len(hosts)} demo hosts")
 
     beat_schedule = str(VAR_DIR / "celerybeat-schedule")
-    worker_argv = [PYTHON, "-m", "celery", "-A", "portal", "worker", "-B", "--loglevel=INFO"]
-    worker_argv += ["--without-mingle", "--without-gossip", "--schedule", beat_schedule]
-    worker = sup.start(Service("worker", worker_argv, env=env, sink=echo_child))
+    worker = sup.start(
+        Service(
+            "worker", worker_argv(PYTHON, beat_schedule=beat_schedule), env=env, sink=echo_child
+        )
+    )
     web_argv = [PYTHON, "-m", "uvicorn", "portal.asgi:application"]  # WhiteNoise serves /static/
     web_argv += ["--host", host, "--port", str(port)]
     # Live job pages hold an SSE connection open: do not wait for them on Ctrl-C.

@@ -48,6 +48,25 @@ def compilemessages_argv() -> list[str] | None:
     return None
 
 
+def worker_argv(
+    python: str, queue: str | None = None, beat_schedule: str | None = None
+) -> list[str]:
+    """The Celery worker's command line, the one way run, tests and bench start it.
+
+    A thread pool: a job turn waits on the network, not the CPU, so the number of turns at
+    once is KAIKETSU_WORKER_THREADS (settings), not the number of cores. With a beat schedule
+    file the worker also runs beat (the reaper): exactly one worker of an installation may.
+    """
+    argv = [python, "-m", "celery", "-A", "portal", "worker", "--pool", "threads"]
+    argv += ["--concurrency", os.environ.get("KAIKETSU_WORKER_THREADS", "32")]
+    argv += ["--without-mingle", "--without-gossip", "--loglevel=INFO"]
+    if queue:
+        argv += ["-Q", queue]
+    if beat_schedule:
+        argv += ["-B", "--schedule", beat_schedule]
+    return argv
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port on `host` that nothing listens on right now (the kernel's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

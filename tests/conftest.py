@@ -24,6 +24,7 @@ import pytest
 import yaml
 from django.conf import settings
 
+from scripts.services import worker_argv
 from winsim.hosts import load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,24 +212,7 @@ def worker(django_db_setup, django_db_blocker, celery_queue) -> Iterator[subproc
 
 def _start_worker(queue: str, log) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            "2",
-            "-Q",
-            queue,
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "INFO",
-        ],
+        worker_argv(sys.executable, queue),
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -310,8 +294,9 @@ def company_psk(db):
 def start_job(machine, article, user):
     """A diagnosis handed to the test worker (transaction=True tests: on_commit never fires)."""
     from diagnostics import jobs
+    from diagnostics.workflows.diagnosis import start_diagnosis
 
-    job = jobs.start_diagnosis(user, machine, article, pasted_text="test")
+    job = start_diagnosis(user, machine, article, pasted_text="test")
     jobs.enqueue(job.pk)
     return job
 

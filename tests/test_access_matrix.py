@@ -17,7 +17,7 @@ from django.core.cache import cache
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from diagnostics import connectivity
-from diagnostics.models import Article, Credential, Job, Machine
+from diagnostics.models import Article, Credential, Job, Machine, Scan
 
 pytestmark = pytest.mark.django_db
 
@@ -71,6 +71,10 @@ def _machine(objs: dict) -> dict:
     return {"pk": objs["machine"].pk}
 
 
+def _scan(objs: dict) -> dict:
+    return {"pk": objs["scan"].pk}
+
+
 EXPECTED: dict[str, Row] = {
     "login/": Row("login", get=_all(200)),
     "logout/": Row("logout", get=_all(405)),
@@ -119,6 +123,9 @@ EXPECTED: dict[str, Row] = {
     ),
     "console/": Row("diagnostics:dashboard", get=HELPDESK_ONLY),
     "console/machines/": Row("diagnostics:machines", get=HELPDESK_ONLY),
+    "console/scans/": Row("diagnostics:scans", get=HELPDESK_ONLY, post=NOT_HELPDESK),
+    "console/scans/<int:pk>/": Row("diagnostics:scan", _scan, get=HELPDESK_ONLY),
+    "console/scans/<int:pk>/export.csv": Row("diagnostics:scan-export", _scan, get=HELPDESK_ONLY),
     "console/machines/import/": Row(
         "diagnostics:machines-import",
         get=HELPDESK_ONLY,
@@ -181,8 +188,16 @@ def objects(employee, other_employee):
         status=Job.Status.DONE,
         outcome=Job.Outcome.HEALTHY,
     )
+    scan = Scan.objects.create(
+        article=article,
+        created_by=employee,
+        selection="all",
+        machine_ids=[machine.pk],
+        next_index=1,
+        finished_at=job.created_at,
+    )
     cache.set(connectivity.key(machine.pk, TOKEN), {"status": "pending"}, 60)
-    yield {"machine": machine, "article": article, "job": job}
+    yield {"machine": machine, "article": article, "job": job, "scan": scan}
     cache.delete(connectivity.key(machine.pk, TOKEN))
 
 
@@ -234,3 +249,4 @@ def test_each_persona_gets_the_expected_answer_from_every_url(persona, login_as,
     assert not wrong, "\n".join(wrong)
     # Refused POSTs must not have started anything.
     assert Job.objects.count() == 1
+    assert Scan.objects.count() == 1

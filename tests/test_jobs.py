@@ -5,10 +5,12 @@ import os
 import pytest
 import redis
 from django.conf import settings
-from django.utils import translation
+from django.utils import timezone, translation
 
 from diagnostics import jobs, live
 from diagnostics.models import Job
+from diagnostics.tasks import run_job_task
+from diagnostics.workflows.diagnosis import start_diagnosis
 from tests.conftest import diagnose, start_job, wait_for_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -67,7 +69,7 @@ def test_a_job_stores_its_error_in_the_language_of_who_started_it(
     language, words, idle_machine, seed_article, employee, use_worker_queue
 ):
     with translation.override(language):  # as the request's LocaleMiddleware does
-        job = jobs.start_diagnosis(employee, idle_machine, seed_article, pasted_text="test")
+        job = start_diagnosis(employee, idle_machine, seed_article, pasted_text="test")
     jobs.enqueue(job.pk)
     job = wait_for_job(job)
 
@@ -105,7 +107,7 @@ def test_a_job_is_never_run_twice(demo_machines, seed_article, employee, use_wor
     job = diagnose(demo_machines["demo-healthy"], seed_article, employee)
     steps_before = job.steps.count()
 
-    jobs.run_job(job.pk)  # a redelivered message: the job is no longer queued
+    run_job_task(job.pk, 0)  # a redelivered message: its turn was taken
 
     job.refresh_from_db()
     assert job.steps.count() == steps_before
@@ -150,9 +152,53 @@ def test_a_new_job_never_replays_events_left_under_its_id(idle_machine, employee
 def test_a_nul_in_host_output_is_stored_escaped_not_a_crash(idle_machine, employee, seed_article):
     machine = idle_machine
     job = jobs.create_job(user=employee, machine=machine, article=seed_article)
-    assert jobs.claim(job.pk)
+    Job.objects.filter(pk=job.pk).update(wake_at=timezone.now())  # its message was sent
+    assert jobs.claim(job.pk, 0)
 
     assert job.finish(Job.Status.ERROR, Job.Outcome.ERROR, "stderr: bad\x00byte")
 
     job.refresh_from_db()
     assert job.error == "stderr: bad\\0byte"
+
+
+def test_a_workflow_that_fails_ends_its_job_at_once_not_at_the_reaper(
+    idle_machine, employee, seed_article
+):
+    job = jobs.create_job(user=employee, machine=idle_machine, article=seed_article)
+    Job.objects.filter(pk=job.pk).update(wake_at=timezone.now())  # its message was sent
+
+    def broken_workflow(job):
+        raise RuntimeError("a bug in a workflow")
+
+    jobs.run_job(job.pk, 0, broken_workflow)
+
+    job.refresh_from_db()
+    assert (job.status, job.outcome) == (Job.Status.ERROR, Job.Outcome.ERROR)
+    assert "a bug" not in job.error and job.error  # a plain sentence, not the traceback
+    jobs.create_job(user=employee, machine=idle_machine, article=seed_article)  # lock free
+
+
+def test_a_waiting_workflow_gets_its_next_turn_and_only_one(idle_machine, employee, seed_article):
+    job = jobs.create_job(user=employee, machine=idle_machine, article=seed_article)
+    Job.objects.filter(pk=job.pk).update(wake_at=timezone.now())
+    turns = []
+
+    def waits_once(job):
+        turns.append(job.turn)
+        return jobs.Wait(5) if len(turns) == 1 else None
+
+    from portal.celery import app
+
+    app.conf.task_default_queue = f"kaiketsu-nobody-{os.getpid()}"  # no worker takes it
+    try:
+        jobs.run_job(job.pk, 0, waits_once)  # sends turn 1 to the broker, due in 5 s
+    finally:
+        app.conf.task_default_queue = "kaiketsu"
+        redis.Redis.from_url(settings.REDIS_URL).delete(f"kaiketsu-nobody-{os.getpid()}")
+    job.refresh_from_db()
+    assert job.turn == 1 and job.wake_at is not None and job.status == Job.Status.RUNNING
+
+    jobs.run_job(job.pk, 0, waits_once)  # the old message again: its turn is taken
+    jobs.run_job(job.pk, 1, waits_once)  # the next turn, as the broker delivers it
+    jobs.run_job(job.pk, 1, waits_once)  # and a duplicate of it
+    assert turns == [1, 2]

@@ -7,9 +7,11 @@ import time
 
 import pytest
 from django.conf import settings as django_settings
+from kombu import pools as kombu_pools
 
 from diagnostics import jobs, live
 from diagnostics.models import Job
+from diagnostics.workflows.diagnosis import start_diagnosis
 from portal.celery import app
 from tests.conftest import _start_worker, _stop
 
@@ -24,7 +26,7 @@ def test_a_worker_killed_mid_job_leaves_an_interrupted_job_with_what_arrived(
         doomed = _start_worker(queue, log)
         try:
             app.conf.task_default_queue = queue
-            job = jobs.start_diagnosis(employee, demo_machines["demo-healthy"], seed_article)
+            job = start_diagnosis(employee, demo_machines["demo-healthy"], seed_article)
             jobs.enqueue(job.pk)
             deadline = time.monotonic() + 30
             while job.steps.count() < 2 and time.monotonic() < deadline:
@@ -53,7 +55,7 @@ def test_a_worker_killed_mid_job_leaves_an_interrupted_job_with_what_arrived(
 def test_when_redis_is_gone_a_new_job_ends_at_once_with_a_clear_message(
     db, employee, demo_machines, seed_article
 ):
-    job = jobs.start_diagnosis(employee, demo_machines["demo-healthy"], seed_article)
+    job = start_diagnosis(employee, demo_machines["demo-healthy"], seed_article)
     original = app.conf.broker_url
     _reset_broker_connections()
     app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
@@ -84,4 +86,7 @@ def _reset_broker_connections() -> None:
     """Make the next publish connect afresh to app.conf.broker_url."""
     app.pool.force_close_all()
     app._pool = None
+    # kombu keeps producer pools per connection, process-wide: they hold the closed pool.
+    kombu_pools.reset()
+    app.amqp._producer_pool = None
     app.amqp._producer_pool = None

@@ -146,7 +146,7 @@ def test_diagnose_creates_a_queued_job_and_puts_it_on_the_broker(
         0.95,
     )
     assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
-        ("diagnostics.tasks.run_job", f"[{job.pk}]")
+        ("diagnostics.tasks.run_job", f"[{job.pk}, 0]")  # the job's first turn
     ]
 
 

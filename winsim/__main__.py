@@ -31,6 +31,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="print one JSON line per host (name, url, transport, credentials) once listening",
     )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1",
+        help="address the hosts listen on (default 127.0.0.1; 0.0.0.0 in a container)",
+    )
     parser.add_argument("--cert", help="PEM certificate for HTTPS hosts (default: self-signed)")
     parser.add_argument("--key", help="PEM private key matching --cert")
     return parser.parse_args(argv)
@@ -39,7 +44,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def _serve(args: argparse.Namespace) -> None:
     hosts = load_profile(args.profile)
     cert = (Path(args.cert), Path(args.key)) if args.cert and args.key else None
-    fleet = Fleet(hosts, cert=cert)
+    fleet = Fleet(hosts, cert=cert, listen=args.listen)
     await fleet.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

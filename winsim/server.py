@@ -91,8 +91,12 @@ class Fleet:
         hosts: Iterable[Host],
         cert: tuple[Path, Path] | None = None,
         state_dir: Path | None = None,
+        listen: str = "127.0.0.1",
     ) -> None:
         self.hosts = list(hosts)
+        # Where the hosts listen: loopback, or 0.0.0.0 in a container that other containers
+        # (the scaled workers of docker-compose.yml) reach by its name.
+        self.listen = listen
         self._cert = cert
         self._state_dir = state_dir
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -121,7 +125,7 @@ class Fleet:
             self._shells[host.name] = HostShells(host, self.loop)
             if host.scheme != "https":
                 self._credentials[host.name] = auth.write_credential_file(host, self._state_dir)
-            sock = _bind(host.port)
+            sock = _bind(self.listen, host.port)
             host.port = sock.getsockname()[1]
             if host.faults.refuse_connections:
                 self._idle_sockets.append(sock)
@@ -428,10 +432,10 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
     return method.upper(), path, headers
 
 
-def _bind(port: int) -> socket.socket:
+def _bind(address: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    sock.bind((address, port))
     sock.setblocking(False)
     return sock
 

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_POST
 from diagnostics import history, jobs
 from diagnostics.models import Article, AuditEntry, Job, Machine
 from diagnostics.views.pages import can_see_all_jobs
+from diagnostics.workflows.diagnosis import start_diagnosis
 
 OUTCOME_NONE = "none"  # the URL's word for Job.Outcome.NONE (""), which a select cannot carry
 POLL_SECONDS = 2
@@ -208,7 +209,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def job_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     job = _helpdesk_job(request, pk)
     try:
-        new = jobs.start_diagnosis(
+        new = start_diagnosis(
             request.user, job.machine, job.article, job.pasted_text, job.match_score
         )
     except jobs.JobRefused as exc:
@@ -220,7 +221,7 @@ def job_rerun(request: HttpRequest, pk: int) -> HttpResponse:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: object) -> object:
+def csv_cell(value: object) -> object:
     """Text a spreadsheet would run as a formula gets a leading quote (CSV injection)."""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
@@ -253,14 +254,14 @@ def _csv_chunks(filters: history.Filters) -> Iterator[str]:
             (
                 pk,
                 created.astimezone(tz).isoformat(timespec="seconds"),
-                _cell(user),
-                _cell(machine),
+                csv_cell(user),
+                csv_cell(machine),
                 article,
                 kind,
                 status,
                 outcome,
                 failed,
-                _cell(error),
+                csv_cell(error),
             )
             for pk, created, user, machine, article, kind, status, outcome, error, failed in batch
         )

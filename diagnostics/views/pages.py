@@ -11,8 +11,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import dashboard, fixes, jobs, kbindex, live, match_words
+from diagnostics import dashboard, jobs, kbindex, live, match_words, workflows
 from diagnostics.models import Article, Check, Job, Machine, StepResult, active_lang
+from diagnostics.workflows import fixes
+from diagnostics.workflows.diagnosis import start_diagnosis
 
 MAX_PASTE_CHARS = 100_000
 
@@ -115,7 +117,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
     except ValueError:
         score = None
     try:
-        job = jobs.start_diagnosis(
+        job = start_diagnosis(
             request.user, machine, article, request.POST.get("q", "")[:MAX_PASTE_CHARS], score
         )
     except jobs.JobRefused as exc:
@@ -126,7 +128,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
 
 def _rows(job: Job, results: dict[str, StepResult]) -> list[dict]:
     """Planned steps (pending until their result arrives), then any unplanned results."""
-    planned = jobs.planned_steps(job)
+    planned = workflows.planned_steps(job)
     rows = [
         {"step_id": s.id, "title": s.title, "phase": s.phase, "check": s.check,
          "phase_label": StepResult.Phase(s.phase).label, "result": results.get(s.id)}

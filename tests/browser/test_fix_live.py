@@ -5,8 +5,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from diagnostics import fixes
 from diagnostics.models import Job
+from diagnostics.workflows import fixes
 from tests.browser.conftest import log_in
 from tests.conftest import diagnose, wait_for_job
 

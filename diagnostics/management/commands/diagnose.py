@@ -6,9 +6,11 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from diagnostics import fixes, jobs
+from diagnostics import jobs
 from diagnostics.models import Article, Job, Machine, StepResult
 from diagnostics.views.pages import can_see_all_jobs
+from diagnostics.workflows import fixes
+from diagnostics.workflows.diagnosis import start_diagnosis
 
 
 def step_json(step: StepResult) -> dict:
@@ -61,7 +63,7 @@ class Command(BaseCommand):
         self.as_json = as_json
         try:
             with transaction.atomic():
-                job = jobs.start_diagnosis(runner, target, art)  # nothing was pasted
+                job = start_diagnosis(runner, target, art)  # nothing was pasted
         except jobs.JobRefused as exc:
             raise CommandError(str(exc)) from None
         job = self._follow(job, wait)

@@ -30,9 +30,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--profile", default=str(Path(settings.BASE_DIR) / "winsim/profiles/demo.yaml")
         )
+        parser.add_argument(
+            "--address",
+            default="127.0.0.1",
+            help="where the workers reach the winsim hosts (docker compose: winsim)",
+        )
 
     @transaction.atomic
-    def handle(self, *args, profile, **options):
+    def handle(self, *args, profile, address, **options):
         try:
             hosts = load_profile(profile)
         except (OSError, ValueError) as exc:
@@ -61,7 +66,7 @@ class Command(BaseCommand):
             machine, _ = Machine.objects.update_or_create(
                 name=host.name,
                 defaults={
-                    "address": "127.0.0.1",
+                    "address": address,
                     "port": host.port,
                     "scheme": host.scheme,
                     "verify_tls": False,  # winsim's HTTPS hosts use a self-signed certificate

@@ -5,12 +5,15 @@ fix needs it and the employee agreed, then verifies: it dials the VPN and runs t
 checks again. It ends Fixed only when all pass. A check that passed before the fix and fails
 after it makes the portal put the old values back on its own. A roll-back job restores the
 ``before`` values of a fix job. Every request, decision and change is audited.
+
+Waiting for a restart holds no worker: the job polls the machine in short turns
+(``jobs.Wait``), keeping where it is in ``job.stage`` and its deadline in ``job.stage_until``.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,8 +26,8 @@ from diagnostics.jobs import (
     JobRefused,
     Phase,
     Step,
+    Wait,
     busy_message,
-    check_steps,
     create_job,
     enqueue,
     execute,
@@ -33,9 +36,15 @@ from diagnostics.jobs import (
 )
 from diagnostics.models import AuditEntry, Check, Fix, Job, StepResult
 from diagnostics.plans import preview_changes, rollback_args
+from diagnostics.workflows.diagnosis import check_steps
 
 DIAL_EXPECT = [{"fact": "connected", "op": "true"}]
 Restart = Job.Restart
+# Stages of the restart wait, kept in job.stage between turns.
+GOING_DOWN = "restart-down"
+COMING_UP = "restart-up"
+POLL_S = 2  # how often a restarting machine is asked whether it answers
+GRACE_S = 120  # after the restart is due, how long it may take to stop answering
 
 
 @dataclass
@@ -289,23 +298,33 @@ def planned_steps(job: Job) -> list[Step]:
     return steps + verify_steps(job)
 
 
-# --- running (called by jobs.run_job in the worker) -----------------------------------------
+# --- running (one turn at a time, called by the engine in the worker) ------------------------
 
 
-def run(job: Job) -> None:
+def run(job: Job) -> Wait | None:
+    """Take a fix or roll-back job one turn further."""
+    if job.stage in (GOING_DOWN, COMING_UP):
+        return _restart_turn(job)
     if job.kind == Job.Kind.ROLLBACK:
-        _run_rollback(job)
-    else:
-        _run_fix(job)
+        return _run_rollback(job)
+    return _run_fix(job)
 
 
-def _run_fix(job: Job) -> None:
+def _after_restart(job: Job) -> Wait | None:
+    if job.kind == Job.Kind.ROLLBACK:
+        finish(job, Job.Status.DONE, Job.Outcome.ROLLED_BACK)
+        return None
+    _verify(job)
+    return None
+
+
+def _run_fix(job: Job) -> Wait | None:
     already_applied = job.steps.filter(phase=Phase.FIX).exists()  # resumed after "later"
     if not already_applied:
         error = execute(job, fix_steps(job))
         if error:
             finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
-            return
+            return None
         _audit(job, AuditEntry.Action.FIX_APPLIED, job.user, _changes(job, Phase.FIX))
     if _needs_restart(job):
         job.refresh_from_db(fields=["restart"])
@@ -314,58 +333,69 @@ def _run_fix(job: Job) -> None:
             job.save(update_fields=["note"])
             job.move(Job.Status.RUNNING, Job.Status.WAITING)
             live.publish(job.pk, "done", {"status": job.status})
-            return
+            return None
         if job.restart in (Restart.NOW, Restart.DELAY):
-            error = _restart_and_wait(job, reboot_step(job))
-            if error:
-                finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
-                return
+            return _start_restart(job, reboot_step(job))
     _verify(job)
+    return None
 
 
-def _restart_and_wait(job: Job, step: Step) -> str:
-    """Schedule the restart, then wait until the machine goes away and answers again."""
-    if job.steps.filter(step_id=step.id).exists():  # resumed twice: never restart twice
-        return ""
-    error = execute(job, [step])
-    if error:
-        return error
+def _start_restart(job: Job, step: Step) -> Wait | None:
+    """Schedule the restart on the machine, then wait (in turns) for it to go and come back."""
+    if not job.steps.filter(step_id=step.id).exists():  # resumed twice: never restart twice
+        error = execute(job, [step])
+        if error:
+            finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
+            return None
+    due = timezone.now() + timedelta(seconds=step.args["delay_seconds"])
+    _set_stage(job, GOING_DOWN, due + timedelta(seconds=GRACE_S))
     job.move(Job.Status.RUNNING, Job.Status.RESTARTING)
     live.publish(job.pk, "status", {"status": job.status})
-    target = target_for(job.machine)
-    delay = step.args["delay_seconds"]
-    went_down = _wait(job, target, answering=False, timeout=delay + 120)
-    came_back = went_down and _wait(
-        job, target, answering=True, timeout=settings.KAIKETSU_RESTART_TIMEOUT
-    )
-    job.move(Job.Status.RESTARTING, Job.Status.RUNNING)
-    live.publish(job.pk, "status", {"status": job.status})
-    if not went_down:
-        return _("%(machine)s did not restart within %(s)s seconds.") % {
+    return Wait(max(POLL_S, (due - timezone.now()).total_seconds() - POLL_S))
+
+
+def _restart_turn(job: Job) -> Wait | None:
+    """One look at a restarting machine: has it gone away yet, or come back?"""
+    now = timezone.now()
+    due = job.stage_until - timedelta(seconds=GRACE_S)
+    if job.stage == GOING_DOWN and now < due - timedelta(seconds=POLL_S):
+        return Wait((due - now).total_seconds())  # a delayed restart: nothing to ask yet
+    answering = _answers(job)
+    if job.stage == GOING_DOWN and not answering:
+        _set_stage(job, COMING_UP, now + timedelta(seconds=settings.KAIKETSU_RESTART_TIMEOUT))
+        return Wait(POLL_S)
+    if job.stage == COMING_UP and answering:
+        _set_stage(job, "", None)
+        job.move(Job.Status.RESTARTING, Job.Status.RUNNING)
+        live.publish(job.pk, "status", {"status": job.status})
+        return _after_restart(job)
+    if now < job.stage_until:
+        return Wait(POLL_S)
+    if job.stage == GOING_DOWN:
+        error = _("%(machine)s did not restart within %(s)s seconds.") % {
             "machine": job.machine.name,
-            "s": delay + 120,
+            "s": reboot_step(job).args["delay_seconds"] + GRACE_S,
         }
-    if not came_back:
-        return _("%(machine)s did not come back within %(s)s seconds after restarting.") % {
+    else:
+        error = _("%(machine)s did not come back within %(s)s seconds after restarting.") % {
             "machine": job.machine.name,
             "s": settings.KAIKETSU_RESTART_TIMEOUT,
         }
-    return ""
+    finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
+    return None
 
 
-def _wait(job: Job, target: remote.Target, answering: bool, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            remote.test_connection(target, timeout_s=5)
-            up = True
-        except remote.RemoteError:
-            up = False
-        Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
-        if up == answering:
-            return True
-        time.sleep(1)
-    return False
+def _answers(job: Job) -> bool:
+    try:
+        remote.test_connection(target_for(job.machine), timeout_s=5)
+    except remote.RemoteError:
+        return False
+    return True
+
+
+def _set_stage(job: Job, stage: str, until: Any) -> None:
+    job.stage, job.stage_until = stage, until
+    job.save(update_fields=["stage", "stage_until"])
 
 
 def _verify(job: Job) -> None:
@@ -402,18 +432,16 @@ def _auto_rollback(job: Job, regressions: list[StepResult]) -> None:
     finish(job, Job.Status.DONE if not error else Job.Status.ERROR, Job.Outcome.NOT_FIXED, error)
 
 
-def _run_rollback(job: Job) -> None:
+def _run_rollback(job: Job) -> Wait | None:
     error = execute(job, rollback_steps(job.parent, "r"))
     if error:
         finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
-        return
+        return None
     _audit(job, AuditEntry.Action.ROLLBACK, job.user, _changes(job, Phase.ROLLBACK))
     if job.restart == Restart.NOW:
-        error = _restart_and_wait(job, reboot_step(job, "r"))
-        if error:
-            finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
-            return
+        return _start_restart(job, reboot_step(job, "r"))
     finish(job, Job.Status.DONE, Job.Outcome.ROLLED_BACK)
+    return None
 
 
 def _changes(job: Job, phase: str) -> list[dict[str, Any]]:
