@@ -7,6 +7,7 @@ article must also be found first by its own signatures (the last tests).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -383,6 +384,11 @@ def _shipped() -> list[dict]:
 SHIPPED = _shipped()
 
 
+@functools.cache
+def _shipped_index() -> matching.Index:
+    return build_index(SHIPPED)
+
+
 def _message_cases() -> list[tuple[str, str, str]]:
     cases = []
     for article in SHIPPED:
@@ -406,7 +412,7 @@ def _signature_cases() -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize(("slug", "lang", "text"), _signature_cases() or [("", "", "")])
 def test_every_signature_in_every_form_finds_its_article(slug, lang, text):
     """Message, rasdial line, RasClient event and own words: each one finds its article."""
-    result = match(build_index(SHIPPED), text, lang=lang)
+    result = match(_shipped_index(), text, lang=lang)
     assert result.confident
     top_score = result.matches[0].score
     assert slug in [m.article for m in result.matches if m.score == top_score]
@@ -488,7 +494,7 @@ def test_only_the_sentence_809_and_811_share_tells_neither_apart():
         "リモート サーバーが応答しないため、コンピューターと VPN サーバーの間のネットワーク接続を"
         "確立できませんでした。"
     )
-    result = match(build_index(SHIPPED), text)
+    result = match(_shipped_index(), text)
     assert not result.confident
     assert {m.article for m in result.matches[:2]} == {
         "vpn-server-not-responding",
@@ -498,7 +504,7 @@ def test_only_the_sentence_809_and_811_share_tells_neither_apart():
 
 @pytest.mark.parametrize(("own", "rival", "text"), PAIRS)
 def test_near_identical_messages_are_told_apart_by_their_own_words(own, rival, text):
-    result = match(build_index(SHIPPED), text)
+    result = match(_shipped_index(), text)
     assert result.confident
     assert result.matches[0].article == own
     scores = {m.article: m.score for m in result.matches}
@@ -520,19 +526,19 @@ def test_near_identical_messages_are_told_apart_by_their_own_words(own, rival, t
     ],
 )
 def test_japanese_paraphrases_of_the_seed_error_find_the_seed(text, confident):
-    result = match(build_index(SHIPPED), text)
+    result = match(_shipped_index(), text)
     assert result.matches[0].article == "l2tp-ipsec-psk-negotiation"
     assert result.confident is confident
 
 
 @pytest.mark.parametrize("text", ["VPNがつながらない", "VPNに接続できない", "VPN doesn't connect"])
 def test_a_vague_complaint_gets_no_confident_article(text):
-    assert not match(build_index(SHIPPED), text).confident
+    assert not match(_shipped_index(), text).confident
 
 
 @pytest.mark.parametrize(("slug", "lang", "text"), _message_cases() or [("", "", "")])
 def test_each_shipped_article_is_found_first_by_its_own_message(slug, lang, text):
-    shipped_index = build_index(SHIPPED)
+    shipped_index = _shipped_index()
     result = match(shipped_index, text, lang=lang)
     assert result.confident
     top_score = result.matches[0].score
@@ -571,7 +577,7 @@ def _uncovered_forms(code: int, message: str) -> list[str]:
 def test_a_code_outside_the_kb_is_never_confident_in_any_form():
     from diagnostics import error_codes
 
-    shipped = build_index(SHIPPED)
+    shipped = _shipped_index()
     confident = []
     for code in error_codes.codes():
         if code in shipped.by_code or not (600 <= code <= 899 or 13801 <= code <= 13870):
