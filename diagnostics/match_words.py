@@ -1,6 +1,6 @@
 """The matcher's structured reasons and notices, worded in the active language.
 
-``matching.py`` stays pure (codes and parameters only); this module, the templates and the
+``matching`` stays pure (codes and parameters only); this module, the templates and the
 ``kb_match`` command put them into Japanese or English through Django's i18n.
 """
 
