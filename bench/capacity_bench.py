@@ -21,6 +21,7 @@ worker processes and their children.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import signal
@@ -47,13 +48,13 @@ from bench.diagnose_bench import (  # noqa: E402
     configure_environment,
     point_machines,
     prepare_database,
-    start_winsim,
 )
 from scripts.services import (  # noqa: E402
     DEFAULT_REDIS_URL,
     Service,
     ensure_redis,
     port_answers,
+    wait_until,
     worker_argv,
 )
 
@@ -79,6 +80,30 @@ def fleet_profile(directory: Path, count: int, hung: bool) -> Path:
     return path
 
 
+def start_winsim(profile: Path, count: int, log_dir: Path) -> tuple[Service, dict[str, dict]]:
+    """The fleet; its service and {host name: its --print-json line} (every line kept)."""
+    service = Service(
+        "winsim",
+        [sys.executable, "-m", "winsim", "--profile", str(profile), "--print-json"],
+        env=os.environ.copy(),
+        log_path=log_dir / "winsim.log",
+        history=count + 100,
+    ).start()
+
+    def host_lines() -> dict[str, dict]:
+        return {
+            info["host"]: info
+            for info in (json.loads(x) for x in service.lines() if x.startswith("{"))
+        }
+
+    wait_until(lambda: service.poll() is not None or len(host_lines()) >= count, 60)
+    hosts = host_lines()
+    if len(hosts) < count:
+        service.stop()
+        raise RuntimeError(f"winsim started {len(hosts)} of {count} hosts: {service.tail()}")
+    return service, hosts
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
@@ -90,27 +115,31 @@ def run_at_once(machine_ids: list[int]) -> dict:
     from django.db import connection
 
     from diagnostics import jobs
-    from diagnostics.models import Article, Job
+    from diagnostics.models import Article, Job, Machine
     from diagnostics.workflows.diagnosis import start_diagnosis
 
     user = get_user_model().objects.get(username="tanaka")
     article = Article.objects.get(slug=SEED_SLUG)
-    barrier = threading.Barrier(len(machine_ids))
+    machines = list(Machine.objects.filter(pk__in=machine_ids))
+    # A few pressing threads, each a database connection, release all presses at one moment
+    # (a press takes milliseconds); a connection per press would exhaust PostgreSQL's 100.
+    pressers = min(len(machines), 16)
+    barrier = threading.Barrier(pressers)
     started: list[int] = []
     lock = threading.Lock()
 
-    def press(pk: int) -> None:
-        from diagnostics.models import Machine
-
-        machine = Machine.objects.get(pk=pk)
+    def press(share: list) -> None:
         barrier.wait()
-        job = start_diagnosis(user, machine, article, pasted_text="bench")
-        jobs.enqueue(job.pk)  # autocommit: on_commit has already fired; a duplicate is harmless
-        with lock:
-            started.append(job.pk)
+        for machine in share:
+            job = start_diagnosis(user, machine, article, pasted_text="bench")
+            jobs.enqueue(job.pk)  # autocommit: on_commit already fired; a duplicate is harmless
+            with lock:
+                started.append(job.pk)
         connection.close()
 
-    threads = [threading.Thread(target=press, args=(pk,)) for pk in machine_ids]
+    threads = [
+        threading.Thread(target=press, args=(machines[n::pressers],)) for n in range(pressers)
+    ]
     began = time.monotonic()
     for t in threads:
         t.start()

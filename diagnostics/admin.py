@@ -6,8 +6,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
-from diagnostics import kbindex, matching
-from diagnostics.catalog import CHECK_KINDS, FIX_KINDS, StepArgsError, validate_args
+from diagnostics import catalog, kbindex, matching
 from diagnostics.models import (
     Article,
     AuditEntry,
@@ -22,7 +21,6 @@ from diagnostics.models import (
     UnmatchedPaste,
     active_lang,
 )
-from diagnostics.plans import validate_expect
 
 
 class WriteOnlyForm(forms.ModelForm):
@@ -88,7 +86,7 @@ class MachineAdmin(admin.ModelAdmin):
 
 
 class CheckForm(forms.ModelForm):
-    kind = forms.ChoiceField(choices=[(k, k) for k in CHECK_KINDS])
+    kind = forms.ChoiceField(choices=[(k, k) for k in catalog.CHECK_KINDS])
 
     class Meta:
         model = Check
@@ -107,14 +105,14 @@ class CheckForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        try:
-            validate_args(data.get("kind", ""), data.get("args") or {})
-        except StepArgsError as exc:
-            self.add_error("args", str(exc))
-        try:
-            validate_expect(data.get("expect"))
-        except ValueError as exc:
-            self.add_error("expect", str(exc))
+        typed = ("kind", "args", "expect")
+        if any(name in self.errors for name in typed):
+            return data  # e.g. args that are not JSON: that error says it all
+        # The validator of KB files, so the admin refuses exactly what kb_import refuses,
+        # with the same words: "expect[0].fact: service has no fact 'state'".
+        for problem in catalog.check_problems("", {name: data.get(name) for name in typed}):
+            field = next((n for n in typed if problem.startswith(n)), None)
+            self.add_error(field, problem)
         return data
 
 
@@ -133,20 +131,9 @@ class FixForm(forms.ModelForm):
 
     def clean_steps(self):
         steps = self.cleaned_data["steps"]
-        if not isinstance(steps, list) or not steps:
-            raise forms.ValidationError(_("A fix needs at least one step."))
-        for step in steps:
-            kind = step.get("kind") if isinstance(step, dict) else None
-            if kind not in FIX_KINDS:
-                raise forms.ValidationError(_("Unknown fix kind: %(kind)s") % {"kind": kind})
-            args = {
-                k: ("x" if isinstance(v, dict) and "secret" in v else v)
-                for k, v in (step.get("args") or {}).items()
-            }
-            try:
-                validate_args(kind, args)
-            except StepArgsError as exc:
-                raise forms.ValidationError(str(exc)) from None
+        problems = catalog.fix_steps_problems("steps", steps)  # as kb_import says it
+        if problems:
+            raise forms.ValidationError(problems)
         return steps
 
 

@@ -12,6 +12,7 @@ can share it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,3 +317,150 @@ def secret_args(kind: str) -> tuple[str, ...]:
     """Names of the args of ``kind`` that must be masked wherever a plan is shown or stored."""
     spec = KINDS.get(kind)
     return tuple(a.name for a in spec.args if a.secret) if spec else ()
+
+
+# --- expectations: the operators, and the one validator for checks and fixes ----------------
+# A check's ``expect`` is a list of ``{"fact": path, "op": name[, "value": ...]}``; the portal
+# evaluates it against the host's facts (plans.evaluate). Every operator is listed here once:
+# the evaluator, the KB files' validator and the admin all read this table.
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == [] or value == "" or value == {}
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    holds: Callable[[Any, Any], bool]  # (the fact, the expected value) -> whether it holds
+    value: str = ""  # what "value" must be: "" none at all, "any", "list", "number"
+
+
+OPERATORS: dict[str, Operator] = {
+    o.name: o
+    for o in (
+        Operator("true", lambda f, v: f is True),
+        Operator("false", lambda f, v: f is False),
+        Operator("empty", lambda f, v: _is_empty(f)),
+        Operator("not_empty", lambda f, v: not _is_empty(f)),
+        Operator("eq", lambda f, v: f == v, "any"),
+        Operator("ne", lambda f, v: f != v, "any"),
+        Operator("in", lambda f, v: f in (v or []), "list"),
+        Operator("not_in", lambda f, v: f not in (v or []), "list"),
+        Operator("lt", lambda f, v: _num(f) is not None and _num(f) < v, "number"),
+        Operator("lte", lambda f, v: _num(f) is not None and _num(f) <= v, "number"),
+        Operator("gt", lambda f, v: _num(f) is not None and _num(f) > v, "number"),
+        Operator("gte", lambda f, v: _num(f) is not None and _num(f) >= v, "number"),
+        Operator("contains", lambda f, v: isinstance(f, list) and v in f, "any"),
+        Operator("not_contains", lambda f, v: not (isinstance(f, list) and v in f), "any"),
+    )
+}
+EXPECT_KEYS = ("fact", "op", "value")
+_SECRET_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+def _at(where: str, name: str) -> str:
+    """A problem's path: ``checks[2].args`` in a KB file, ``args`` in the admin's check form."""
+    return f"{where}.{name}" if where else name
+
+
+def expect_problems(where: str, kind: Any, expect: Any) -> list[str]:
+    """The problems of a check's ``expect`` (empty when valid): known operators with the
+    value each needs, and facts that ``kind`` really reports, so a check that could never
+    pass is refused wherever it is written (a KB file or the admin)."""
+    if not isinstance(expect, list) or not expect:
+        return [f"{where}: must be a non-empty list"]
+    facts = KINDS[kind].facts if isinstance(kind, str) and kind in KINDS else ()
+    problems = []
+    for i, item in enumerate(expect):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{at}: must be a mapping")
+            continue
+        fact, name = item.get("fact"), item.get("op")
+        if not isinstance(fact, str) or not fact:
+            problems.append(f"{at}.fact: missing")
+        elif facts and fact.split(".")[0] not in facts:
+            problems.append(f"{at}.fact: {kind} has no fact {fact.split('.')[0]!r}")
+        op = OPERATORS.get(name) if isinstance(name, str) else None
+        if isinstance(name, bool):
+            problems.append(
+                f"{at}.op: write the operator as a quoted string ('{str(name).lower()}')"
+            )
+        elif op is None:
+            problems.append(f"{at}.op: {name!r} is not one of {', '.join(OPERATORS)}")
+        elif not op.value and "value" in item:
+            problems.append(f"{at}: {op.name} takes no value")
+        elif op.value and "value" not in item:
+            problems.append(f"{at}: {op.name} needs a value")
+        elif op.value == "list" and not isinstance(item["value"], list):
+            problems.append(f"{at}.value: {op.name} needs a list")
+        elif op.value == "number" and _num(item["value"]) is None:
+            problems.append(f"{at}.value: {op.name} needs a number")
+        problems += [f"{at}: unknown key {k!r}" for k in item if k not in EXPECT_KEYS]
+    return problems
+
+
+def _secret_problems(where: str, kind: str, args: dict[str, Any]) -> list[str]:
+    problems = []
+    for name, value in args.items():
+        if isinstance(value, dict) and "secret" in value:
+            if set(value) != {"secret"} or not isinstance(value["secret"], str):
+                problems.append(f"{where}.{name}: a secret is {{secret: NAME}} and nothing else")
+            elif not _SECRET_NAME.match(value["secret"]):
+                problems.append(f"{where}.{name}: secret name {value['secret']!r} is not a slug")
+            if name not in secret_args(kind):
+                problems.append(f"{where}.{name}: only secret arguments may use {{secret: ...}}")
+    return problems
+
+
+def _without_secrets(args: dict[str, Any]) -> dict[str, Any]:
+    """Swap ``{secret: NAME}`` placeholders for a dummy literal so the schema can check shape.
+
+    The plan builder resolves the placeholder from the secret store at send time; here only
+    its own shape matters (``_secret_problems``).
+    """
+    return {
+        name: "placeholder" if isinstance(value, dict) and set(value) == {"secret"} else value
+        for name, value in args.items()
+    }
+
+
+def step_problems(where: str, step: Any, fix: bool) -> list[str]:
+    """The problems of one typed step ``{kind, args}``: a catalog kind of the right family
+    (check or fix) and args its schema accepts, ``{secret: NAME}`` only for secret args."""
+    kinds, what = (FIX_KINDS, "fix") if fix else (CHECK_KINDS, "check")
+    if not isinstance(step, dict):
+        return [f"{where}: must be a mapping"]
+    kind = step.get("kind")
+    if kind not in kinds:
+        return [f"{_at(where, 'kind')}: {kind!r} is not a {what} kind ({', '.join(kinds)})"]
+    args = step.get("args") or {}
+    if not isinstance(args, dict):
+        return [f"{_at(where, 'args')}: must be a mapping"]
+    problems = _secret_problems(_at(where, "args"), kind, args)
+    try:
+        validate_args(kind, _without_secrets(args))
+    except StepArgsError as exc:
+        problems.append(f"{_at(where, 'args')}: {exc}")
+    return problems
+
+
+def check_problems(where: str, check: dict[str, Any]) -> list[str]:
+    """The problems of a check's typed part: its step (kind, args) and its expectation."""
+    return step_problems(where, check, fix=False) + expect_problems(
+        _at(where, "expect"), check.get("kind"), check.get("expect")
+    )
+
+
+def fix_steps_problems(where: str, steps: Any) -> list[str]:
+    """The problems of a fix's steps: at least one, each a valid fix step."""
+    if not isinstance(steps, list) or not steps:
+        return [f"{where}: at least one step is required"]
+    return [p for j, step in enumerate(steps) for p in step_problems(f"{where}[{j}]", step, True)]

@@ -14,7 +14,9 @@ worker left behind and re-sends what a lost message left waiting.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import DataError, IntegrityError, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
@@ -40,6 +42,7 @@ MAX_PASTE = 100_000
 # A turn's wait is cut into slices no longer than this: a Redis broker holds a delayed message
 # unacknowledged in the worker, and the reaper re-sends a turn whose message was lost.
 MAX_WAIT_S = 30
+HEARTBEAT_S = 15  # a running turn says it is alive this often (KAIKETSU_REAP_AFTER is 4 beats)
 Phase = StepResult.Phase
 
 
@@ -207,7 +210,7 @@ def run_job(job_id: int, turn: int, workflow: Workflow) -> None:
     job = Job.objects.select_related("machine__credential", "article", "parent").get(pk=job_id)
     if was == Job.Status.QUEUED:  # later turns keep their status: nothing new to show
         live.publish(job.pk, "status", {"status": job.status})
-    with in_language(job):
+    with in_language(job), _heartbeat(job.pk):
         try:
             wait = workflow(job)
         except SoftTimeLimitExceeded:
@@ -227,6 +230,29 @@ def run_job(job_id: int, turn: int, workflow: Workflow) -> None:
     if wait is not None and not job.is_finished:
         Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
         _send(job.pk, job.turn, countdown=min(max(wait.seconds, 0.2), MAX_WAIT_S))
+
+
+@contextmanager
+def _heartbeat(job_id: int) -> Iterator[None]:
+    """Say "this turn is alive" every HEARTBEAT_S while it runs, however long a step takes.
+
+    A worker that dies (killed, machine gone) stops beating, and the reaper ends its job
+    after KAIKETSU_REAP_AFTER seconds instead of after the longest possible turn.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            Job.objects.filter(pk=job_id, status__in=Job.ACTIVE).update(heartbeat_at=timezone.now())
+            connection.close()  # one connection per beat, not one held per running turn
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def in_language(job: Job) -> translation.override:

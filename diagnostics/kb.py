@@ -23,11 +23,6 @@ KEY = SLUG
 LANGS = ("ja", "en")
 STATUSES = ("published", "draft")
 
-# Operators of docs/kb-format.md; the first group needs no ``value``.
-UNARY_OPS = ("true", "false", "empty", "not_empty")
-BINARY_OPS = ("eq", "ne", "in", "not_in", "lt", "lte", "gt", "gte", "contains", "not_contains")
-EXPECT_OPS = UNARY_OPS + BINARY_OPS
-
 # Key order of each mapping in a file, as docs/kb-format.md lists it. ``dump`` writes keys in
 # this order (unknown keys after, in their own order) so files diff cleanly.
 ARTICLE_KEYS = (
@@ -57,7 +52,7 @@ REQUIRED_ARTICLE_KEYS = (
 )
 SIGNATURE_KEYS = ("lang", "text", "source", "verified")
 CHECK_KEYS = ("key", "title", "kind", "args", "expect", "explanation", "fix")
-EXPECT_KEYS = ("fact", "op", "value")
+EXPECT_KEYS = catalog.EXPECT_KEYS
 FIX_KEYS = ("key", "title", "steps", "restart_required", "needs_approval")
 STEP_KEYS = ("kind", "args")
 MANUAL_STEP_KEYS = ("title", "body")
@@ -100,84 +95,6 @@ def _text_problems(where: str, value: Any, required: bool = True) -> list[str]:
         if not isinstance(value.get(lang), str) or not value[lang].strip()
     ]
     problems += [f"{where}: unknown language {k!r}" for k in value if k not in LANGS]
-    return problems
-
-
-def _without_secrets(args: dict[str, Any]) -> dict[str, Any]:
-    """Swap ``{secret: NAME}`` placeholders for a dummy literal so the catalog can check shape.
-
-    The plan builder resolves the placeholder from the secret store at send time; here only its
-    own shape (one non-empty name) matters, and only secret args may use it.
-    """
-    out = dict(args)
-    for name, value in args.items():
-        if isinstance(value, dict) and set(value) == {"secret"}:
-            out[name] = "placeholder"
-    return out
-
-
-def _secret_problems(where: str, kind: str, args: dict[str, Any]) -> list[str]:
-    problems = []
-    secret_names = catalog.secret_args(kind)
-    for name, value in args.items():
-        if isinstance(value, dict) and "secret" in value:
-            if set(value) != {"secret"} or not isinstance(value["secret"], str):
-                problems.append(f"{where}.{name}: a secret is {{secret: NAME}} and nothing else")
-            elif not KEY.match(value["secret"]):
-                problems.append(f"{where}.{name}: secret name {value['secret']!r} is not a slug")
-            if name not in secret_names:
-                problems.append(f"{where}.{name}: only secret arguments may use {{secret: ...}}")
-    return problems
-
-
-def _step_problems(where: str, step: Any, kinds: tuple[str, ...], what: str) -> list[str]:
-    """A typed step: a catalog kind of the right family and args the catalog accepts."""
-    if not isinstance(step, dict):
-        return [f"{where}: must be a mapping"]
-    kind = step.get("kind")
-    if kind not in kinds:
-        return [f"{where}.kind: {kind!r} is not a {what} kind ({', '.join(kinds)})"]
-    args = step.get("args") or {}
-    if not isinstance(args, dict):
-        return [f"{where}.args: must be a mapping"]
-    problems = _secret_problems(f"{where}.args", kind, args)
-    try:
-        catalog.validate_args(kind, _without_secrets(args))
-    except catalog.StepArgsError as exc:
-        problems.append(f"{where}.args: {exc}")
-    return problems
-
-
-def _expect_problems(where: str, kind: Any, expect: Any) -> list[str]:
-    if not isinstance(expect, list) or not expect:
-        return [f"{where}: must be a non-empty list"]
-    facts = catalog.KINDS[kind].facts if isinstance(kind, str) and kind in catalog.KINDS else ()
-    problems = []
-    for i, item in enumerate(expect):
-        at = f"{where}[{i}]"
-        if not isinstance(item, dict):
-            problems.append(f"{at}: must be a mapping")
-            continue
-        fact, op = item.get("fact"), item.get("op")
-        if not isinstance(fact, str) or not fact:
-            problems.append(f"{at}.fact: missing")
-        elif facts and fact.split(".")[0] not in facts:
-            problems.append(f"{at}.fact: {kind} has no fact {fact.split('.')[0]!r}")
-        if isinstance(op, bool):
-            problems.append(f"{at}.op: write the operator as a quoted string ('{str(op).lower()}')")
-        elif op not in EXPECT_OPS:
-            problems.append(f"{at}.op: {op!r} is not one of {', '.join(EXPECT_OPS)}")
-        elif op in UNARY_OPS and "value" in item:
-            problems.append(f"{at}: {op} takes no value")
-        elif op in BINARY_OPS and "value" not in item:
-            problems.append(f"{at}: {op} needs a value")
-        elif op in ("in", "not_in") and not isinstance(item["value"], list):
-            problems.append(f"{at}.value: {op} needs a list")
-        elif op in ("lt", "lte", "gt", "gte") and (
-            isinstance(item["value"], bool) or not isinstance(item["value"], int | float)
-        ):
-            problems.append(f"{at}.value: {op} needs a number")
-        problems += [f"{at}: unknown key {k!r}" for k in item if k not in EXPECT_KEYS]
     return problems
 
 
@@ -227,8 +144,7 @@ def _check_problems(checks: list[Any], fix_keys: set[str]) -> list[str]:
             continue
         problems += _text_problems(f"{at}.title", check.get("title"))
         problems += _text_problems(f"{at}.explanation", check.get("explanation"))
-        problems += _step_problems(at, check, catalog.CHECK_KINDS, "check")
-        problems += _expect_problems(f"{at}.expect", check.get("kind"), check.get("expect"))
+        problems += catalog.check_problems(at, check)  # the admin's check form asks the same
         fix = check.get("fix")
         if fix is not None and (not isinstance(fix, str) or fix not in fix_keys):
             problems.append(f"{at}.fix: no fix with key {fix!r}")
@@ -243,12 +159,7 @@ def _fix_problems(fixes: list[Any]) -> list[str]:
         if not isinstance(fix, dict):
             continue
         problems += _text_problems(f"{at}.title", fix.get("title"))
-        steps = fix.get("steps")
-        if not isinstance(steps, list) or not steps:
-            problems.append(f"{at}.steps: at least one step is required")
-            steps = []
-        for j, step in enumerate(steps):
-            problems += _step_problems(f"{at}.steps[{j}]", step, catalog.FIX_KINDS, "fix")
+        problems += catalog.fix_steps_problems(f"{at}.steps", fix.get("steps"))  # and its fix form
         for flag in ("restart_required", "needs_approval"):
             if not isinstance(fix.get(flag, False), bool):
                 problems.append(f"{at}.{flag}: must be true or false")
@@ -259,9 +170,9 @@ def _fix_problems(fixes: list[Any]) -> list[str]:
 def validate(article: dict[str, Any]) -> list[str]:
     """Return the problems of one parsed article (empty when it is valid).
 
-    Checks required fields, ja+en on every human text, slug and key shapes, unique keys, step
-    kinds and args against ``diagnostics.catalog`` (``{secret: NAME}`` stands for a secret
-    argument), expectation operators, and that every ``fix`` a check names exists.
+    Checks required fields, ja+en on every human text, slug and key shapes, unique keys, that
+    every ``fix`` a check names exists, and the typed steps and expectations with the one
+    validator the admin uses too (``catalog.check_problems``, ``catalog.fix_steps_problems``).
     """
     if not isinstance(article, dict):
         return ["an article must be a mapping"]

@@ -306,9 +306,10 @@ class Job(models.Model):
     # The engine's bookkeeping (jobs.py): each task run claims the next turn by compare-and-
     # set, so a duplicate message does nothing; wake_at is when the next turn is due (null
     # while a turn runs). A workflow keeps where it is between turns in stage/stage_until.
-    turn = models.PositiveIntegerField(default=0, editable=False)
+    # Database defaults too: history's bulk SQL (benches, tests) inserts jobs without them.
+    turn = models.PositiveIntegerField(default=0, db_default=0, editable=False)
     wake_at = models.DateTimeField(null=True, blank=True, editable=False)
-    stage = models.CharField(max_length=20, blank=True, editable=False)
+    stage = models.CharField(max_length=20, blank=True, default="", db_default="", editable=False)
     stage_until = models.DateTimeField(null=True, blank=True, editable=False)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -326,6 +327,8 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Approving is its own permission (not view_job): seeing every job is not deciding.
+        permissions = [("approve_fix", _("Can approve or decline a fix that needs approval"))]
         indexes = [
             models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
             # Helpdesk history (issue #6): newest first, keyset on (created_at, id), one

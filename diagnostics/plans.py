@@ -11,33 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from diagnostics.catalog import StepArgsError, secret_args, validate_args
+from diagnostics.catalog import OPERATORS, StepArgsError, secret_args, validate_args
 
 PLAN_VERSION = 1
 MASK = "********"
-
-OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": lambda f, v: f == v,
-    "ne": lambda f, v: f != v,
-    "in": lambda f, v: f in (v or []),
-    "not_in": lambda f, v: f not in (v or []),
-    "lt": lambda f, v: _num(f) is not None and _num(f) < v,
-    "lte": lambda f, v: _num(f) is not None and _num(f) <= v,
-    "gt": lambda f, v: _num(f) is not None and _num(f) > v,
-    "gte": lambda f, v: _num(f) is not None and _num(f) >= v,
-    "true": lambda f, v: f is True,
-    "false": lambda f, v: f is False,
-    "empty": lambda f, v: f is None or f == [] or f == "" or f == {},
-    "not_empty": lambda f, v: not (f is None or f == [] or f == "" or f == {}),
-    "contains": lambda f, v: isinstance(f, list) and v in f,
-    "not_contains": lambda f, v: not (isinstance(f, list) and v in f),
-}
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
 
 
 class PlanError(ValueError):
@@ -49,18 +26,6 @@ class PlanStep:
     id: str
     kind: str
     args: dict[str, Any]
-
-
-def validate_expect(expect: Any) -> list[dict[str, Any]]:
-    """Return ``expect`` if it is a list of {fact, op[, value]} with known ops, else raise."""
-    if not isinstance(expect, list) or not expect:
-        raise ValueError("expect must be a non-empty list of conditions")
-    for cond in expect:
-        if not isinstance(cond, dict) or not isinstance(cond.get("fact"), str):
-            raise ValueError(f"condition {cond!r} needs a 'fact' path")
-        if cond.get("op") not in OPS:
-            raise ValueError(f"condition {cond!r}: op must be one of {', '.join(OPS)}")
-    return expect
 
 
 def fact_at(facts: Any, path: str) -> Any:
@@ -79,7 +44,7 @@ def failed_conditions(expect: Iterable[dict[str, Any]], facts: dict[str, Any]) -
     for cond in expect:
         actual = fact_at(facts, cond["fact"])
         try:
-            holds = OPS[cond["op"]](actual, cond.get("value"))
+            holds = OPERATORS[cond["op"]].holds(actual, cond.get("value"))
         except TypeError:  # e.g. comparing text with a number: the expectation does not hold
             holds = False
         if not holds:

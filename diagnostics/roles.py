@@ -1,7 +1,8 @@
 """Roles as Django groups: employee (default), helpdesk, KB admin.
 
 Superusers are not a group: they pass every permission check. Employees need no permission:
-they reach only what they own, which the views check per object.
+they reach only what they own, which the views check per object. What each permission lets
+a user do is decided in ``access.py``; this module only says who holds which.
 """
 
 from django.contrib.auth.models import Group, Permission
@@ -12,9 +13,11 @@ EMPLOYEE = "employee"
 
 PERMISSIONS = {
     EMPLOYEE: [],
-    # The helpdesk sees every job and machine, imports machines and tests their connection.
+    # The helpdesk sees every job and machine, imports machines and tests their connection,
+    # and approves fixes (never one it requested itself: access.may_approve).
     HELPDESK: [
         "view_job",
+        "approve_fix",
         "view_stepresult",
         "view_auditentry",
         "view_machine",

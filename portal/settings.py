@@ -66,6 +66,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
+                "diagnostics.access.nav",
             ],
         },
     },
@@ -151,7 +152,8 @@ KAIKETSU_HELPDESK_EMAIL = env("KAIKETSU_HELPDESK_EMAIL", default="helpdesk@examp
 KAIKETSU_DASHBOARD_CACHE_SECONDS = env.int("KAIKETSU_DASHBOARD_CACHE_SECONDS", default=60)
 KAIKETSU_WINRM_VERIFY_TLS = env.bool("KAIKETSU_WINRM_VERIFY_TLS", default=True)
 # A job that has not reported for this long while "running" belongs to a dead worker.
-KAIKETSU_REAP_AFTER = env.int("KAIKETSU_REAP_AFTER", default=KAIKETSU_JOB_TIME_LIMIT + 60)
+# A running turn beats every 15 s (jobs.HEARTBEAT_S), so four missed beats mean a dead worker.
+KAIKETSU_REAP_AFTER = env.int("KAIKETSU_REAP_AFTER", default=60)
 # A queued or waiting job whose next turn is this late lost its message: the reaper resends it.
 KAIKETSU_RESEND_AFTER = env.int("KAIKETSU_RESEND_AFTER", default=120)
 

@@ -3,7 +3,8 @@
 The URL list comes from the resolver, walked recursively. A URL added without a row in
 EXPECTED fails test_every_url_has_an_expectation, naming the route, so no page ships
 without someone deciding who may see it. Path parameters are real objects owned by
-`employee`. Answers: 200, LOGIN (302 to the site's login), ADMIN_LOGIN (302 to the admin's),
+`employee`. The `auditor` holds every helpdesk permission but approve_fix: seeing every
+job is not deciding on fixes. Answers: 200, LOGIN (302 to the site's login), ADMIN_LOGIN (302 to the admin's),
 302 (another redirect), 404 (no hint the object or page exists), 405 (GET on POST-only).
 """
 
@@ -18,12 +19,13 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from diagnostics import connectivity
 from diagnostics.models import Article, Credential, Job, Machine, Scan
+from diagnostics.roles import HELPDESK, ensure_groups
 
 pytestmark = pytest.mark.django_db
 
 LOGIN = "login"
 ADMIN_LOGIN = "admin-login"
-PERSONAS = ("anonymous", "employee", "other_employee", "kb_admin", "helpdesk", "admin")
+PERSONAS = ("anonymous", "employee", "other_employee", "kb_admin", "helpdesk", "auditor", "admin")
 TOKEN = "matrix-token"
 
 
@@ -36,12 +38,18 @@ def _login_then(**answers) -> dict[str, object]:
 
 
 OWNER_ONLY = _login_then(
-    employee=200, other_employee=404, kb_admin=404, helpdesk=200, admin=200
+    employee=200, other_employee=404, kb_admin=404, helpdesk=200, auditor=200, admin=200
 )  # the employee's own job: its owner and the helpdesk
-HELPDESK_ONLY = _login_then(employee=404, other_employee=404, kb_admin=404, helpdesk=200, admin=200)
+HELPDESK_ONLY = _login_then(
+    employee=404, other_employee=404, kb_admin=404, helpdesk=200, auditor=200, admin=200
+)
+APPROVERS_ONLY = {**HELPDESK_ONLY, "auditor": 404}
 NOT_THE_OWNERS = {"anonymous": LOGIN, "other_employee": 404, "kb_admin": 404}
 NOT_HELPDESK = {"anonymous": LOGIN, "employee": 404, "other_employee": 404, "kb_admin": 404}
-EVERY_USER = _login_then(employee=200, other_employee=200, kb_admin=200, helpdesk=200, admin=200)
+NOT_APPROVERS = {**NOT_HELPDESK, "auditor": 404}
+EVERY_USER = _login_then(
+    employee=200, other_employee=200, kb_admin=200, helpdesk=200, auditor=200, admin=200
+)
 # The fixture's helpdesk user is not staff; the KB admin is.
 ADMIN_SITE = {
     "anonymous": ADMIN_LOGIN,
@@ -49,6 +57,7 @@ ADMIN_SITE = {
     "other_employee": ADMIN_LOGIN,
     "kb_admin": 200,
     "helpdesk": ADMIN_LOGIN,
+    "auditor": ADMIN_LOGIN,
     "admin": 200,
 }
 
@@ -96,7 +105,7 @@ EXPECTED: dict[str, Row] = {
     "jobs/<int:pk>/fix/": Row(
         "diagnostics:fix-confirm",
         _job,
-        get={**OWNER_ONLY, "employee": 302, "helpdesk": 302, "admin": 302},
+        get={**OWNER_ONLY, "employee": 302, "helpdesk": 302, "auditor": 302, "admin": 302},
         post=NOT_THE_OWNERS,
     ),
     "jobs/<int:pk>/rollback/": Row(
@@ -108,9 +117,9 @@ EXPECTED: dict[str, Row] = {
     "jobs/<int:pk>/handover/": Row(
         "diagnostics:job-handover", _job, get=_all(405), post=NOT_THE_OWNERS
     ),
-    "approvals/": Row("diagnostics:approvals", get=HELPDESK_ONLY),
+    "approvals/": Row("diagnostics:approvals", get=APPROVERS_ONLY),
     "approvals/<int:pk>/": Row(
-        "diagnostics:approval-decide", _job, get=_all(405), post=NOT_HELPDESK
+        "diagnostics:approval-decide", _job, get=_all(405), post=NOT_APPROVERS
     ),
     "helpdesk/jobs/": Row("diagnostics:history", get=HELPDESK_ONLY),
     "helpdesk/jobs/export.csv": Row("diagnostics:history-export", get=HELPDESK_ONLY),
@@ -208,6 +217,11 @@ def login_as(client, request, django_user_model):
             return client
         if persona == "admin":
             user = django_user_model.objects.create_superuser("root", password="pw-root-1")
+        elif persona == "auditor":
+            user = django_user_model.objects.create_user("auditor", password="pw-auditor-1")
+            perms = ensure_groups()[HELPDESK].permissions.exclude(codename="approve_fix")
+            assert perms.exists()
+            user.user_permissions.set(perms)
         else:
             user = request.getfixturevalue(persona)
         client.force_login(user)

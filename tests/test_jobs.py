@@ -202,3 +202,26 @@ def test_a_waiting_workflow_gets_its_next_turn_and_only_one(idle_machine, employ
     jobs.run_job(job.pk, 1, waits_once)  # the next turn, as the broker delivers it
     jobs.run_job(job.pk, 1, waits_once)  # and a duplicate of it
     assert turns == [1, 2]
+
+
+def test_a_long_turn_keeps_beating_so_only_a_dead_worker_is_reaped(
+    idle_machine, employee, seed_article, monkeypatch, settings
+):
+    monkeypatch.setattr(jobs, "HEARTBEAT_S", 0.2)
+    settings.KAIKETSU_REAP_AFTER = 1
+    job = jobs.create_job(user=employee, machine=idle_machine, article=seed_article)
+    Job.objects.filter(pk=job.pk).update(wake_at=timezone.now())
+    seen = []
+
+    def slow_step(job):  # a step that takes longer than the reaper's patience (a real dial)
+        import time
+
+        time.sleep(2)
+        seen.append(jobs.reap_stale_jobs())
+        jobs.finish(job, Job.Status.DONE, Job.Outcome.HEALTHY)
+
+    jobs.run_job(job.pk, 0, slow_step)
+
+    assert seen == [0]  # the reaper found the job alive after 2 s of silence from its step
+    job.refresh_from_db()
+    assert job.outcome == Job.Outcome.HEALTHY

@@ -1,16 +1,19 @@
 """The knowledge base in the database: import/export, the admin, and the matcher's index."""
 
+import html
+import json
 import subprocess
 import sys
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from diagnostics import kb, kbindex
+from diagnostics import catalog, kb, kbindex
 from diagnostics.kbstore import KBError, export_dir, import_dir
-from diagnostics.models import Article, Fix
+from diagnostics.models import Article, Check, Fix
 from tests.conftest import ROOT, _child_env, child_database_url
 
 SEED = "l2tp-ipsec-psk-negotiation"
@@ -208,3 +211,83 @@ def test_the_index_is_rebuilt_only_when_the_kb_version_changes(kb, django_assert
     changed = kbindex.get_index()
     assert changed is not first
     assert "vpn-server-not-responding" not in {a.slug for a in changed.articles}
+
+
+# --- one validator: the admin refuses what kb_import refuses, in the same words ---------------
+
+NEVER_PASSES = [{"fact": "state", "op": "in", "value": "Running"}]  # no such fact; not a list
+NOT_A_FIX = [{"kind": "run_script", "args": {"script": "Stop-Service PolicyAgent"}}]
+
+
+def _shipped() -> dict:
+    return kb.load_file(ROOT / "kb" / f"{SEED}.yaml")
+
+
+def _kb_import_refusal(tmp_path, change) -> str:
+    data = _shipped()
+    change(data)
+    (tmp_path / f"{SEED}.yaml").write_text(kb.dump(data), encoding="utf-8")
+    with pytest.raises(CommandError) as refused:
+        call_command("kb_import", str(tmp_path))
+    return str(refused.value)
+
+
+def _admin_refusal(client, article, field: str, value) -> str:
+    data = _change_form_data(client, article)
+    data[field] = json.dumps(value)
+    response = client.post(reverse("admin:diagnostics_article_change", args=[article.pk]), data)
+    assert response.status_code == 200  # the form again, with its errors: nothing saved
+    return html.unescape(response.content.decode())
+
+
+def _inline_index(data: dict, prefix: str, key: str) -> int:
+    return next(
+        int(name.split("-")[1])
+        for name, value in data.items()
+        if name.startswith(f"{prefix}-") and name.endswith("-key") and value == key
+    )
+
+
+def test_admin_and_kb_import_refuse_a_check_that_can_never_pass_with_one_message(
+    client, kb_admin, kb, tmp_path
+):
+    shipped = _shipped()
+    i, check = next((i, c) for i, c in enumerate(shipped["checks"]) if c["kind"] == "service")
+    expected = [
+        "expect[0].fact: service has no fact 'state'",
+        "expect[0].value: in needs a list",
+    ]
+
+    def change(data):
+        data["checks"][i]["expect"] = NEVER_PASSES
+
+    refusal = _kb_import_refusal(tmp_path, change)
+    assert [f"checks[{i}].{p}" in refusal for p in expected] == [True, True], refusal
+
+    client.force_login(kb_admin)
+    article = kb[SEED]
+    j = _inline_index(_change_form_data(client, article), "checks", check["key"])
+    page = _admin_refusal(client, article, f"checks-{j}-expect", NEVER_PASSES)
+    assert [p in page for p in expected] == [True, True]
+    stored = Check.objects.get(article=article, key=check["key"]).expect
+    assert stored == check["expect"]
+
+
+def test_admin_and_kb_import_refuse_a_fix_step_outside_the_catalog_with_one_message(
+    client, kb_admin, kb, tmp_path
+):
+    shipped = _shipped()
+    fix = shipped["fixes"][0]
+    kinds = ", ".join(catalog.FIX_KINDS)
+    expected = f"steps[0].kind: 'run_script' is not a fix kind ({kinds})"
+
+    def change(data):
+        data["fixes"][0]["steps"] = NOT_A_FIX
+
+    assert f"fixes[0].{expected}" in _kb_import_refusal(tmp_path, change)
+
+    client.force_login(kb_admin)
+    article = kb[SEED]
+    j = _inline_index(_change_form_data(client, article), "fixes", fix["key"])
+    assert expected in _admin_refusal(client, article, f"fixes-{j}-steps", NOT_A_FIX)
+    assert Fix.objects.get(article=article, key=fix["key"]).steps == fix["steps"]

@@ -1,7 +1,11 @@
 """The plan builder and the evaluator: pure functions, no database."""
 
+import re
+from pathlib import Path
+
 import pytest
 
+from diagnostics import catalog
 from diagnostics.plans import (
     MASK,
     PlanError,
@@ -11,7 +15,6 @@ from diagnostics.plans import (
     fact_at,
     failed_conditions,
     parse_line,
-    validate_expect,
 )
 
 RUNNING = [{"fact": "status", "op": "eq", "value": "Running"}]
@@ -65,8 +68,32 @@ def test_dotted_fact_paths_read_missing_parts_as_none():
 
 
 def test_unknown_operator_is_refused():
-    with pytest.raises(ValueError, match="op must be one of"):
-        validate_expect([{"fact": "x", "op": "matches", "value": ".*"}])
+    problems = catalog.expect_problems("expect", "service", [{"fact": "status", "op": "matches"}])
+    assert problems == [f"expect[0].op: 'matches' is not one of {', '.join(catalog.OPERATORS)}"]
+
+
+@pytest.mark.parametrize(
+    "cond, problem",
+    [
+        ({"fact": "state", "op": "eq", "value": "Running"}, "service has no fact 'state'"),
+        ({"fact": "status", "op": "in", "value": "Running"}, "in needs a list"),
+        ({"fact": "status", "op": "gt", "value": "3"}, "gt needs a number"),
+        ({"fact": "status", "op": "gt", "value": True}, "gt needs a number"),
+        ({"fact": "status", "op": "eq"}, "eq needs a value"),
+        ({"fact": "status", "op": "empty", "value": 1}, "empty takes no value"),
+        ({"fact": "status", "op": "eq", "value": 1, "why": "x"}, "unknown key 'why'"),
+    ],
+)
+def test_an_expectation_that_could_never_pass_is_refused(cond, problem):
+    problems = catalog.expect_problems("expect", "service", [cond])
+    assert len(problems) == 1 and problems[0].endswith(problem), problems
+
+
+def test_the_kb_format_document_lists_exactly_the_catalogs_operators():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "kb-format.md").read_text()
+    table = doc.split("## Expectation operators", 1)[1].split("\n\n", 2)[2].split("\n\n")[0]
+    listed = set(re.findall(r"`([a-z_]+)`", "\n".join(r.split("|")[1] for r in table.splitlines())))
+    assert listed == set(catalog.OPERATORS)
 
 
 def test_plan_carries_validated_steps_in_order():

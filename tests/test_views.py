@@ -5,6 +5,7 @@ import os
 import re
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from diagnostics.models import Credential, Job, Machine, StepResult
@@ -236,3 +237,30 @@ def test_a_pasted_code_in_the_kb_is_marked_so_and_its_article_is_the_answer(clie
     body = response.content.decode()
     assert "ナレッジベースにあります" in body
     assert 'class="best"' in body and reverse("diagnostics:article", args=[SEED]) in body
+
+
+def test_a_form_that_arrives_over_the_event_stream_carries_a_token_that_posts(
+    employee, machine, seed_article
+):
+    # Issue #11: the stream rendered its forms without the request, so "Hand it to the
+    # helpdesk" and the others arrived without a CSRF token and their POST got 403.
+    fix = Job.objects.create(
+        user=employee,
+        machine=machine,
+        article=seed_article,
+        kind=Job.Kind.FIX,
+        status=Job.Status.DONE,
+        outcome=Job.Outcome.NOT_FIXED,
+    )
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(employee)
+    browser.get(reverse("diagnostics:job-detail", args=[fix.pk]))  # sets the CSRF cookie
+    stream = b"".join(browser.get(reverse("diagnostics:job-events", args=[fix.pk]))).decode()
+    done = re.search(r"event: done\n((?:data: .*\n)+)", stream).group(1)
+    assert reverse("diagnostics:job-handover", args=[fix.pk]) in done
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', done).group(1)
+
+    url = reverse("diagnostics:job-handover", args=[fix.pk])
+    assert browser.post(url, {"csrfmiddlewaretoken": token}).status_code == 302
+    fix.refresh_from_db()
+    assert fix.handed_over_at is not None

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='job',
             name='stage',
-            field=models.CharField(blank=True, editable=False, max_length=20),
+            field=models.CharField(blank=True, db_default='', default='', editable=False, max_length=20),
         ),
         migrations.AddField(
             model_name='job',
@@ -23,7 +23,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='job',
             name='turn',
-            field=models.PositiveIntegerField(default=0, editable=False),
+            field=models.PositiveIntegerField(db_default=0, default=0, editable=False),
         ),
         migrations.AddField(
             model_name='job',

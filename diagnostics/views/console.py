@@ -7,12 +7,9 @@ employee's job: the console's existence is no business of theirs.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Q, Subquery
@@ -23,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import get_language, gettext, ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from diagnostics import charts, connectivity, dashboard, machine_import
+from diagnostics import access, charts, connectivity, dashboard, machine_import
 from diagnostics.models import Job, Machine, active_lang
 
 MACHINES_PER_PAGE = 50
@@ -36,22 +33,6 @@ OUTCOME_COLORS = {
     Job.Outcome.ERROR: "#8e5ea2",
     Job.Outcome.NONE: "#aab4c0",
 }
-
-
-def staff_only(perm: str) -> Callable:
-    """Log in first; then 404 unless the user holds ``perm`` (superusers hold every one)."""
-
-    def decorator(view: Callable) -> Callable:
-        @wraps(view)
-        @login_required
-        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            if not request.user.has_perm(perm):
-                raise Http404
-            return view(request, *args, **kwargs)
-
-        return wrapped
-
-    return decorator
 
 
 def _title(row: dict, prefix: str) -> str:
@@ -130,7 +111,7 @@ def _dashboard_context(now: dt.datetime) -> dict:
 
 
 @require_GET
-@staff_only("diagnostics.view_job")
+@access.required(access.can_see_dashboard)
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     # Aggregates over a million jobs take a moment: share them for a minute, per language.
     ctx = cache.get_or_set(
@@ -139,7 +120,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         settings.KAIKETSU_DASHBOARD_CACHE_SECONDS,
     )
     # The draft link leads into the admin: only for those the admin lets add an article.
-    ctx["can_draft"] = request.user.is_staff and request.user.has_perm("diagnostics.add_article")
+    ctx["can_draft"] = access.can_edit_kb(request.user)
     return render(request, "diagnostics/console/dashboard.html", ctx)
 
 
@@ -162,7 +143,7 @@ def machines_with_last_diagnosis():
 
 
 @require_GET
-@staff_only("diagnostics.view_machine")
+@access.required(access.can_see_machines)
 def machines(request: HttpRequest) -> HttpResponse:
     qs = machines_with_last_diagnosis()
     q = request.GET.get("q", "").strip()[:100]
@@ -180,7 +161,7 @@ def machines(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "diagnostics/console/machines.html",
-        {"page": page, "q": q, "can_import": request.user.has_perm("diagnostics.add_machine")},
+        {"page": page, "q": q, "can_import": access.can_import_machines(request.user)},
     )
 
 
@@ -194,11 +175,9 @@ def _csv_text(request: HttpRequest) -> str:
 
 
 @require_http_methods(["GET", "POST"])
-@staff_only("diagnostics.add_machine")
+@access.required(access.can_import_machines)
 def machines_import(request: HttpRequest) -> HttpResponse:
     """GET: the form. POST action=check: the dry run. POST action=import: write all or none."""
-    if not request.user.has_perm("diagnostics.change_machine"):
-        raise Http404
     ctx: dict = {"update": bool(request.POST.get("update")), "report": None, "csv": ""}
     if request.method == "GET":
         return render(request, "diagnostics/console/import.html", ctx)
@@ -230,7 +209,7 @@ def machines_import(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@staff_only("diagnostics.view_machine")
+@access.required(access.can_see_machines)
 def machine_test(request: HttpRequest, pk: int) -> HttpResponse:
     """Enqueue a connection test and answer with the polling fragment (or its page)."""
     machine = get_object_or_404(Machine, pk=pk)
@@ -242,7 +221,7 @@ def machine_test(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-@staff_only("diagnostics.view_machine")
+@access.required(access.can_see_machines)
 def machine_test_result(request: HttpRequest, pk: int, token: str) -> HttpResponse:
     machine = get_object_or_404(Machine, pk=pk)
     test = connectivity.result(machine.pk, token)

@@ -16,9 +16,9 @@ from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.loader import render_to_string
 
-from diagnostics import live
+from diagnostics import access, live
 from diagnostics.models import Job
-from diagnostics.views.pages import _job_for, job_context, step_row_context
+from diagnostics.views.pages import job_context, step_row_context
 
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 FINAL_PARTS = ("progress", "steps-table", "verdict")
@@ -31,8 +31,9 @@ def _sse(event: str, html: str, event_id: str | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def _render_step(job: Job, step_id: str) -> str:
-    return render_to_string("diagnostics/job.html#step-row", step_row_context(job, step_id))
+def _render_step(request: HttpRequest, job: Job, step_id: str) -> str:
+    ctx = step_row_context(job, step_id)
+    return render_to_string("diagnostics/job.html#step-row", ctx, request=request)
 
 
 def _is_finished(job: Job) -> bool:
@@ -40,17 +41,23 @@ def _is_finished(job: Job) -> bool:
     return job.is_finished
 
 
-def _render(job: Job, *parts: str) -> list[str]:
-    """Partials of the job page, rendered from the job as it is now in the database."""
+def _render(request: HttpRequest, job: Job, *parts: str) -> list[str]:
+    """Partials of the job page, rendered from the job as it is now in the database.
+
+    With the request, as the page itself is: the forms that arrive live (verify, restart
+    now, roll back, hand over) carry the viewer's CSRF token, or their POST is refused.
+    """
     job.refresh_from_db(from_queryset=Job.objects.select_related("machine", "article", "user"))
     ctx = job_context(job)
-    return [render_to_string(f"diagnostics/job.html#{part}", ctx) for part in parts]
+    return [
+        render_to_string(f"diagnostics/job.html#{part}", ctx, request=request) for part in parts
+    ]
 
 
 async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[str]:
     yield "retry: 2000\n\n"
     if job.is_finished:
-        progress, table, verdict = await sync_to_async(_render)(job, *FINAL_PARTS)
+        progress, table, verdict = await sync_to_async(_render)(request, job, *FINAL_PARTS)
         yield _sse("progress", progress)
         yield _sse("steps", table)
         yield _sse("done", verdict)
@@ -61,19 +68,19 @@ async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[s
             continue
         event_id, event, data = item
         if event == "step" and isinstance(data.get("step"), str):
-            html = await sync_to_async(_render_step)(job, data["step"])
+            html = await sync_to_async(_render_step)(request, job, data["step"])
             yield _sse(f"step-{data['step']}", html, event_id)
         finished = event == "done" or await sync_to_async(_is_finished)(job)
         if not finished and event == "status":  # approved, restarting, back up
-            progress, verdict = await sync_to_async(_render)(job, "progress", "verdict")
+            progress, verdict = await sync_to_async(_render)(request, job, "progress", "verdict")
             yield _sse("progress", progress, event_id)
             yield _sse("verdict", verdict, event_id)
             continue
         if not finished:  # only the bar: the verdict and the table wait for the end
-            (progress,) = await sync_to_async(_render)(job, "progress")
+            (progress,) = await sync_to_async(_render)(request, job, "progress")
             yield _sse("progress", progress, event_id)
             continue
-        progress, table, verdict = await sync_to_async(_render)(job, *FINAL_PARTS)
+        progress, table, verdict = await sync_to_async(_render)(request, job, *FINAL_PARTS)
         yield _sse("progress", progress, event_id)
         yield _sse("steps", table, event_id)  # rows no one planned (an automatic roll-back)
         yield _sse("done", verdict, event_id)
@@ -85,7 +92,7 @@ async def job_events(request: HttpRequest, pk: int) -> HttpResponse:
     if not user.is_authenticated:
         raise Http404
     request.user = user
-    job = await sync_to_async(_job_for)(request, pk)
+    job = await sync_to_async(access.job_for)(user, pk)
     after = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
     if not STREAM_ID.match(after):
         after = "0"

@@ -14,33 +14,20 @@ from collections.abc import Iterator
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import get_user_model
-from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import history, jobs
+from diagnostics import access, history, jobs
 from diagnostics.models import Article, AuditEntry, Job, Machine
-from diagnostics.views.pages import can_see_all_jobs
 from diagnostics.workflows.diagnosis import start_diagnosis
 
 OUTCOME_NONE = "none"  # the URL's word for Job.Outcome.NONE (""), which a select cannot carry
 POLL_SECONDS = 2
 STILL_CHANGING = {*Job.ACTIVE, Job.Status.APPROVAL, Job.Status.WAITING}  # rows that poll
-
-
-def _require_helpdesk(request: HttpRequest) -> None:
-    """404 for anyone who is not helpdesk staff or a superuser: no hint the pages exist."""
-    if not can_see_all_jobs(request.user):
-        raise Http404
-
-
-def _helpdesk_job(request: HttpRequest, pk: int) -> Job:
-    _require_helpdesk(request)
-    return get_object_or_404(Job.objects.select_related("user", "machine", "article"), pk=pk)
 
 
 class HistoryFilterForm(forms.Form):
@@ -128,9 +115,8 @@ def _filter_form(request: HttpRequest) -> HistoryFilterForm:
 
 
 @require_GET
-@login_required
+@access.required(access.can_see_all_jobs)
 def job_list(request: HttpRequest) -> HttpResponse:
-    _require_helpdesk(request)
     form = _filter_form(request)
     filters = form.to_filters()
     page = history.fetch_page(filters, history.decode_cursor(request.GET.get("after", "")))
@@ -179,9 +165,9 @@ def _timeline(job: Job, steps: list[dict]) -> list[tuple]:
 
 
 @require_GET
-@login_required
+@access.required(access.can_see_all_jobs)
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    job = _helpdesk_job(request, pk)
+    job = access.job_for(request.user, pk)
     if request.htmx and request.GET.get("row"):
         # The history polls the rows of running jobs here; a finished row stops polling.
         ctx = {
@@ -205,9 +191,9 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-@login_required
+@access.required(access.can_see_all_jobs)
 def job_rerun(request: HttpRequest, pk: int) -> HttpResponse:
-    job = _helpdesk_job(request, pk)
+    job = access.job_for(request.user, pk)
     try:
         new = start_diagnosis(
             request.user, job.machine, job.article, job.pasted_text, job.match_score
@@ -273,9 +259,8 @@ def _csv_chunks(filters: history.Filters) -> Iterator[str]:
 
 
 @require_GET
-@login_required
+@access.required(access.can_see_all_jobs)
 def job_export(request: HttpRequest) -> HttpResponse:
-    _require_helpdesk(request)
     filters = _filter_form(request).to_filters()
     response = StreamingHttpResponse(_csv_chunks(filters), content_type="text/csv; charset=utf-8")
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")

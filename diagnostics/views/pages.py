@@ -6,38 +6,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Prefetch
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import dashboard, jobs, kbindex, live, match_words, workflows
-from diagnostics.models import Article, Check, Job, Machine, StepResult, active_lang
+from diagnostics import access, dashboard, jobs, kbindex, live, match_words, workflows
+from diagnostics.models import Article, Check, Job, StepResult, active_lang
 from diagnostics.workflows import fixes
 from diagnostics.workflows.diagnosis import start_diagnosis
 
 MAX_PASTE_CHARS = 100_000
-
-
-def can_see_all_jobs(user) -> bool:
-    return user.is_superuser or user.has_perm("diagnostics.view_job")
-
-
-def _machine_for(request: HttpRequest, pk) -> Machine:
-    """The machine, if the user owns it; 404 for anyone else (no hint that it exists)."""
-    try:
-        pk = int(pk)
-    except (TypeError, ValueError):
-        raise Http404 from None
-    return get_object_or_404(Machine, pk=pk, owners=request.user)
-
-
-def _job_for(request: HttpRequest, pk: int) -> Job:
-    """The job, for its owner and for helpdesk staff; 404 for everyone else."""
-    qs = Job.objects.select_related("machine", "article", "user")
-    if not can_see_all_jobs(request.user):
-        qs = qs.filter(user=request.user)
-    return get_object_or_404(qs, pk=pk)
 
 
 def _search_context(request: HttpRequest) -> dict:
@@ -110,7 +89,7 @@ def job_create(request: HttpRequest) -> HttpResponse:
     if not request.POST.get("machine"):
         messages.error(request, _("Pick one of your machines first."))
         return redirect("diagnostics:article", slug=article.slug)
-    machine = _machine_for(request, request.POST.get("machine"))
+    machine = access.machine_for(request.user, request.POST.get("machine"))
     try:
         score = float(request.POST.get("score") or "nan")
         score = score if 0.0 <= score <= 1.0 else None
@@ -186,7 +165,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     # Read the stream position before the database: anything newer is replayed by the
     # event stream, and rows are replaced by id, so nothing is missed or shown twice.
     after = live.last_id(pk)
-    job = _job_for(request, pk)
+    job = access.job_for(request.user, pk)
     ctx = job_context(job)
     ctx["after"] = after
     if request.htmx:
@@ -194,21 +173,10 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "diagnostics/job.html", ctx)
 
 
-def _job_to_act_on(request: HttpRequest, pk: int) -> Job:
-    """A job whose machine the user may act on: the job's own user while still an owner of
-    the machine, and the helpdesk; 404 for everyone else."""
-    job = _job_for(request, pk)
-    if can_see_all_jobs(request.user):
-        return job
-    if not job.machine.owners.filter(pk=request.user.pk).exists():
-        raise Http404
-    return job
-
-
 @login_required
 def fix_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     """Show exactly what each offered fix changes; on POST, request the chosen fixes."""
-    diagnosis = _job_to_act_on(request, pk)
+    diagnosis = access.job_to_act_on(request.user, pk)
     offers = fixes.offered_fixes(diagnosis)
     if not offers:
         messages.error(request, _("This diagnosis offers no automatic fix."))
@@ -248,7 +216,9 @@ def fix_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def job_rollback(request: HttpRequest, pk: int) -> HttpResponse:
-    fix_job = _job_to_act_on(request, pk)  # the employee's own fixes, or the helpdesk for any
+    fix_job = access.job_to_act_on(
+        request.user, pk
+    )  # the employee's own fixes, or the helpdesk for any
     try:
         job = fixes.request_rollback(request.user, fix_job)
     except jobs.JobRefused as exc:
@@ -260,7 +230,7 @@ def job_rollback(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    job = _job_to_act_on(request, pk)
+    job = access.job_to_act_on(request.user, pk)
     try:
         fixes.resume(job, request.user, restart_now=request.POST.get("action") == "restart")
     except jobs.JobRefused as exc:
@@ -271,32 +241,30 @@ def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def job_handover(request: HttpRequest, pk: int) -> HttpResponse:
-    job = _job_for(request, pk)
+    job = access.job_for(request.user, pk)
     fixes.hand_over(job, request.user)
     messages.success(request, _("The helpdesk has this job with its whole transcript."))
     return redirect("diagnostics:job-detail", pk=job.pk)
 
 
 @require_GET
-@login_required
+@access.required(access.can_approve_fixes)
 def approvals(request: HttpRequest) -> HttpResponse:
     """The helpdesk's queue of fixes waiting for approval."""
-    if not can_see_all_jobs(request.user):
-        raise Http404
-    waiting = (
+    waiting = list(
         Job.objects.filter(status=Job.Status.APPROVAL)
         .select_related("machine", "article", "user")
         .prefetch_related("audit")
         .order_by("created_at")
     )
+    for job in waiting:  # one's own request shows why, instead of a button that is refused
+        job.approval = access.may_approve(request.user, job)
     return render(request, "diagnostics/approvals.html", {"jobs": waiting})
 
 
 @require_POST
-@login_required
+@access.required(access.can_approve_fixes)
 def approval_decide(request: HttpRequest, pk: int) -> HttpResponse:
-    if not can_see_all_jobs(request.user):
-        raise Http404
     job = get_object_or_404(Job, pk=pk)
     approve = request.POST.get("decision") == "approve"
     try:

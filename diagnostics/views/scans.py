@@ -15,9 +15,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods
 
+from diagnostics import access
 from diagnostics.jobs import JobRefused
 from diagnostics.models import Article, Job, Scan, StepResult
-from diagnostics.views.console import staff_only
 from diagnostics.views.history import csv_cell
 from diagnostics.workflows import scan as scans
 
@@ -54,7 +54,7 @@ class ScanForm(forms.Form):
 
 
 @require_http_methods(["GET", "POST"])
-@staff_only("diagnostics.view_job")
+@access.required(access.can_scan_fleet)
 def scan_list(request: HttpRequest) -> HttpResponse:
     form = ScanForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -69,7 +69,7 @@ def scan_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@staff_only("diagnostics.view_job")
+@access.required(access.can_scan_fleet)
 def scan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     scan = get_object_or_404(Scan.objects.select_related("article", "created_by"), pk=pk)
     show = request.GET.get("show", "")
@@ -107,7 +107,7 @@ def _results(scan: Scan, show: str):
 
 
 @require_GET
-@staff_only("diagnostics.view_job")
+@access.required(access.can_scan_fleet)
 def scan_export(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     scan = get_object_or_404(Scan, pk=pk)
     rows = _results(scan, request.GET.get("show", ""))

@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from diagnostics import live, remote
+from diagnostics import access, live, remote
 from diagnostics.jobs import (
     JobRefused,
     Phase,
@@ -148,7 +148,12 @@ def request_fix(
 
 
 def decide(job: Job, user: Any, approve: bool, note: str = "") -> None:
-    """The helpdesk approves (the fix is queued) or declines a fix waiting for approval."""
+    """The helpdesk approves (the fix is queued) or declines a fix waiting for approval.
+
+    Declining one's own request withdraws it; approving it is refused (four eyes).
+    """
+    if approve and not (allowed := access.may_approve(user, job)):
+        raise JobRefused(allowed.reason)
     now = timezone.now()
     new = Job.Status.QUEUED if approve else Job.Status.DECLINED
     fields: dict[str, Any] = {"status": new, "decided_by": user, "decided_at": now}

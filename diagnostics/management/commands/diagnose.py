@@ -6,9 +6,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from diagnostics import jobs
+from diagnostics import access, jobs
 from diagnostics.models import Article, Job, Machine, StepResult
-from diagnostics.views.pages import can_see_all_jobs
 from diagnostics.workflows import fixes
 from diagnostics.workflows.diagnosis import start_diagnosis
 
@@ -60,6 +59,8 @@ class Command(BaseCommand):
         if art is None:
             raise CommandError(f"no published article {article!r}")
         runner = self._user(user, target)
+        if not access.can_act_on_machine(runner, target):
+            raise CommandError(f"{runner.get_username()} neither owns {machine} nor is helpdesk")
         self.as_json = as_json
         try:
             with transaction.atomic():
@@ -103,8 +104,9 @@ class Command(BaseCommand):
     def _fix(self, diagnosis: Job, user, wait: float) -> Job | None:
         """Apply every offered fix, consenting to a restart now, and wait for verification."""
         offers = fixes.offered_fixes(diagnosis)
-        can_approve = can_see_all_jobs(user)
-        keys = [o.fix.key for o in offers if can_approve or not o.fix.needs_approval]
+        # Four eyes (access.may_approve): the user who requests a fix never approves it, so
+        # a fix that needs approval is left to the helpdesk's queue, whoever runs this.
+        keys = [o.fix.key for o in offers if not o.fix.needs_approval]
         skipped = [o.fix.key for o in offers if o.fix.key not in keys]
         if skipped and not self.as_json:
             self.stdout.write(f"needs the helpdesk's approval, not applied: {', '.join(skipped)}")
@@ -115,8 +117,6 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 fix_job = fixes.request_fix(user, diagnosis, keys, Job.Restart.NOW)
-            if fix_job.status == Job.Status.APPROVAL:
-                fixes.decide(fix_job, user, approve=True, note="approved from the command line")
         except jobs.JobRefused as exc:
             raise CommandError(str(exc)) from None
         if not self.as_json:

@@ -1,0 +1,190 @@
+"""Who may do what: every "may" rule of the portal, and the one decorator that guards a view.
+
+Roles are groups (``roles.py``) holding model permissions; superusers hold every permission.
+Employees hold none: they reach only what they own, which the object helpers below check.
+Views, templates (through ``nav``) and management commands ask here, never ``has_perm``
+directly, so a rule changes in one place. Anyone refused gets 404, not 403: the existence of
+another employee's job, or of a helpdesk page, is no business of theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
+
+from diagnostics.models import Job, Machine
+
+APPROVE_FIX = "diagnostics.approve_fix"  # Job's own permission, given to the helpdesk
+
+
+# --- who may, by role ------------------------------------------------------------------------
+
+
+def can_see_all_jobs(user: Any) -> bool:
+    """The helpdesk: every job's page, the history, its export and re-runs."""
+    return user.has_perm("diagnostics.view_job")
+
+
+def can_see_dashboard(user: Any) -> bool:
+    return user.has_perm("diagnostics.view_job")
+
+
+def can_scan_fleet(user: Any) -> bool:
+    """Start fleet scans (read-only checks on many machines) and read their results: the
+    helpdesk, who may already re-run any machine's diagnosis."""
+    return can_see_all_jobs(user)
+
+
+def can_approve_fixes(user: Any) -> bool:
+    """May see the approval queue and decide (see ``may_approve`` for one fix)."""
+    return user.has_perm(APPROVE_FIX)
+
+
+def can_see_machines(user: Any) -> bool:
+    """The machines list and its connection test (which runs only `hostname`)."""
+    return user.has_perm("diagnostics.view_machine")
+
+
+def can_import_machines(user: Any) -> bool:
+    """The CSV import creates machines and, with "update", changes existing ones."""
+    return user.has_perm("diagnostics.add_machine") and user.has_perm("diagnostics.change_machine")
+
+
+def can_edit_kb(user: Any) -> bool:
+    """Write articles in the admin: the admin itself also wants staff status."""
+    return user.is_staff and user.has_perm("diagnostics.add_article")
+
+
+def can_use_admin(user: Any) -> bool:
+    return user.is_active and user.is_staff
+
+
+# --- who may, per object ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A yes, or a no with the reason to show (already in the user's language)."""
+
+    allowed: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+def may_approve(user: Any, job: Job) -> Decision:
+    """Whether ``user`` may approve or decline the fix ``job``.
+
+    Four eyes (issue #16): whoever requested a fix never decides on it, whatever their role,
+    so a helpdesk member's fix on their own machine waits for a colleague.
+    """
+    if not can_approve_fixes(user):
+        return Decision(False, _("Only the helpdesk approves fixes."))
+    if job.user_id == user.pk:
+        return Decision(
+            False, _("You requested this fix: another member of the helpdesk must approve it.")
+        )
+    return Decision(True)
+
+
+def can_act_on_machine(user: Any, machine: Machine) -> bool:
+    """Run jobs on it: its owners, and the helpdesk (a re-run, the command line)."""
+    return can_see_all_jobs(user) or machine.owners.filter(pk=user.pk).exists()
+
+
+def can_act_on_job(user: Any, job: Job) -> bool:
+    """Fix, roll back or resume: the job's own user while still an owner of the machine, and
+    the helpdesk."""
+    if can_see_all_jobs(user):
+        return True
+    return job.user_id == user.pk and can_act_on_machine(user, job.machine)
+
+
+def visible_jobs(user: Any) -> QuerySet[Job]:
+    """The jobs ``user`` may see: their own, or all of them for the helpdesk."""
+    qs = Job.objects.select_related("machine", "article", "user")
+    return qs if can_see_all_jobs(user) else qs.filter(user=user)
+
+
+def machine_for(user: Any, pk: Any) -> Machine:
+    """The machine, if ``user`` owns it; 404 for anyone else (no hint that it exists)."""
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        raise Http404 from None
+    return get_object_or_404(Machine, pk=pk, owners=user)
+
+
+def job_for(user: Any, pk: int) -> Job:
+    """The job, for its owner and for the helpdesk; 404 for everyone else."""
+    return get_object_or_404(visible_jobs(user), pk=pk)
+
+
+def job_to_act_on(user: Any, pk: int) -> Job:
+    """A job whose machine ``user`` may act on (``can_act_on_job``); 404 for everyone else."""
+    job = job_for(user, pk)
+    if not can_act_on_job(user, job):
+        raise Http404
+    return job
+
+
+# --- the one decorator -----------------------------------------------------------------------
+
+
+def required(rule: Callable[[Any], bool]) -> Callable:
+    """Log in first; then 404 unless ``rule(user)`` holds. Guards every role-only view."""
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        @login_required
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if not rule(request.user):
+                raise Http404
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+# --- templates -------------------------------------------------------------------------------
+
+
+class _Can:
+    """``{{ can.approve_fixes }}`` and the like, each asked only when a template reads it."""
+
+    def __init__(self, user: Any) -> None:
+        self._user = user
+
+    def __getattr__(self, name: str) -> bool:
+        rule = _NAV_RULES.get(name)
+        if rule is None:
+            raise AttributeError(name)
+        return self._user.is_authenticated and rule(self._user)
+
+
+_NAV_RULES: dict[str, Callable[[Any], bool]] = {
+    "see_all_jobs": can_see_all_jobs,
+    "see_dashboard": can_see_dashboard,
+    "approve_fixes": can_approve_fixes,
+    "scan_fleet": can_scan_fleet,
+    "see_machines": can_see_machines,
+    "import_machines": can_import_machines,
+    "edit_kb": can_edit_kb,
+    "use_admin": can_use_admin,
+}
+
+
+def nav(request: HttpRequest) -> dict[str, Any]:
+    """Context processor: the same rules for links as for the views they lead to."""
+    user = getattr(request, "user", None)
+    return {"can": _Can(user)} if user is not None else {}

@@ -1,0 +1,82 @@
+"""Buttons that arrive over the event stream work without a reload (issue #11, item 1).
+
+The end of a job is swapped in live; its forms (verify, restart now, roll back, hand over)
+must carry a CSRF token like the page's own, or the click fails with 403.
+"""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from diagnostics.models import Job
+from tests.browser.conftest import log_in
+from tests.conftest import diagnose, wait_for_job
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# Remembers what the page held when it loaded, and survives only as long as no reload happens.
+MARK_PAGE = """() => {
+  window.__loaded_with = [...document.querySelectorAll("#job-verdict form")].map(f => f.action);
+}"""
+
+
+def _live_forms_carry_a_token(page) -> None:
+    forms = page.locator("#job-verdict form")
+    assert forms.count() >= 1
+    for form in forms.all():
+        token = form.locator("input[name=csrfmiddlewaretoken]")
+        expect(token).to_have_count(1)
+        assert len(token.get_attribute("value") or "") >= 32
+
+
+def test_buttons_that_arrive_live_verify_then_hand_the_job_over(
+    page, web_server, employee, kb, fresh_machines, use_worker_queue
+):
+    seed = kb["l2tp-ipsec-psk-negotiation"]
+    diagnosis = diagnose(fresh_machines["demo-nat-t"], seed, employee)
+    log_in(page, web_server, "employee", "pw-employee-1")
+    page.goto(f"{web_server}/jobs/{diagnosis.pk}/fix/")
+    for box in page.locator("input[name=fix]").all():
+        box.set_checked(box.get_attribute("value") == "set-nat-traversal-2")
+    page.check("input[name=restart][value=later]")
+    page.click("#apply-fixes")
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    page.evaluate(MARK_PAGE)
+    fix = Job.objects.get(kind=Job.Kind.FIX)
+
+    # The fix is applied and waits for the restart: the two buttons arrive over the stream.
+    verify = page.get_by_role("button", name="再起動しました: 今すぐ検証する")
+    expect(verify).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("button", name="今すぐ再起動する")).to_be_visible()
+    loaded_with = page.evaluate("window.__loaded_with")
+    assert loaded_with is not None, "the page reloaded instead of following the job live"
+    assert not any(a.endswith("/resume/") for a in loaded_with), "not live: already there"
+    _live_forms_carry_a_token(page)
+
+    # The employee "restarted" without restarting: the dial still fails.
+    with page.expect_response(re.compile(r"/resume/$")) as posted:
+        verify.click()
+    assert posted.value.status == 302  # not 403 (CSRF token missing)
+    page.wait_for_url(f"{web_server}/jobs/{fix.pk}/")
+    page.evaluate(MARK_PAGE)
+    fix = wait_for_job(fix, timeout=90)
+    assert fix.outcome == Job.Outcome.NOT_FIXED
+
+    # The end of the verification arrives live, with "hand it over" and "roll back".
+    handover = page.get_by_role("button", name="ヘルプデスクに引き継ぐ")
+    expect(handover).to_be_visible(timeout=30_000)
+    expect(page.locator("#rollback-button")).to_be_visible()
+    loaded_with = page.evaluate("window.__loaded_with")
+    assert loaded_with is not None, "the page reloaded instead of following the job live"
+    assert not any(a.endswith("/handover/") for a in loaded_with), "not live: already there"
+    _live_forms_carry_a_token(page)
+
+    with page.expect_response(re.compile(r"/handover/$")) as posted:
+        handover.click()
+    assert posted.value.status == 302
+    expect(page.locator(".flash.success")).to_have_text(
+        "このジョブを全記録とともにヘルプデスクに引き継ぎました。"
+    )
+    fix.refresh_from_db()
+    assert fix.handed_over_at is not None
