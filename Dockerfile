@@ -16,9 +16,12 @@ RUN apt-get update \
 WORKDIR /app
 
 # Dependencies first, from pyproject.toml's runtime list, so code edits keep this layer cached.
+# EXTRAS names optional lists to add: docker-compose.yml builds the demo's winsim image with
+# "winsim" (tree-sitter); the portal's image goes without it.
+ARG EXTRAS=""
 COPY pyproject.toml ./
 COPY scripts/deps.py scripts/deps.py
-RUN python scripts/deps.py > /tmp/requirements.txt \
+RUN python scripts/deps.py $(for extra in $EXTRAS; do echo "--extra $extra"; done) > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 

@@ -28,7 +28,7 @@ $(VPY):
 
 $(STAMP): pyproject.toml scripts/deps.py | $(VPY)
 	@echo "Installing pyproject.toml's dependencies into $(VENV) (about a minute on a fresh clone)"
-	$(VPY) scripts/deps.py --extra dev > $(VENV)/requirements.txt
+	$(VPY) scripts/deps.py --extra winsim --extra dev > $(VENV)/requirements.txt
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r $(VENV)/requirements.txt
 	@touch $@
 

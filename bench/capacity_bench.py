@@ -21,7 +21,6 @@ worker processes and their children.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import signal
@@ -54,9 +53,9 @@ from scripts.services import (  # noqa: E402
     Service,
     ensure_redis,
     port_answers,
-    wait_until,
-    worker_argv,
+    start_worker,
 )
+from scripts.services import start_winsim as services_start_winsim  # noqa: E402
 
 PG_URL = "postgres://postgres@127.0.0.1:5432/kaiketsu_bench"
 
@@ -80,28 +79,9 @@ def fleet_profile(directory: Path, count: int, hung: bool) -> Path:
     return path
 
 
-def start_winsim(profile: Path, count: int, log_dir: Path) -> tuple[Service, dict[str, dict]]:
+def start_winsim(profile: Path, log_dir: Path) -> tuple[Service, dict[str, dict]]:
     """The fleet; its service and {host name: its --print-json line} (every line kept)."""
-    service = Service(
-        "winsim",
-        [sys.executable, "-m", "winsim", "--profile", str(profile), "--print-json"],
-        env=os.environ.copy(),
-        log_path=log_dir / "winsim.log",
-        history=count + 100,
-    ).start()
-
-    def host_lines() -> dict[str, dict]:
-        return {
-            info["host"]: info
-            for info in (json.loads(x) for x in service.lines() if x.startswith("{"))
-        }
-
-    wait_until(lambda: service.poll() is not None or len(host_lines()) >= count, 60)
-    hosts = host_lines()
-    if len(hosts) < count:
-        service.stop()
-        raise RuntimeError(f"winsim started {len(hosts)} of {count} hosts: {service.tail()}")
-    return service, hosts
+    return services_start_winsim(profile, os.environ.copy(), log_path=log_dir / "winsim.log")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -283,18 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         hosts_needed = max([*sizes, args.scan, 1])
         profile = fleet_profile(directory, hosts_needed, hung=bool(args.scan))
-        winsim, hosts = start_winsim(profile, hosts_needed + bool(args.scan), directory)
+        winsim, hosts = start_winsim(profile, directory)
         services.append(winsim)
         ids = point_machines(hosts)
         workers = []
         for n in range(args.workers):
-            argv = worker_argv(sys.executable, os.environ["KAIKETSU_QUEUE"])
-            worker = Service(
-                f"worker{n}", argv, env=os.environ.copy(), log_path=directory / f"worker{n}.log"
+            worker = start_worker(
+                os.environ.copy(),
+                name=f"worker{n}",
+                log_path=directory / f"worker{n}.log",
+                queue=os.environ["KAIKETSU_QUEUE"],
             )
-            worker.start()
-            if not worker.wait_for_line(r"ready\.", 60):
-                raise RuntimeError("worker not ready:\n" + "\n".join(worker.tail()))
             workers.append(worker)
             services.append(worker)
         ordered = [ids[name] for name in sorted(ids) if name != "demo-hang-9999"]

@@ -1,4 +1,4 @@
-"""Figures for the helpdesk dashboard (issue #6): each aggregate and the whole page at scale.
+"""Figures for the helpdesk dashboard: each aggregate and the whole page at scale.
 
 Run (PostgreSQL; the database is created if missing and filled once, then reused):
     .venv/bin/python bench/dashboard_bench.py \

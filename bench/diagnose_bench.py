@@ -1,4 +1,4 @@
-"""Figures for issue #3: press Diagnose -> first step on screen -> verdict, in Chromium.
+"""Figures for a diagnosis in the browser: press Diagnose -> first step on screen -> verdict, in Chromium.
 
 Run: ``.venv/bin/python bench/diagnose_bench.py [--runs 3] [--screenshot docs/screenshot.png]``.
 
@@ -14,7 +14,8 @@ machine selected, presses Diagnose, and records in the page (performance.timeOri
 one clock across the navigation) the click, the moment the first ``tr.step`` leaves
 "pending", and the moment ``#job-verdict h2`` is in the page. Hosts whose profile makes them
 refuse or never answer are timed separately: click to the error verdict. WinRM HTTP requests
-per job come from ``diagnostics.remote.run_plan`` called directly with the seed article's plan.
+per job: ``diagnostics.remote.run_plan`` called directly with the seed article's plan, its
+requests counted where they arrive (winsim's ``requests_received``).
 
 The demo profile sleeps ``step_latency_ms`` (200 ms) before each step so the live view visibly
 streams; a second pass with 0 ms shows the portal's own overhead.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import math
 import os
 import re
@@ -46,29 +46,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.services import (  # noqa: E402
-    DEFAULT_REDIS_URL,
-    Service,
-    ensure_redis,
-    free_port,
-    port_answers,
-    wait_until,
-)
+from scripts import services  # noqa: E402
+from scripts.services import DEFAULT_REDIS_URL, Service, ensure_redis, wait_until  # noqa: E402
 
 DEMO_PROFILE = ROOT / "winsim" / "profiles" / "demo.yaml"
 SEED_SLUG = "l2tp-ipsec-psk-negotiation"
 SCREENSHOT_HOST = "demo-policyagent-stopped"
 BENCH_REDIS_DB = 11  # tests use 9, `make run` 0: the bench's keys and queue stay apart
 USERNAME = "tanaka"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Hosts whose fault means no step can ever run: timed to their error verdict, not to a step.
 ERROR_FAULTS = ("refuse_connections", "never_answer")
 VERDICT_TIMEOUT_MS = 60_000
@@ -212,29 +197,10 @@ def write_profile(directory: Path, latency_ms: int) -> tuple[Path, list[str], li
     return path, reachable, failing
 
 
-def start_winsim(profile: Path, count: int, log_dir: Path) -> tuple[Service, dict[str, dict]]:
+def start_winsim(profile: Path, log_dir: Path) -> tuple[Service, dict[str, dict]]:
     """Start the fleet; return the service and {host name: its --print-json line}."""
-    service = Service(
-        "winsim",
-        [sys.executable, "-m", "winsim", "--profile", str(profile), "--print-json"],
-        env=os.environ.copy(),
-        log_path=log_dir / f"{profile.stem}.log",
-    ).start()
-
-    def host_lines() -> dict[str, dict]:
-        found = {}
-        for line in service.lines():
-            if line.startswith("{"):
-                info = json.loads(line)
-                found[info["host"]] = info
-        return found
-
-    wait_until(lambda: service.poll() is not None or len(host_lines()) >= count, 60)
-    hosts = host_lines()
-    if len(hosts) < count:
-        service.stop()
-        raise RuntimeError(f"winsim started {len(hosts)} of {count} hosts: {service.tail()}")
-    return service, hosts
+    log_path = log_dir / f"{profile.stem}.log"
+    return services.start_winsim(profile, os.environ.copy(), log_path=log_path)
 
 
 def configure_environment(directory: Path, redis_url: str) -> None:
@@ -319,28 +285,19 @@ def clear_live_streams(redis_url: str) -> None:
 
 
 def start_worker(log_dir: Path) -> Service:
-    """A Celery worker (prefork, one process: jobs here run one at a time) on the bench queue."""
-    argv = [sys.executable, "-m", "celery", "-A", "portal", "worker", "-P", "prefork", "-c", "1"]
-    argv += ["-Q", os.environ["KAIKETSU_QUEUE"], "--without-gossip", "--without-mingle"]
-    argv += ["-l", "INFO"]
-    worker = Service("worker", argv, env=os.environ.copy(), log_path=log_dir / "worker.log")
-    worker.start()
-    if not worker.wait_for_line(r"ready\.", 60):
-        raise RuntimeError("celery worker not ready:\n" + "\n".join(worker.tail()))
-    return worker
+    """A Celery worker (one thread: jobs here run one at a time) on the bench queue."""
+    return services.start_worker(
+        os.environ.copy(),
+        log_path=log_dir / "worker.log",
+        queue=os.environ["KAIKETSU_QUEUE"],
+        concurrency=1,
+    )
 
 
 def start_web(log_dir: Path) -> tuple[Service, str]:
     """uvicorn serving portal.asgi (WhiteNoise serves static files) on a free port."""
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "3"]
-    web = Service("web", argv, env=os.environ.copy(), log_path=log_dir / "web.log").start()
-    if not wait_until(lambda: web.poll() is not None or port_answers("127.0.0.1", port), 60):
-        raise RuntimeError("uvicorn did not listen:\n" + "\n".join(web.tail()))
-    if web.poll() is not None:
-        raise RuntimeError("uvicorn exited:\n" + "\n".join(web.tail()))
-    return web, f"http://127.0.0.1:{port}"
+    env = os.environ.copy()
+    return services.start_web(env, log_path=log_dir / "web.log", access_log=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,11 +393,15 @@ def diagnose_once(context: Any, base_url: str, machine_id: int, keep_open: bool 
     return run, None
 
 
-def count_requests(machine_ids: dict[str, int], names: list[str]) -> dict[str, tuple[int, float]]:
-    """WinRM HTTP requests of one seed-article job per host: {name: (requests, seconds)}."""
+def count_requests(
+    machine_ids: dict[str, int], hosts: dict[str, dict], names: list[str]
+) -> dict[str, tuple[int, float]]:
+    """WinRM HTTP requests of one seed-article job per host, as winsim received them (the
+    final Delete included), and the job's seconds: {name: (requests, seconds)}."""
     from diagnostics import jobs, remote
     from diagnostics.models import Article, Machine
     from diagnostics.plans import PlanStep, build_plan
+    from winsim.server import requests_received
 
     article = Article.objects.get(slug=SEED_SLUG)
     steps = [
@@ -454,9 +415,11 @@ def count_requests(machine_ids: dict[str, int], names: list[str]) -> dict[str, t
             Machine.objects.select_related("credential").get(pk=machine_ids[name])
         )
         lines: list[dict[str, Any]] = []
+        before = requests_received(hosts[name]["url"])
         started = time.monotonic()
-        outcome = remote.run_plan(target, plan, lines.append, deadline_s=60)
-        counts[name] = (outcome.requests, time.monotonic() - started)
+        remote.run_plan(target, plan, lines.append, deadline_s=60)
+        seconds = time.monotonic() - started
+        counts[name] = (requests_received(hosts[name]["url"]) - before, seconds)
     return counts
 
 
@@ -464,6 +427,7 @@ def measure_pass(
     context: Any,
     base_url: str,
     machine_ids: dict[str, int],
+    hosts: dict[str, dict],
     reachable: list[str],
     failing: list[str],
     runs: int,
@@ -494,7 +458,7 @@ def measure_pass(
                 f"  {name:<26} error verdict after {_fmt(run.verdict_ms)} ms ({run.status})",
                 flush=True,
             )
-    for name, (count, seconds) in count_requests(machine_ids, reachable).items():
+    for name, (count, seconds) in count_requests(machine_ids, hosts, reachable).items():
         timed[name].requests = count
         timed[name].direct_ms = seconds * 1000
     return list(timed.values()), list(errors.values())
@@ -529,8 +493,8 @@ def print_pass(title: str, timed: list[HostFigures], errors: list[HostFigures]) 
     print("milliseconds from the click on Diagnose (browser clock): page = job page parsed,")
     print("first = first step row no longer pending, verdict = #job-verdict h2 in the page;")
     print("p95 is nearest-rank (with 3 runs per host: the slowest). requests = WinRM HTTP requests")
-    print("of one seed-article job (14 checks) as RunOutcome.requests reports them (taken before")
-    print("the final shell Delete, so the wire sees one more); winrm = that job's run_plan")
+    print("of one seed-article job (14 checks) as winsim received them (the final shell Delete")
+    print("included); winrm = that job's run_plan")
     print("alone, in ms, called directly from this process (no Celery, database or browser).")
     print("\n".join(timing_table(timed)))
     if errors:
@@ -569,27 +533,27 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_stop)
     directory = Path(tempfile.mkdtemp(prefix="kaiketsu-bench-"))
-    services: list[Service] = []
+    started: list[Service] = []
     password = secrets.token_urlsafe(12)
     try:
         base = urlsplit(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
         wanted = base._replace(path=f"/{BENCH_REDIS_DB}").geturl()  # its own database number
         redis_url, redis_service = ensure_redis(wanted, data_root=directory / "redis")
         if redis_service:
-            services.append(redis_service)
+            started.append(redis_service)
         configure_environment(directory, redis_url)
         clear_live_streams(redis_url)
         prepare_database(password)
-        services.append(start_worker(directory))
+        started.append(start_worker(directory))
         web, base_url = start_web(directory)
-        services.append(web)
+        started.append(web)
         print(f"bench world in {directory}: redis {redis_url}, portal {base_url}", flush=True)
-        run_passes(args, directory, services, base_url, password)
+        run_passes(args, directory, started, base_url, password)
     except (KeyboardInterrupt, Stop):
         print("\nstopped; cleaning up", file=sys.stderr)
         return 130
     finally:
-        for service in reversed(services):
+        for service in reversed(started):
             service.stop(timeout=10)
         if args.keep:
             print(f"kept {directory}")
@@ -603,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_passes(
     args: argparse.Namespace,
     directory: Path,
-    services: list[Service],
+    started: list[Service],
     base_url: str,
     password: str,
 ) -> None:
@@ -614,21 +578,28 @@ def run_passes(
     demo_latency = int((demo.get("defaults") or {}).get("step_latency_ms", 0))
     latencies = [demo_latency] + ([0] if args.zero_latency and demo_latency else [])
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = services.launch_chromium(pw)
         try:
             context = browser.new_context(locale="ja-JP", viewport={"width": 1100, "height": 900})
             context.add_init_script(MEASURE_JS)
             log_in(context, base_url, password)
             for index, latency in enumerate(latencies):
                 profile, reachable, failing = write_profile(directory, latency)
-                winsim, hosts = start_winsim(profile, len(reachable) + len(failing), directory)
-                services.append(winsim)
+                winsim, hosts = start_winsim(profile, directory)
+                started.append(winsim)
                 try:
                     machine_ids = point_machines(hosts)
                     print(f"\npass {index + 1}: step_latency_ms {latency}", flush=True)
                     error_runs = args.error_runs if index == 0 else 0
                     timed, errors = measure_pass(
-                        context, base_url, machine_ids, reachable, failing, args.runs, error_runs
+                        context,
+                        base_url,
+                        machine_ids,
+                        hosts,
+                        reachable,
+                        failing,
+                        args.runs,
+                        error_runs,
                     )
                     if index == 0 and args.screenshot:
                         take_screenshot(
@@ -636,7 +607,7 @@ def run_passes(
                         )
                 finally:
                     winsim.stop(timeout=10)
-                    services.remove(winsim)
+                    started.remove(winsim)
                 print_pass(f"step_latency_ms {latency}", timed, errors)
         finally:
             browser.close()

@@ -9,11 +9,8 @@ the portal's worker.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,21 +19,16 @@ from pathlib import Path
 from winrm.protocol import Protocol
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.services import Service, start_winsim  # noqa: E402
 
 
-def start_fleet(profile: Path, count: int) -> tuple[subprocess.Popen[str], list[dict], float]:
-    """Start ``python -m winsim --print-json``; (process, host lines, seconds until all listen)."""
+def start_fleet(profile: Path) -> tuple[Service, list[dict], float]:
+    """Start ``python -m winsim --print-json``; (service, host lines, seconds until all listen)."""
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "winsim", "--profile", str(profile), "--print-json"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    hosts = [json.loads(proc.stdout.readline()) for _ in range(count)]
-    return proc, hosts, time.monotonic() - started
+    fleet, hosts = start_winsim(profile, {**os.environ, "PYTHONPATH": str(ROOT)})
+    return fleet, list(hosts.values()), time.monotonic() - started
 
 
 def rss_mib(pid: int) -> float:
@@ -108,7 +100,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "one.yaml"
         one.write_text("hosts:\n  bench-one: {locale: en-US}\n", encoding="utf-8")
-        proc, hosts, _ = start_fleet(one, 1)
+        fleet, hosts, _ = start_fleet(one)
         try:
             print(
                 f"receive round trips/s (NTLM-encrypted, one connection): {receive_rate(hosts[0], args.seconds):.0f}"
@@ -117,25 +109,23 @@ def main() -> None:
                 f"open/run/receive/close cycles/s (one connection):       {cycle_rate(hosts[0], args.seconds):.0f}"
             )
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=10)
+            fleet.stop()
 
         many = Path(tmp) / "many.yaml"
         many.write_text(f"generate:\n  - {{count: {args.hosts}, prefix: pc-}}\n", encoding="utf-8")
-        proc, hosts, startup = start_fleet(many, args.hosts)
+        fleet, hosts, startup = start_fleet(many)
         try:
             print(f"start-up, {args.hosts} hosts listening:                    {startup:.2f} s")
             print(
-                f"RSS, {args.hosts} hosts idle:                              {rss_mib(proc.pid):.1f} MiB"
+                f"RSS, {args.hosts} hosts idle:                              {rss_mib(fleet.pid):.1f} MiB"
             )
             took = touch_all(hosts)
             print(f"one request to each of {args.hosts} hosts:                 {took:.2f} s")
             print(
-                f"RSS, {args.hosts} hosts after one request each:            {rss_mib(proc.pid):.1f} MiB"
+                f"RSS, {args.hosts} hosts after one request each:            {rss_mib(fleet.pid):.1f} MiB"
             )
         finally:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=10)
+            code = fleet.stop()  # SIGTERM, SIGKILL only after 10 s
             print(f"SIGTERM -> exit code {code}")
 
 

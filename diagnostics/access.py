@@ -84,7 +84,7 @@ class Decision:
 def may_approve(user: Any, job: Job) -> Decision:
     """Whether ``user`` may approve or decline the fix ``job``.
 
-    Four eyes (issue #16): whoever requested a fix never decides on it, whatever their role,
+    Four eyes: whoever requested a fix never decides on it, whatever their role,
     so a helpdesk member's fix on their own machine waits for a colleague.
     """
     if not can_approve_fixes(user):

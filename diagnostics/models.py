@@ -335,7 +335,7 @@ class Job(models.Model):
         permissions = [("approve_fix", _("Can approve or decline a fix that needs approval"))]
         indexes = [
             models.Index(fields=["status", "heartbeat_at"], name="job_status_heartbeat"),
-            # Helpdesk history (issue #6): newest first, keyset on (created_at, id), one
+            # Helpdesk history: newest first, keyset on (created_at, id), one
             # index per filter so each filter walks its own rows in order.
             models.Index(fields=["created_at", "id"], name="job_created_id"),
             models.Index(fields=["user", "created_at", "id"], name="job_user_created"),

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from winrm.exceptions import (
     InvalidCredentialsError,
     WinRMError,
@@ -91,7 +90,6 @@ class RunOutcome:
     garbage: list[str]  # non-JSON stdout lines, each cut to 200 chars, at most 20 kept
     stderr: str  # decoded, CLIXML progress records removed, bounded
     transcript: str  # raw stdout bounded: head 64 KiB + "[... N bytes cut ...]" + tail 64 KiB
-    requests: int  # WinRM HTTP requests made before the shell is closed (its Delete is one more)
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,22 +246,7 @@ def clean_stderr(data: bytes) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class _CountingAdapter(HTTPAdapter):
-    """Counts every HTTP request, including the NTLM handshake's own legs."""
-
-    def __init__(self, counter: list[int]) -> None:
-        super().__init__()
-        self.counter = counter
-
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
-        self.counter[0] += 1
-        return super().send(request, *args, **kwargs)
-
-
-def _protocol(
-    target: Target, operation_timeout_s: int, read_timeout_s: float
-) -> tuple[Protocol, list[int]]:
-    counter = [0]
+def _protocol(target: Target, operation_timeout_s: int, read_timeout_s: float) -> Protocol:
     if target.scheme == "http":
         transport, encryption = "ntlm", "always"  # never send a plaintext SOAP body
     elif target.scheme == "https":
@@ -283,21 +266,7 @@ def _protocol(
         message_encryption=encryption,
         proxy=None,  # proxies from the environment must not see WinRM traffic
     )
-    transport_obj = protocol.transport
-    original = transport_obj._send_message_request
-
-    def counted(session: requests.Session, prepared: requests.PreparedRequest) -> Any:
-        # The session exists only once pywinrm builds it; mount the counter before its
-        # first request (the NTLM handshake goes through here too).
-        if not getattr(session, "_kaiketsu_counted", False):
-            adapter = _CountingAdapter(counter)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session._kaiketsu_counted = True  # type: ignore[attr-defined]
-        return original(session, prepared)
-
-    transport_obj._send_message_request = counted  # type: ignore[method-assign]
-    return protocol, counter
+    return protocol
 
 
 def _read_timeout(operation_timeout_s: int) -> float:
@@ -391,7 +360,7 @@ def run_plan(
     command, stdin = build_command(plan)
     started = time.monotonic()
     deadline = started + deadline_s
-    protocol, counter = _protocol(target, operation_timeout_s, _read_timeout(operation_timeout_s))
+    protocol = _protocol(target, operation_timeout_s, _read_timeout(operation_timeout_s))
     splitter = _LineSplitter(on_line)
     transcript = _Bounded(TRANSCRIPT_HALF)
     stderr = _Bounded(STDERR_HALF)
@@ -405,7 +374,6 @@ def run_plan(
             garbage=list(splitter.garbage),
             stderr=clean_stderr(stderr.text().encode("utf-8")),
             transcript=transcript.text(),
-            requests=counter[0],
         )
 
     try:
@@ -472,7 +440,7 @@ def run_plan(
 def test_connection(target: Target, timeout_s: float = 10) -> str:
     """Open a shell on ``target``, run ``hostname`` and return its answer (RemoteError if not)."""
     operation = max(1, int(timeout_s // 2))
-    protocol, _ = _protocol(target, operation, max(float(timeout_s), operation + 1.0))
+    protocol = _protocol(target, operation, max(float(timeout_s), operation + 1.0))
     shell_id: str | None = None
     connected = False
     deadline = time.monotonic() + timeout_s

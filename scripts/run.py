@@ -2,19 +2,23 @@
 
 Steps: read .env if present, migrate, compile the translations, load the knowledge base and
 the demo data, start or reuse Redis, start the winsim demo fleet, a Celery worker (with beat)
-and uvicorn, then print the URL and the demo logins. Ctrl-C or SIGTERM stops everything this
-command started, in reverse order, and nothing it reused. If any child dies, its last lines are
+and uvicorn, then print the URL and the demo logins. Ctrl-C or SIGTERM (once or repeated, to
+this process or its group) stops everything this command started, in reverse order, and
+nothing it reused, with exit status 0 (StopSignals). If any child dies, its last lines are
 shown and the rest is stopped (exit status 1).
 
 Environment: PORT (default 8000), HOST (default 127.0.0.1), REDIS_URL, KAIKETSU_PROFILE (the
 winsim profile, default winsim/profiles/demo.yaml), plus the portal's own settings (.env.example).
 DEBUG defaults to true here: this is the developer's demo, not a production server (use
 docker-compose.yml or your own process manager for that).
+
+The settings the children get (DEBUG, DATABASE_URL, REDIS_URL, KAIKETSU_QUEUE) are written to
+var/demo.env ($KAIKETSU_DEMO_ENV), which manage.py reads: a second terminal's
+`manage.py diagnose` talks to this demo's database, Redis and worker (portal/envfiles.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -29,12 +33,21 @@ from services import (  # noqa: E402
     ROOT,
     VAR_DIR,
     Service,
+    ServiceError,
     compilemessages_argv,
     ensure_redis,
     port_answers,
-    wait_until,
+    profile_host_count,
+    wait_for_web,
+    wait_for_winsim,
+    wait_for_worker,
+    web_argv,
+    winsim_argv,
     worker_argv,
 )
+
+sys.path.insert(0, str(ROOT))
+from portal.envfiles import write_demo_env  # noqa: E402
 
 PYTHON = sys.executable
 DEFAULT_PROFILE = "winsim/profiles/demo.yaml"
@@ -64,10 +77,13 @@ def echo_child(name: str, line: str) -> None:
 
 
 def child_env() -> dict[str, str]:
-    """The environment every step and child gets: .env under the real environment, demo defaults."""
+    """The environment every step and child gets: .env under the real environment, demo defaults.
+
+    The previous run's var/demo.env is not read: this run decides its settings afresh.
+    """
     env_file = ROOT / ".env"
     if env_file.exists():
-        import environ  # django-environ, the same reader portal/settings.py uses
+        import environ  # django-environ, the same reader manage.py uses
 
         environ.Env.read_env(env_file)  # never overrides a variable already set
     env = dict(os.environ)
@@ -87,34 +103,14 @@ def manage(env: dict[str, str], *args: str, capture: bool = False) -> str:
         stdout=subprocess.PIPE if capture else None,
         text=True,
         check=False,
+        # Out of the terminal's process group: a Ctrl-C stops run.py, which ends the step.
+        start_new_session=True,
     )
     if capture and result.stdout:
         sys.stdout.write(result.stdout)
     if result.returncode != 0:
         raise SetupError(f"manage.py {args[0]} failed with exit status {result.returncode}")
     return result.stdout or ""
-
-
-def winsim_hosts(service: Service) -> list[dict[str, object]]:
-    """The JSON lines winsim printed so far (one per listening host)."""
-    hosts = []
-    for line in service.lines():
-        if line.startswith("{"):
-            try:
-                hosts.append(json.loads(line))
-            except ValueError:
-                continue
-    return hosts
-
-
-def wait_for_winsim(service: Service, timeout: float = 60.0) -> list[dict]:
-    """Wait until winsim prints its host lines (it writes them together once all listen)."""
-    if service.wait_for_line(r"^\{", timeout):
-        time.sleep(0.3)  # the rest of the same write is on its way through the pipe
-    hosts = winsim_hosts(service)
-    if service.poll() is not None or not hosts:
-        raise SetupError("winsim did not start its hosts")
-    return hosts
 
 
 class Supervisor:
@@ -182,35 +178,23 @@ def start_everything(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
         manage(env, *compile_argv)
     manage(env, "load_kb")
     logins = manage(env, "load_demo", "--profile", str(profile), capture=True)
+    say(f"settings for manage.py in other terminals: {write_demo_env(env)}")
 
-    winsim = sup.start(
-        Service(
-            "winsim",
-            [PYTHON, "-m", "winsim", "--profile", str(profile), "--print-json"],
-            env=env,
-            sink=echo_child,
-        )
-    )
-    hosts = wait_for_winsim(winsim)
-    say(f"winsim serves {len(hosts)} demo hosts")
-
-    beat_schedule = str(VAR_DIR / "celerybeat-schedule")
-    worker = sup.start(
-        Service(
-            "worker", worker_argv(PYTHON, beat_schedule=beat_schedule), env=env, sink=echo_child
-        )
-    )
-    web_argv = [PYTHON, "-m", "uvicorn", "portal.asgi:application"]  # WhiteNoise serves /static/
-    web_argv += ["--host", host, "--port", str(port)]
-    # Live job pages hold an SSE connection open: do not wait for them on Ctrl-C.
-    web_argv += ["--timeout-graceful-shutdown", "3"]
-    web = sup.start(Service("web", web_argv, env=env, sink=echo_child))
-    if not wait_until(lambda: web.poll() is not None or port_answers(host, port), 60):
-        raise SetupError(f"uvicorn did not listen on {host}:{port} within 60 s")
-    if web.poll() is not None:
-        raise SetupError("uvicorn exited during startup")
-    if not worker.wait_for_line(r"celery@\S+ ready", 60):
-        raise SetupError("the Celery worker did not report ready within 60 s")
+    try:
+        expected = profile_host_count(profile)
+        argv = winsim_argv(profile)
+        service = Service("winsim", argv, env=env, sink=echo_child, history=expected + 500)
+        hosts = wait_for_winsim(sup.start(service), expected)
+        say(f"winsim serves {len(hosts)} demo hosts")
+        # One beat schedule per demo port: two demos on one checkout never share the file.
+        beat_schedule = VAR_DIR / f"celerybeat-schedule-{port}"
+        argv = worker_argv(beat_schedule=beat_schedule)
+        worker = sup.start(Service("worker", argv, env=env, sink=echo_child))
+        web = sup.start(Service("web", web_argv(host, port), env=env, sink=echo_child))
+        wait_for_web(web, host, port)
+        wait_for_worker(worker)
+    except ServiceError as error:
+        raise SetupError(str(error).splitlines()[0]) from error
     return f"http://{host}:{port}/", logins
 
 
@@ -224,41 +208,69 @@ def banner(url: str, logins: str) -> None:
         print("\n".join(text), flush=True)
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop(signal.Signals(signum).name)
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM: the first one stops the demo, exit status 0.
+
+    Only the first signal raises Stop, and only while the demo starts or runs (`armed`): a
+    stop arriving twice must never interrupt the cleanup. It does arrive twice: a signal sent
+    to `make run`'s process group reaches make and this process, and make forwards its own
+    SIGTERM here. A repeat within REPEAT_IS_SAME seconds is that same request; a later one
+    (an impatient second Ctrl-C) SIGKILLs what is still running, and the cleanup goes on.
+    """
+
+    REPEAT_IS_SAME = 2.0
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.armed = False
+        self.first_at: float | None = None
+
+    def install(self) -> None:
+        """Handle both explicitly: a shell starts background jobs with SIGINT ignored, and
+        `kill -INT` must still stop us cleanly."""
+        signal.signal(signal.SIGINT, self.handle)
+        signal.signal(signal.SIGTERM, self.handle)
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if self.armed:
+            self.armed = False
+            self.first_at = now
+            raise Stop(signal.Signals(signum).name)
+        if self.first_at is None:
+            self.first_at = now  # a stop during the cleanup after an error: already stopping
+        elif now - self.first_at > self.REPEAT_IS_SAME:
+            self.sup.kill_all()
 
 
 def main() -> int:
     """Run until Ctrl-C/SIGTERM (exit 0) or until a child dies or a step fails (exit 1)."""
     os.chdir(ROOT)
     sup = Supervisor()
-    # Set both explicitly: a shell starts background jobs with SIGINT ignored, and
-    # `kill -INT` must still stop us cleanly.
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    signals = StopSignals(sup)
     status = 0
     try:
+        signals.armed = True
+        signals.install()
         env = child_env()
         url, logins = start_everything(sup, env)
         banner(url, logins)
         while (dead := sup.first_dead()) is None:
             time.sleep(0.25)
+        signals.armed = False
         report_death(dead)
         status = 1
-    except (KeyboardInterrupt, Stop):  # KeyboardInterrupt: a Ctrl-C before the handler is set
+    except (KeyboardInterrupt, Stop):  # KeyboardInterrupt: a Ctrl-C before install()
+        signals.armed = False
         say("stop requested")
     except SetupError as error:
+        signals.armed = False
         say(f"error: {error}")
         if dead := sup.first_dead():
             report_death(dead)
         status = 1
     finally:
-        # Further signals while stopping must not abort the cleanup half-way: escalate instead.
-        def _escalate(signum: int, frame: FrameType | None) -> None:
-            sup.kill_all()
-
-        signal.signal(signal.SIGINT, _escalate)
-        signal.signal(signal.SIGTERM, _escalate)
+        signals.armed = False
         sup.stop_all()
     say("stopped")
     return status

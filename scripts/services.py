@@ -1,7 +1,11 @@
 """Start, watch and stop the local services Kaiketsu needs (Redis, winsim, workers, web).
 
-Shared by `make run` (scripts/run.py), `make test` (scripts/test.py) and
-bench/diagnose_bench.py. Standard library plus redis-py only, so it imports from any process of the project.
+The one way the project starts its processes: `make run` (scripts/run.py), `make test`
+(scripts/test.py), the test fixtures (tests/conftest.py, tests/browser/conftest.py) and the
+benches all take the command lines (`worker_argv`, `web_argv`, `winsim_argv`), the readiness
+checks and Chromium's path and flags from here. Change the worker's command line in
+`worker_argv` and every one of them follows. Standard library at import time (redis-py and
+winsim's profile loader are imported when needed), so it imports from any process.
 
 Every child runs in its own session (process group): a Ctrl-C in the terminal reaches only the
 orchestrator, which stops the children in order, and stopping a child stops its own children
@@ -15,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -27,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,25 +52,6 @@ def compilemessages_argv() -> list[str] | None:
         if folder.endswith("LC_MESSAGES") and any(name.endswith(".po") for name in files):
             return ["compilemessages", *[f"--ignore={name}" for name in NOT_OURS]]
     return None
-
-
-def worker_argv(
-    python: str, queue: str | None = None, beat_schedule: str | None = None
-) -> list[str]:
-    """The Celery worker's command line, the one way run, tests and bench start it.
-
-    A thread pool: a job turn waits on the network, not the CPU, so the number of turns at
-    once is KAIKETSU_WORKER_THREADS (settings), not the number of cores. With a beat schedule
-    file the worker also runs beat (the reaper): exactly one worker of an installation may.
-    """
-    argv = [python, "-m", "celery", "-A", "portal", "worker", "--pool", "threads"]
-    argv += ["--concurrency", os.environ.get("KAIKETSU_WORKER_THREADS", "32")]
-    argv += ["--without-mingle", "--without-gossip", "--loglevel=INFO"]
-    if queue:
-        argv += ["-Q", queue]
-    if beat_schedule:
-        argv += ["-B", "--schedule", beat_schedule]
-    return argv
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -229,6 +216,14 @@ class Service:
                     return None
                 self._changed.wait(min(remaining, 0.5))
 
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to `timeout` seconds for the process to end; its exit code, or None."""
+        if not self.process:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return self.process.wait(timeout)
+        return None
+
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM the whole process group, SIGKILL it after `timeout`; return the exit code."""
         if not self.process:
@@ -258,6 +253,179 @@ class Service:
         assert self.process is not None
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signum)
+
+
+class ServiceError(RuntimeError):
+    """A service did not become ready; the message names it and ends with its last lines."""
+
+
+def _not_ready(service: Service, why: str) -> ServiceError:
+    """Stop `service` and describe why it is not ready, with its last output lines."""
+    tail = service.tail()
+    service.stop()
+    return ServiceError(f"{service.name} {why}; its last lines:\n" + "\n".join(tail))
+
+
+# --- the project's own processes ------------------------------------------------------------
+
+WORKER_READY = r"celery@\S+ ready\."
+
+
+def worker_argv(
+    python: str = sys.executable,
+    queue: str | None = None,
+    beat_schedule: Path | str | None = None,
+    *,
+    concurrency: int | None = None,
+    loglevel: str = "INFO",
+) -> list[str]:
+    """The Celery worker's command line, the one way run, tests and bench start it.
+
+    A thread pool: a job turn waits on the network, not the CPU, so the number of turns at
+    once is KAIKETSU_WORKER_THREADS (settings), not the number of cores; `concurrency`
+    overrides it (the bench runs one job at a time). Without `queue` the worker consumes the
+    settings' queue ($KAIKETSU_QUEUE). With a beat schedule file the worker also runs beat
+    (the reaper): exactly one worker of an installation may.
+    """
+    threads = concurrency or os.environ.get("KAIKETSU_WORKER_THREADS", "32")
+    argv = [python, "-m", "celery", "-A", "portal", "worker", "--pool", "threads"]
+    argv += ["--concurrency", str(threads)]
+    # Mingle and gossip only slow the start and chatter between workers that share nothing.
+    argv += ["--without-mingle", "--without-gossip", f"--loglevel={loglevel}"]
+    if queue:
+        argv += ["-Q", queue]
+    if beat_schedule:
+        argv += ["-B", "--schedule", str(beat_schedule)]
+    return argv
+
+
+def wait_for_worker(service: Service, timeout: float = 60.0) -> Service:
+    """Return `service` once its Celery worker reports ready; else stop it, raise ServiceError."""
+    if not service.wait_for_line(WORKER_READY, timeout):
+        raise _not_ready(service, f"did not report ready within {timeout:.0f} s")
+    return service
+
+
+def start_worker(
+    env: dict[str, str],
+    *,
+    name: str = "worker",
+    sink: LineSink | None = None,
+    log_path: Path | None = None,
+    timeout: float = 60.0,
+    **options: Any,
+) -> Service:
+    """Start a Celery worker (`worker_argv(**options)`) and wait until it is ready."""
+    service = Service(name, worker_argv(**options), env=env, sink=sink, log_path=log_path)
+    return wait_for_worker(service.start(), timeout)
+
+
+def web_argv(host: str, port: int, *, access_log: bool = True) -> list[str]:
+    """uvicorn serving the ASGI portal (server-sent events need ASGI; WhiteNoise serves /static/)."""
+    argv = [sys.executable, "-m", "uvicorn", "portal.asgi:application"]
+    # Live job pages hold an SSE connection open: do not wait for them when stopping.
+    argv += ["--host", host, "--port", str(port), "--timeout-graceful-shutdown", "3"]
+    return argv if access_log else [*argv, "--no-access-log"]
+
+
+def wait_for_web(service: Service, host: str, port: int, timeout: float = 60.0) -> Service:
+    """Return `service` once host:port accepts connections; else stop it, raise ServiceError."""
+    if not wait_until(lambda: service.poll() is not None or port_answers(host, port), timeout):
+        raise _not_ready(service, f"did not listen on {host}:{port} within {timeout:.0f} s")
+    if service.poll() is not None:
+        raise _not_ready(service, f"exited during startup (status {service.poll()})")
+    return service
+
+
+def start_web(
+    env: dict[str, str],
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    sink: LineSink | None = None,
+    log_path: Path | None = None,
+    access_log: bool = True,
+    timeout: float = 60.0,
+) -> tuple[Service, str]:
+    """Start uvicorn (on a free port unless given); return it and its base URL, no slash."""
+    port = port or free_port(host)
+    argv = web_argv(host, port, access_log=access_log)
+    service = Service("web", argv, env=env, sink=sink, log_path=log_path).start()
+    return wait_for_web(service, host, port, timeout), f"http://{host}:{port}"
+
+
+def winsim_argv(profile: Path | str) -> list[str]:
+    """The simulated fleet of a profile, printing one JSON line per host once all listen."""
+    return [sys.executable, "-m", "winsim", "--profile", str(profile), "--print-json"]
+
+
+def profile_host_count(profile: Path | str) -> int:
+    """How many hosts a winsim profile serves (winsim's own loader: templates, generate)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from winsim.hosts import load_profile  # deferred: needs the venv, like redis-py
+
+    return len(load_profile(Path(profile)))
+
+
+def winsim_hosts(service: Service) -> dict[str, dict[str, Any]]:
+    """{host name: its --print-json line} of what winsim printed so far."""
+    hosts = {}
+    for line in service.lines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                info = json.loads(line)
+                hosts[info["host"]] = info
+    return hosts
+
+
+def wait_for_winsim(service: Service, expected: int, timeout: float = 60.0) -> dict[str, dict]:
+    """{host: JSON line} once all `expected` hosts listen; else stop it, raise ServiceError."""
+    wait_until(
+        lambda: service.poll() is not None or len(winsim_hosts(service)) >= expected, timeout
+    )
+    hosts = winsim_hosts(service)
+    if len(hosts) < expected:
+        raise _not_ready(service, f"started {len(hosts)} of {expected} hosts")
+    return hosts
+
+
+def start_winsim(
+    profile: Path | str,
+    env: dict[str, str] | None = None,
+    *,
+    sink: LineSink | None = None,
+    log_path: Path | None = None,
+    timeout: float = 60.0,
+) -> tuple[Service, dict[str, dict]]:
+    """Serve a profile's fleet; return the service and {host name: its --print-json line}."""
+    expected = profile_host_count(profile)
+    argv = winsim_argv(profile)
+    # Keep every host's line (and some warnings) for winsim_hosts(): a fleet can be large.
+    history = expected + 500
+    service = Service("winsim", argv, env=env, sink=sink, log_path=log_path, history=history)
+    return service, wait_for_winsim(service.start(), expected, timeout)
+
+
+# Debian's Chromium (scripts/ensure-prereqs.sh installs it), driven by Playwright in the
+# browser tests and the diagnosis bench: no sandbox (containers, root in CI), nothing that
+# phones home or updates itself in the middle of a measurement.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """A headless Chromium browser from a Playwright instance (`sync_playwright()`)."""
+    if not Path(CHROMIUM).exists():
+        raise ServiceError(f"{CHROMIUM} is missing: bash scripts/ensure-prereqs.sh chromium")
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
 def redis_server_binary() -> str:

@@ -11,10 +11,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from services import (  # noqa: E402
     Service,
+    ServiceError,
     ensure_redis,
     free_port,
+    port_answers,
     redis_answers,
     start_private_redis,
+    start_winsim,
+    wait_for_worker,
     wait_until,
 )
 
@@ -80,3 +84,22 @@ def test_wait_for_line_gives_up_when_the_process_exits():
     service = Service("true", ["true"]).start()
     assert service.wait_for_line("anything", 5) is None
     assert wait_until(lambda: service.poll() == 0, 5)
+
+
+def test_start_winsim_returns_every_host_of_the_profile_once_all_listen(tmp_path: Path):
+    profile = tmp_path / "two.yaml"
+    profile.write_text("hosts:\n  pc-a: {port: 0}\n  pc-b: {port: 0}\n", encoding="utf-8")
+    fleet, hosts = start_winsim(profile)
+    try:
+        assert sorted(hosts) == ["pc-a", "pc-b"]
+        port = int(hosts["pc-b"]["url"].rsplit(":", 1)[1].split("/")[0])
+        assert port_answers("127.0.0.1", port)
+    finally:
+        assert fleet.stop() == 0  # SIGTERM: winsim stops cleanly
+
+
+def test_a_service_that_never_gets_ready_is_stopped_and_its_last_lines_reported():
+    sh = Service("sh", ["sh", "-c", "echo starting up; sleep 60"]).start()
+    with pytest.raises(ServiceError, match=r"(?s)did not report ready.*starting up"):
+        wait_for_worker(sh, timeout=0.5)
+    assert sh.poll() is not None

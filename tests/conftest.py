@@ -7,14 +7,7 @@ sockets to the real Redis named by REDIS_URL.
 
 from __future__ import annotations
 
-import json
 import os
-import queue
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,8 +17,8 @@ import pytest
 import yaml
 from django.conf import settings
 
-from scripts.services import worker_argv
-from winsim.hosts import load_profile
+from scripts import services
+from scripts.services import Service
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_PROFILE = ROOT / "winsim" / "profiles" / "demo.yaml"
@@ -89,7 +82,7 @@ def seed_article(kb):
     return kb["l2tp-ipsec-psk-negotiation"]
 
 
-# --- processes -----------------------------------------------------------------------------
+# --- processes: started the one way run, tests and bench share (scripts/services.py) ---------
 
 
 def _child_env(**extra: str) -> dict[str, str]:
@@ -106,16 +99,6 @@ def _child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 10) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def child_database_url() -> str:
     """A DATABASE_URL for child processes that points at the test database."""
     db = settings.DATABASES["default"]
@@ -127,8 +110,8 @@ def child_database_url() -> str:
 
 def start_fleet(
     directory: Path, faults: dict[str, dict] | None = None
-) -> tuple[subprocess.Popen, dict[str, dict]]:
-    """The demo fleet on free ports: (process, {host name: its --print-json line}).
+) -> tuple[Service, dict[str, dict]]:
+    """The demo fleet on free ports: (service, {host name: its --print-json line}).
 
     ``faults`` switches on winsim faults per host name, e.g. {"demo-healthy": {...}}.
     """
@@ -143,56 +126,32 @@ def start_fleet(
     return start_winsim(path)
 
 
-def start_winsim(profile: Path, timeout: float = 30) -> tuple[subprocess.Popen, dict[str, dict]]:
-    """``python -m winsim --profile FILE --print-json``: (process, {host: its JSON line}).
+def start_winsim(profile: Path, timeout: float = 30) -> tuple[Service, dict[str, dict]]:
+    """``python -m winsim --profile FILE --print-json``: (service, {host: its JSON line}).
 
-    Fails the test, with winsim's stderr, unless every host of the profile is listening
-    within ``timeout`` seconds (a hung winsim included: a thread reads its output).
+    Fails the test, with winsim's last lines, unless every host of the profile is listening
+    within ``timeout`` seconds.
     """
-    expected = len(load_profile(profile))
-    errors = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 (winsim's life)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "winsim", "--profile", str(profile), "--print-json"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=errors,
-        text=True,
-        env=_child_env(),
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    # A thread reads stdout: select() cannot see lines already in the file's buffer.
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-    hosts: dict[str, dict] = {}
-    deadline = time.monotonic() + timeout
-    while len(hosts) < expected and time.monotonic() < deadline:
-        try:
-            info = json.loads(lines.get(timeout=0.5))
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        hosts[info["host"]] = info
-    if len(hosts) < expected:
-        _stop(proc)
-        errors.seek(0)
-        pytest.fail(f"winsim started {len(hosts)} of {expected} hosts: {errors.read()[-2000:]}")
-    return proc, hosts
+    try:
+        return services.start_winsim(profile, _child_env(), timeout=timeout)
+    except services.ServiceError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
 def winsim_fleet(tmp_path_factory) -> Iterator[dict[str, dict]]:
     """The demo fleet, shared by tests that only read it (diagnoses)."""
-    proc, hosts = start_fleet(tmp_path_factory.mktemp("winsim"))
+    fleet, hosts = start_fleet(tmp_path_factory.mktemp("winsim"))
     yield hosts
-    _stop(proc)
+    fleet.stop()
 
 
 @pytest.fixture
 def fresh_fleet(tmp_path) -> Iterator[dict[str, dict]]:
     """A demo fleet of its own, for a test that changes hosts (fixes, restarts)."""
-    proc, hosts = start_fleet(tmp_path)
+    fleet, hosts = start_fleet(tmp_path)
     yield hosts
-    _stop(proc)
+    fleet.stop()
 
 
 @pytest.fixture(scope="session")
@@ -201,33 +160,23 @@ def celery_queue() -> str:
 
 
 @pytest.fixture(scope="session")
-def worker(django_db_setup, django_db_blocker, celery_queue) -> Iterator[subprocess.Popen]:
-    """A real Celery worker process on its own queue, against the test database."""
-    with tempfile.NamedTemporaryFile(prefix="kaiketsu-worker-", suffix=".log") as log:
-        proc = _start_worker(celery_queue, log)
-        proc.log_path = log.name  # tests read what the worker logged
-        yield proc
-        _stop(proc, timeout=20)
+def worker(django_db_setup, django_db_blocker, celery_queue, tmp_path_factory) -> Iterator[Service]:
+    """A real Celery worker process on its own queue, against the test database.
+
+    Its output goes to ``worker.log_path`` (tests read what the worker logged).
+    """
+    service = start_worker(celery_queue, tmp_path_factory.mktemp("worker") / "worker.log")
+    yield service
+    service.stop(timeout=20)
 
 
-def _start_worker(queue: str, log) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        worker_argv(sys.executable, queue),
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=_child_env(DATABASE_URL=child_database_url(), KAIKETSU_QUEUE=queue),
-        start_new_session=True,  # its own process group, so a test can kill the whole worker
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"celery worker exited: {Path(log.name).read_text()[-2000:]}")
-        if "ready." in Path(log.name).read_text(errors="replace"):
-            return proc
-        time.sleep(0.2)
-    _stop(proc)
-    raise RuntimeError(f"celery worker not ready: {Path(log.name).read_text()[-2000:]}")
+def start_worker(queue: str, log_path: Path) -> Service:
+    """A worker consuming ``queue``, ready, logging to ``log_path``.
+
+    It runs in its own process group: ``worker.kill()`` ends it and all its threads at once.
+    """
+    env = _child_env(DATABASE_URL=child_database_url(), KAIKETSU_QUEUE=queue)
+    return services.start_worker(env, log_path=log_path, queue=queue, timeout=30)
 
 
 @pytest.fixture
@@ -315,3 +264,38 @@ def wait_for_job(job, timeout: float = 60):
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job.pk} still {job.status} after {timeout} s")
+
+
+# --- a whole demo, as `make run` starts it -------------------------------------------------
+
+
+def demo_env(directory: Path) -> dict[str, str]:
+    """The environment of a `make run` of its own: free ports (web and every demo host), its
+    own SQLite file, queue and settings file, and a REDIS_URL where nothing answers, so the
+    demo starts a private Redis (job streams and cache keys are per database, and the demo's
+    job numbers would meet the test run's). Nothing else of the test run leaks in (a
+    person's terminal does not have DJANGO_SETTINGS_MODULE set)."""
+    profile = yaml.safe_load(DEMO_PROFILE.read_text(encoding="utf-8"))
+    for host in (profile.get("hosts") or {}).values():
+        host["port"] = services.free_port()  # load_demo registers the machines at these ports
+    path = directory / "demo.yaml"
+    path.write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", str(directory)),
+        "LANG": "C.UTF-8",
+        "PORT": str(services.free_port()),
+        "REDIS_URL": f"redis://127.0.0.1:{services.free_port()}/0",
+        "DATABASE_URL": f"sqlite:///{directory / 'demo.sqlite3'}",
+        "KAIKETSU_QUEUE": f"kaiketsu-demo-{uuid.uuid4().hex[:8]}",
+        "KAIKETSU_PROFILE": str(path),
+        "KAIKETSU_DEMO_ENV": str(directory / "demo.env"),
+    }
+
+
+def wait_for_demo(demo: Service, timeout: float = 120) -> None:
+    """Fail the test, with the demo's last lines, unless it prints its banner in time."""
+    if not demo.wait_for_line(r"^Kaiketsu is running: ", timeout):
+        tail = "\n".join(demo.tail(30))
+        demo.stop()
+        pytest.fail(f"the demo did not start within {timeout:.0f} s:\n{tail}")

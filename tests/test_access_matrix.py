@@ -88,6 +88,7 @@ EXPECTED: dict[str, Row] = {
     "login/": Row("login", get=_all(200)),
     "logout/": Row("logout", get=_all(405)),
     "i18n/setlang/": Row("set_language", get=_all(302)),
+    "favicon.ico": Row("favicon", get=_all(301)),  # to the static icon, for everyone
     "": Row("diagnostics:home", get=EVERY_USER),
     "articles/<slug:slug>/": Row(
         "diagnostics:article", lambda o: {"slug": o["article"].slug}, get=EVERY_USER

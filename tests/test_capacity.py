@@ -4,8 +4,6 @@ Real processes only: two Celery workers (thread pools) on one queue, the demo fl
 """
 
 import os
-import signal
-import tempfile
 import time
 from datetime import timedelta
 
@@ -15,19 +13,18 @@ from django.utils import timezone
 from diagnostics import jobs
 from diagnostics.models import Job
 from portal.celery import app
-from tests.conftest import _start_worker, _stop, start_job, wait_for_job
+from tests.conftest import start_job, start_worker, wait_for_job
 from tests.test_jobs import EXPECTED_FAILURES
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def second_worker(celery_queue, worker):
+def second_worker(celery_queue, worker, tmp_path):
     """Another worker process on the test queue, as a second machine would run."""
-    with tempfile.NamedTemporaryFile(prefix="kaiketsu-worker2-", suffix=".log") as log:
-        proc = _start_worker(celery_queue, log)
-        yield proc
-        _stop(proc, timeout=20)
+    second = start_worker(celery_queue, tmp_path / "worker2.log")
+    yield second
+    second.stop(timeout=20)
 
 
 def _failed_checks(job: Job) -> set[str]:
@@ -57,23 +54,22 @@ def test_jobs_in_flight_at_once_on_two_workers_give_the_one_at_a_time_results(
 
 
 def test_a_worker_killed_with_several_jobs_in_flight_leaves_none_locked(
-    demo_machines, seed_article, employee, settings
+    demo_machines, seed_article, employee, settings, tmp_path
 ):
     queue = f"kaiketsu-kill-many-{os.getpid()}"
     hosts = ["demo-healthy", "demo-nat-t", "demo-psk-mismatch", "demo-dns"]
-    with tempfile.NamedTemporaryFile(suffix=".log") as log:
-        doomed = _start_worker(queue, log)
-        try:
-            app.conf.task_default_queue = queue
-            started = [start_job(demo_machines[h], seed_article, employee) for h in hosts]
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not all(j.steps.exists() for j in started):
-                time.sleep(0.05)
-            os.killpg(doomed.pid, signal.SIGKILL)  # the worker and all its threads, mid-job
-            doomed.wait(10)
-        finally:
-            app.conf.task_default_queue = "kaiketsu"
-            _stop(doomed)
+    doomed = start_worker(queue, tmp_path / "worker.log")
+    try:
+        app.conf.task_default_queue = queue
+        started = [start_job(demo_machines[h], seed_article, employee) for h in hosts]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(j.steps.exists() for j in started):
+            time.sleep(0.05)
+        doomed.kill()  # SIGKILL to the worker and all its threads, mid-job
+        doomed.wait(10)
+    finally:
+        app.conf.task_default_queue = "kaiketsu"
+        doomed.stop()
 
     settings.KAIKETSU_REAP_AFTER = 1
     time.sleep(1.5)

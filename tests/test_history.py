@@ -1,5 +1,5 @@
 """The helpdesk history through the real views: access, filters, search, keyset pages,
-the job detail, re-run and the streamed CSV export (issue #6)."""
+the job detail, re-run and the streamed CSV export."""
 
 from __future__ import annotations
 

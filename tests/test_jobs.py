@@ -119,16 +119,16 @@ def test_a_host_flooding_stdout_leaves_a_bounded_transcript_and_a_clear_error(
 ):
     """5 MB of junk output: the job keeps head and tail, says what was cut, and ends."""
     from diagnostics.jobs import MAX_TRANSCRIPT
-    from tests.conftest import _stop, machines_for, start_fleet
+    from tests.conftest import machines_for, start_fleet
 
     profile = tmp_path / "flood"
     profile.mkdir()
-    proc, fleet = start_fleet(profile, faults={"demo-healthy": {"flood_bytes": 5_000_000}})
+    flooding, fleet = start_fleet(profile, faults={"demo-healthy": {"flood_bytes": 5_000_000}})
     try:
         machine = machines_for({"demo-healthy": fleet["demo-healthy"]}, employee)["demo-healthy"]
         job = wait_for_job(start_job(machine, seed_article, employee), timeout=90)
     finally:
-        _stop(proc)
+        flooding.stop()
 
     assert job.status == Job.Status.ERROR
     assert "demo-healthy" in job.error

@@ -15,7 +15,7 @@ SEED = "l2tp-ipsec-psk-negotiation"
 POLICY_AGENT = "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\PolicyAgent"
 RASMAN = "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\RasMan\\Parameters"
 
-# The codes issue #4 asks the shipped KB to answer, at the least.
+# The error codes the shipped KB must answer, at the least.
 REQUIRED_CODES = {
     619,
     628,

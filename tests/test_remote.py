@@ -28,7 +28,8 @@ from diagnostics.remote import (
     run_plan,
 )
 from diagnostics.remote import test_connection as connect_and_hostname
-from tests.conftest import _stop, start_winsim
+from tests.conftest import start_winsim
+from winsim.server import requests_received
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "tests" / "data" / "remote.yaml"
@@ -55,9 +56,9 @@ PLAN = {
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[dict[str, dict]]:
     """name -> the --print-json line of each host of tests/data/remote.yaml."""
-    proc, hosts = start_winsim(PROFILE)
+    fleet, hosts = start_winsim(PROFILE)
     yield hosts
-    _stop(proc)
+    fleet.stop()
 
 
 def target(fleet: dict[str, dict], name: str, **changes) -> Target:
@@ -96,15 +97,17 @@ class Recorder:
 
 def test_plan_runs_and_every_step_line_reaches_on_line(fleet) -> None:
     rec = Recorder()
+    before = requests_received(fleet["remote-ok"]["url"])
     outcome = run_plan(target(fleet, "remote-ok"), PLAN, rec)
+    sent = requests_received(fleet["remote-ok"]["url"]) - before
     assert outcome.exit_code == 0 and outcome.complete
     assert list(rec.steps()) == ["s1", "s2", "s3", "s4"]
     assert rec.lines[-1] == {"end": True, "steps": 4}
     assert rec.steps()["s2"]["facts"]["name"] == "PolicyAgent"
     assert outcome.garbage == [] and outcome.stderr == ""
     assert '"step": "s1"' in outcome.transcript or '"step":"s1"' in outcome.transcript
-    # NTLM handshake, Create, Command, Send, Receive(s), Delete.
-    assert 6 <= outcome.requests <= 20
+    # One command per job: NTLM handshake (3), Create, Command, Send, Receive(s), Delete.
+    assert 8 <= sent <= 20
 
 
 def test_lines_stream_to_on_line_before_the_command_ends(fleet) -> None:

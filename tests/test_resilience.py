@@ -1,8 +1,6 @@
 """What happens when things die: the worker mid-job, Redis, a hung host. Real processes only."""
 
 import os
-import signal
-import tempfile
 import time
 
 import pytest
@@ -13,29 +11,28 @@ from diagnostics import jobs, live
 from diagnostics.models import Job
 from diagnostics.workflows.diagnosis import start_diagnosis
 from portal.celery import app
-from tests.conftest import _start_worker, _stop
+from tests.conftest import start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def test_a_worker_killed_mid_job_leaves_an_interrupted_job_with_what_arrived(
-    demo_machines, seed_article, employee, settings
+    demo_machines, seed_article, employee, settings, tmp_path
 ):
     queue = f"kaiketsu-kill-{os.getpid()}"
-    with tempfile.NamedTemporaryFile(suffix=".log") as log:
-        doomed = _start_worker(queue, log)
-        try:
-            app.conf.task_default_queue = queue
-            job = start_diagnosis(employee, demo_machines["demo-healthy"], seed_article)
-            jobs.enqueue(job.pk)
-            deadline = time.monotonic() + 30
-            while job.steps.count() < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool, mid-job
-            doomed.wait(10)
-        finally:
-            app.conf.task_default_queue = "kaiketsu"
-            _stop(doomed)
+    doomed = start_worker(queue, tmp_path / "worker.log")
+    try:
+        app.conf.task_default_queue = queue
+        job = start_diagnosis(employee, demo_machines["demo-healthy"], seed_article)
+        jobs.enqueue(job.pk)
+        deadline = time.monotonic() + 30
+        while job.steps.count() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        doomed.kill()  # SIGKILL to the worker and its pool, mid-job
+        doomed.wait(10)
+    finally:
+        app.conf.task_default_queue = "kaiketsu"
+        doomed.stop()
     job.refresh_from_db()
     assert job.status == Job.Status.RUNNING  # nobody is left to finish it...
     arrived = job.steps.count()

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
+import ssl
 import struct
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from winsim import auth, tls, wsman
 from winsim.shell import Command, HostShells, Shell
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("winsim")
 SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
+# Not Windows: winsim's own count of the HTTP requests a host received, so tests and benches
+# measure a client's requests where they arrive instead of instrumenting the client.
+REQUESTS_PATH = "/winsim/requests"
 MAX_BODY = 4 * 1024 * 1024  # far above MaxEnvelopeSize; refuses a runaway body
 _REASONS = {
     200: "OK",
@@ -105,6 +112,8 @@ class Fleet:
         self._writers: set[asyncio.StreamWriter] = set()
         self._shells: dict[str, HostShells] = {}
         self._credentials: dict[str, Path] = {}
+        # HTTP requests each host received (NTLM handshake legs included), by host name.
+        self.requests: dict[str, int] = {host.name: 0 for host in self.hosts}
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -207,6 +216,9 @@ class Fleet:
             except asyncio.IncompleteReadError:
                 return  # the client closed the connection between requests
             method, path, headers = _parse_head(head)
+            counter = method == "GET" and path == REQUESTS_PATH
+            if not counter:
+                self.requests[host.name] += 1
             if headers.get("transfer-encoding", "").lower() == "chunked":
                 writer.write(HttpAnswer(411, headers=[("Connection", "close")]).encode())
                 return
@@ -215,6 +227,11 @@ class Fleet:
                 writer.write(HttpAnswer(413, headers=[("Connection", "close")]).encode())
                 return
             body = await reader.readexactly(length) if length else b""
+            if counter:  # unauthenticated and not counted itself: it tells nothing secret
+                count = json.dumps({"host": host.name, "requests": self.requests[host.name]})
+                writer.write(HttpAnswer(200, count.encode(), "application/json").encode())
+                await writer.drain()
+                continue
             if host.is_down():
                 _reset(writer)
                 return
@@ -447,6 +464,20 @@ def _reset(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+def requests_received(wsman_url: str, timeout: float = 5.0) -> int:
+    """How many HTTP requests the winsim host at ``wsman_url`` has received so far.
+
+    For tests and benches in another process: a client's requests counted where they arrive,
+    the client left as it is.
+    """
+    parts = urlsplit(wsman_url)
+    url = f"{parts.scheme}://{parts.netloc}{REQUESTS_PATH}"
+    # winsim's HTTPS hosts use a self-signed certificate: the count is no secret.
+    context = ssl._create_unverified_context() if parts.scheme == "https" else None  # noqa: S323
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as answer:  # noqa: S310
+        return int(json.load(answer)["requests"])
 
 
 class FleetThread:

@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.db import migrations, models
 
-# Text search of the helpdesk history (issue #6). Django's icontains on PostgreSQL compiles to
+# Text search of the helpdesk history. Django's icontains on PostgreSQL compiles to
 # UPPER(col::text) LIKE UPPER(%s), so the trigram indexes are on UPPER(col). Job.error and
 # step errors are mostly empty: partial indexes keep them small (the queries say error <> '').
 # PostgreSQL only: SQLite has no pg_trgm and searches with a plain scan.

@@ -1,4 +1,4 @@
-"""A partial index for the dashboard's "most failing checks" (issue #6), PostgreSQL only.
+"""A partial index for the dashboard's "most failing checks", PostgreSQL only.
 
 Only failing results with a check are indexed, with the columns the query reads, so the
 30-day window is an index-only scan instead of a pass over every step result.

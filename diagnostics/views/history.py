@@ -1,4 +1,4 @@
-"""Helpdesk pages: the job history, one job in full, re-run, and the CSV export (issue #6).
+"""Helpdesk pages: the job history, one job in full, re-run, and the CSV export.
 
 Only helpdesk staff (the view_job permission) and superusers get here; for anyone else the
 pages do not exist (404), as employees have their own job page.

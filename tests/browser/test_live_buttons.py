@@ -1,4 +1,4 @@
-"""Buttons that arrive over the event stream work without a reload (issue #11, item 1).
+"""Buttons that arrive over the event stream work without a reload.
 
 The end of a job is swapped in live; its forms (verify, restart now, roll back, hand over)
 must carry a CSRF token like the page's own, or the click fails with 403.

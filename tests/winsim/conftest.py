@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 from winrm.protocol import Protocol
 
+from scripts.services import Service
 from tests.conftest import start_winsim
 from winsim.hosts import Host, hosts_from_profile, load_profile
 from winsim.server import FleetThread
@@ -121,7 +121,7 @@ def run_runner(
     return result
 
 
-def start_fleet_process(profile: Path) -> tuple[subprocess.Popen[str], list[dict[str, str]]]:
+def start_fleet_process(profile: Path) -> tuple[Service, list[dict[str, str]]]:
     """``python -m winsim --profile FILE --print-json`` and the JSON lines it printed."""
     proc, hosts = start_winsim(profile)
     return proc, list(hosts.values())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import time
 import xml.etree.ElementTree as ET
@@ -28,6 +27,7 @@ from tests.winsim.conftest import (
     start_fleet_process,
     start_runner,
 )
+from winsim.server import requests_received
 
 TIMED_OUT = 2150858793
 SHELL_NOT_FOUND = 2150858843
@@ -60,6 +60,17 @@ def test_each_cmd_shell_operation_round_trips_over_ntlm(fleet):
     with pytest.raises(WSManFaultError) as err:
         p.run_command(shell_id, "hostname")
     assert err.value.wsman_fault_code == SHELL_NOT_FOUND
+
+
+def test_a_host_counts_every_request_it_receives_but_not_the_count_itself(fleet):
+    url = f"http://127.0.0.1:{fleet['proto-plain'].port}/wsman"
+    before = requests_received(url)
+    assert requests_received(url) == before  # asking is not counted
+    p = fleet.protocol("proto-plain")
+    shell_id = p.open_shell()  # a new connection: the NTLM handshake (3 requests), Create
+    p.close_shell(shell_id)  # Delete
+    p.transport.close_session()
+    assert requests_received(url) - before == 5
 
 
 def test_hostname_and_whoami_answer_like_windows(fleet):
@@ -401,8 +412,7 @@ def test_500_hosts_start_in_one_process_and_answer(tmp_path: Path):
             p.close_shell(shell_id)
         assert listening < 15
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.stop(timeout=10) == 0  # SIGTERM: winsim stops cleanly
 
 
 def _anonymous_post_status(port: int) -> bytes:

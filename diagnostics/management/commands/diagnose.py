@@ -12,6 +12,43 @@ from diagnostics.workflows import fixes
 from diagnostics.workflows.diagnosis import start_diagnosis
 
 
+def require_worker(waits: tuple[float, ...] = (0.5, 2.0, 5.0)) -> None:
+    """Raise CommandError unless Redis answers and a running worker consumes the jobs' queue.
+
+    The message names the queue and the Redis (password hidden): the usual cause is a second
+    terminal with other settings than the running demo, and the job would wait for nobody.
+    Asks the workers for their queues with a short wait, then again with longer ones, so a
+    busy machine's slow reply is not taken for "no worker": a worker answers in ~0.5 s, no
+    worker is reported after 7.5 s.
+    """
+    import redis
+    from kombu.utils.url import maybe_sanitize_url
+
+    from diagnostics.tasks import run_job_task
+    from portal.celery import app
+
+    queue = app.amqp.router.route({}, run_job_task.name)["queue"].name
+    broker = maybe_sanitize_url(app.conf.broker_url)
+    client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise CommandError(
+            f"Redis at {broker} does not answer ({exc}): is `make run` (or your Redis) running?"
+        ) from None
+    finally:
+        client.close()
+    for wait in waits:
+        replies = app.control.inspect(timeout=wait).active_queues() or {}
+        if any(q.get("name") == queue for queues in replies.values() for q in queues or ()):
+            return
+    raise CommandError(
+        f"no Celery worker consumes the queue {queue!r} on {broker}, so the job would never "
+        "start: start the demo (`make run`) or a worker (`celery -A portal worker`) with the "
+        "same REDIS_URL and KAIKETSU_QUEUE as this command"
+    )
+
+
 def step_json(step: StepResult) -> dict:
     title = step.kb_check.title_en if step.kb_check else step.kind
     return {
@@ -62,6 +99,7 @@ class Command(BaseCommand):
         if not access.can_act_on_machine(runner, target):
             raise CommandError(f"{runner.get_username()} neither owns {machine} nor is helpdesk")
         self.as_json = as_json
+        require_worker()
         try:
             with transaction.atomic():
                 job = start_diagnosis(runner, target, art)  # nothing was pasted
