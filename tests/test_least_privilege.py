@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from diagnostics.models import Job, Machine
-from tests.conftest import DEMO_PROFILE, _stop, diagnose, machines_for, start_winsim
+from tests.conftest import DEMO_PROFILE, diagnose, machines_for, start_winsim
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -42,9 +42,9 @@ def twin_fleet(tmp_path) -> Iterator[dict[str, dict]]:
         profile["hosts"][f"least-{case}"] = {**spec, "port": 0, "account": LEAST}
     path = tmp_path / "twins.yaml"
     path.write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
-    proc, hosts = start_winsim(path)
+    fleet, hosts = start_winsim(path)
     yield hosts
-    _stop(proc)
+    fleet.stop()
 
 
 @pytest.fixture
