@@ -21,6 +21,7 @@ worker processes and their children.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -82,6 +83,17 @@ def fleet_profile(directory: Path, count: int, hung: bool) -> Path:
 def start_winsim(profile: Path, log_dir: Path) -> tuple[Service, dict[str, dict]]:
     """The fleet; its service and {host name: its --print-json line} (every line kept)."""
     return services_start_winsim(profile, os.environ.copy(), log_path=log_dir / "winsim.log")
+
+
+def winrm_requests(hosts: dict[str, dict]) -> int:
+    """HTTP requests the fleet's hosts have received so far, counted by winsim itself."""
+    from winsim.server import requests_received
+
+    total = 0
+    for info in hosts.values():
+        with contextlib.suppress(OSError):  # the hung host never answers, not even this
+            total += requests_received(info["url"], timeout=2)
+    return total
 
 
 def pct(values: list[float], p: float) -> float:
@@ -297,19 +309,21 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.scan:
             print(
-                "\n| fleet scan | wall | done / total | healthy / problems / could not run | peak RSS of workers | last healthy host done | hung host ended |"
+                "\n| fleet scan | wall | done / total | healthy / problems / could not run | peak RSS of workers | WinRM requests | last healthy host done | hung host ended |"
             )
-            print("|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|")
             for label, pattern in (
                 (f"{args.scan} hosts", "demo-*-0*"),  # every copy, not the hung host
                 (f"{args.scan} hosts + 1 hung", "demo-*"),
             ):
+                before = winrm_requests(hosts)
                 r = run_scan(workers, pattern)
+                sent = winrm_requests(hosts) - before
                 s = r["summary"]
                 hung = f"{r['hung_s']:.1f} s" if r["hung_s"] else "-"
                 print(
                     f"| {label} | {r['wall']:.1f} s | {s.done} / {s.total} | "
-                    f"{s.healthy} / {s.problems} / {s.unreachable} | {r['rss_mb']:.0f} MiB | "
+                    f"{s.healthy} / {s.problems} / {s.unreachable} | {r['rss_mb']:.0f} MiB | {sent:,} | "
                     f"{r['others_done_s']:.1f} s | {hung} |",
                     flush=True,
                 )

@@ -2,7 +2,16 @@
 
     .venv/bin/python bench/match_bench.py [--misses] [--repeat N]
 
-Prints, for dev.jsonl (tuned on) and holdout.jsonl (never tuned on):
+First, the honest set (honest.jsonl): texts gathered from sources outside the KB (Microsoft
+Learn and support pages, GitHub issues, Q&A and blog posts in Japanese and English), each line
+citing its source. Per form (message, rasdial, dialog, event, own words) and language it
+reports, for lines whose code the KB covers, top-1 / top-3 and the confident-wrong rate (a
+confident answer that is not the expected article), and for lines whose code the KB does not
+cover and for negatives, the confident-wrong rate (any confident answer is wrong there). A line
+with a ``code`` expects the article that covers that code, or nothing; a line without one
+carries its ``expect``. Lines are split dev / holdout by position; only dev misses were read.
+
+Then, for the synthetic dev.jsonl (tuned on) and holdout.jsonl (same generator, other draws):
 - top-1: a line counts when the best match is confident and is the expected article, or, for
   a line expecting null, when there is no confident match;
 - top-3: the expected article is among the first three matches (null lines: as top-1);
@@ -27,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diagnostics import kb, matching  # noqa: E402
+from diagnostics import error_codes, kb, matching  # noqa: E402
 
 DEVSET = ROOT / "bench" / "devset"
 FILLER_SIGNATURES = 10_000
@@ -36,6 +45,95 @@ FILLER_SIGNATURES = 10_000
 def load_lines(name: str) -> list[dict]:
     with open(DEVSET / name, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def expected(index: matching.Index, line: dict) -> str | None:
+    """The article a line should get: the one covering its code, else its ``expect``."""
+    if "code" in line and line.get("form") != "negative":
+        owners = index.by_code.get(int(line["code"]), [])
+        return index.articles[owners[0]].slug if owners else None
+    return line.get("expect")
+
+
+def honest_table(index: matching.Index, lines: list[dict], show_misses: bool) -> list[dict]:
+    """Per (form, lang) and overall: covered top-1/top-3/confident-wrong, uncovered conf-wrong."""
+    groups: dict[tuple[str, str], dict[str, int]] = {}
+    for line in lines:
+        expect = expected(index, line)
+        result = matching.match(index, line["text"], lang=line.get("lang", "ja"))
+        best = result.matches[0].article if result.confident else None
+        ranked = [m.article for m in result.matches[:3]]
+        keys = [(line["form"], line["lang"]), (line["form"], "*"), ("*", line["lang"]), ("*", "*")]
+        for key in keys:
+            g = groups.setdefault(
+                key, dict.fromkeys(("cov", "top1", "top3", "cw", "unc", "ucw"), 0)
+            )
+            if expect is not None:
+                g["cov"] += 1
+                g["top1"] += best == expect
+                g["top3"] += expect in ranked
+                g["cw"] += best is not None and best != expect
+            else:
+                g["unc"] += 1
+                g["ucw"] += best is not None
+        wrong = best != expect if expect is not None else best is not None
+        if show_misses and (wrong or (expect is not None and expect not in ranked)):
+            got = [(m.article, m.score) for m in result.matches[:3]]
+            print(f"  MISS[{line['split']}] expect={expect} confident={result.confident} got={got}")
+            print(f"    {line['text'][:140]!r}")
+    rows = []
+    for (form, lang), g in sorted(groups.items(), key=lambda kv: (kv[0][0] == "*", kv[0])):
+        rows.append({"form": form, "lang": lang, **g})
+    return rows
+
+
+def _pct(num: int, den: int) -> str:
+    return f"{num / den:6.1%}" if den else "     -"
+
+
+def report_honest(index: matching.Index, lines: list[dict], show_misses: bool) -> None:
+    for split in ("dev", "holdout", None):
+        chosen = [x for x in lines if split is None or x["split"] == split]
+        label = split or "all"
+        print(f"\n== honest set ({label}): {len(chosen)} lines, {len(index.articles)} articles")
+        print(
+            f"{'form':10} {'lang':4} {'covered':>7} {'top-1':>6} {'top-3':>6} {'conf-wrong':>10}"
+            f" {'uncovered':>9} {'conf-wrong':>10}"
+        )
+        for r in honest_table(index, chosen, show_misses and split == "dev"):
+            print(
+                f"{r['form']:10} {r['lang']:4} {r['cov']:7} {_pct(r['top1'], r['cov'])}"
+                f" {_pct(r['top3'], r['cov'])} {_pct(r['cw'], r['cov']):>10}"
+                f" {r['unc']:9} {_pct(r['ucw'], r['unc']):>10}"
+            )
+
+
+UNCOVERED_FORMS = {
+    "rasdial": "Remote Access error {code} - {message}",
+    "dialog": "Error {code}: {message}",
+    "event": (
+        "CoId={{5E2A1C2B-7F3D-4B89-9F0C-1D2E3F405162}}: The user SYSTEM dialed a connection named "
+        "Office VPN which has failed. The error code returned on failure is {code}."
+    ),
+    "own words en": "my vpn stopped working, it says error {code}: {message}",
+    "own words ja": "VPNに接続できません。エラー{code}が出ます。{message}",
+}
+
+
+def report_uncovered(index: matching.Index) -> None:
+    """Every code Windows defines that no article covers, pasted with Windows' own message."""
+    codes = [
+        c
+        for c in error_codes.codes()
+        if c not in index.by_code and (600 <= c <= 899 or 13801 <= c <= 13870)
+    ]
+    print(f"\n== codes outside the KB ({len(codes)}), Windows' own message in each form")
+    for form, template in UNCOVERED_FORMS.items():
+        wrong = 0
+        for code in codes:
+            text = template.format(code=code, message=error_codes.meaning(code).text)
+            wrong += matching.match(index, text).confident
+        print(f"{form:14} confident (wrong) {wrong:4} / {len(codes)}  {_pct(wrong, len(codes))}")
 
 
 def evaluate(index: matching.Index, lines: list[dict], show_misses: bool) -> dict[str, float]:
@@ -229,6 +327,8 @@ def main() -> None:
         + ", ".join(f"{k} {len(v)} lines" for k, v in sets.items())
     )
     index = matching.build_index(shipped)
+    report_honest(index, load_lines("honest.jsonl"), args.misses)
+    report_uncovered(index)
     report("shipped KB", index, sets, args.misses, args.repeat)
     t0 = time.perf_counter()
     big = grown_index(shipped, FILLER_SIGNATURES)

@@ -48,7 +48,8 @@ def _evidence(steps: list[StepResult]) -> plans.Evidence:
     for step in steps:
         role = step.kb_check.role if step.kb_check else None
         if role == Check.Role.EVIDENCE or (role is None and step.kind in plans.EVIDENCE_KINDS):
-            return plans.read_evidence(step.verdict != "error", step.facts, step.created_at)
+            readable = step.verdict not in ("error", "unknown")  # unknown: could not tell
+            return plans.read_evidence(readable, step.facts, step.created_at)
     return plans.Evidence(plans.EvidenceState.UNKNOWN)
 
 

@@ -55,6 +55,74 @@ IPSEC_VALUES = {
     "dh_group": ("None", "Group1", "Group2", "Group14", "ECP256", "ECP384", "Group24"),
     "pfs_group": ("None", "PFS1", "PFS2", "PFS2048", "ECP256", "ECP384", "PFSMM", "PFS24"),
 }
+# The WMI class VpnConnectionIPsecConfiguration types all six as uint32, so a host may report
+# numbers instead of names (review D-8). Unverified assumption: the number is the position in
+# the cmdlet's documented list above, which for the DH, PFS, integrity and encryption lists is
+# also the order of Windows' IKEEXT_*/IPSEC_* enumerations. runner.ps1 keeps the same table
+# (tests/test_contract.py); a number outside it makes the step "cannot tell", never a guess.
+IPSEC_NUMBERS = {key: dict(enumerate(values)) for key, values in IPSEC_VALUES.items()}
+
+# --- "cannot tell" ----------------------------------------------------------------------------
+# A check that could not find out returns {"ok": false, "error": ..., "cannot": {"reason": R,
+# "need": N}} instead of a false fact (docs/protocol.md, issue #10). The portal shows the
+# reason and, where a right is missing, the command that grants it.
+CANNOT_REASONS = (
+    "access_denied",  # the portal's account lacks a right (``need`` says which)
+    "not_visible",  # the object exists where the account cannot see it (a per-user connection)
+    "ambiguous",  # several candidates and no name: the runner never guesses
+    "cmdlet_missing",  # the module or cmdlet is not on this Windows edition
+    "language_mode",  # PowerShell is in ConstrainedLanguage mode (AppLocker/WDAC)
+    "module_logging",  # the step would write a secret to the host's PowerShell log
+    "unrecognised",  # Windows answered with a value the runner cannot map (e.g. a number)
+    "timeout",  # the host did not finish the step in time
+)
+
+
+@dataclass(frozen=True)
+class Right:
+    """A right the portal's account may lack, and how an administrator grants it."""
+
+    label: str
+    grant: str  # PowerShell for an elevated prompt on the machine; {account} is the account
+
+
+# Well-known SIDs, not names: group names are translated on Japanese Windows.
+RIGHTS: dict[str, Right] = {
+    "administrators": Right(
+        "Administrators (local group)",
+        "Add-LocalGroupMember -SID 'S-1-5-32-544' -Member '{account}'",
+    ),
+    "event_log_readers": Right(
+        "Event Log Readers (local group)",
+        "Add-LocalGroupMember -SID 'S-1-5-32-573' -Member '{account}'",
+    ),
+    # Network logons get no query right on most inbox services (review D-1); this adds
+    # query-config, query-status, enumerate-dependents, interrogate and read-control for the
+    # account on the services the articles check (docs/windows-setup.md; unverified per DACL).
+    "service_query": Right(
+        "Query rights on the IPsec and RAS services",
+        "$sid = (New-Object Security.Principal.NTAccount '{account}').Translate("
+        "[Security.Principal.SecurityIdentifier]).Value; "
+        "foreach ($s in 'PolicyAgent','IKEEXT','RasMan','BFE','SstpSvc') { "
+        "$sd = (sc.exe sdshow $s | Where-Object { $_ }) -join ''; "
+        "sc.exe sdset $s ($sd -replace '^(D:[A-Z]*)', ('$1(A;;CCLCSWLORC;;;' + $sid + ')')) }",
+    ),
+    "all_user_connection": Right(
+        "The VPN connection in the all-user phone book",
+        "Add-VpnConnection -AllUserConnection -Name '<name>' -ServerAddress '<server>' "
+        "-TunnelType L2tp -L2tpPsk '<key>' -AuthenticationMethod MSChapv2 -Force",
+    ),
+    "full_language": Right(
+        "FullLanguage mode for the runner (AppLocker/WDAC)",
+        "(allow powershell.exe -EncodedCommand for this account in the AppLocker/WDAC policy, "
+        "or sign and allow the runner script: docs/windows-setup.md)",
+    ),
+    "no_module_logging": Right(
+        "PowerShell Module Logging not recording VpnClient",
+        "(remove '*' and 'VpnClient' from the ModuleNames of the Group Policy "
+        "'Turn on Module Logging': docs/windows-setup.md)",
+    ),
+}
 
 
 class StepArgsError(ValueError):
@@ -125,7 +193,7 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "vpn_connection",
             False,
-            "A VPN connection's settings (named, else the first L2TP one), both phone books",
+            "A VPN connection's settings (by name, else the only one the account can see)",
             args=(_VPN_NAME,),
             facts=(
                 "exists",
@@ -142,13 +210,14 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "firewall_rules",
             False,
-            "Enabled blocking firewall rules (active store) that cover the given ports",
+            "Enabled blocking firewall rules (active store, active profile) that cover the "
+            "given ports, and the profile's default outbound action",
             args=(
                 Arg("protocol", "str", required=True, choices=("TCP", "UDP")),
                 Arg("ports", "list[int]", required=True, min=1, max=65535),
                 Arg("direction", "str", choices=("Inbound", "Outbound")),
             ),
-            facts=("blocking", "blocked_ports", "count"),
+            facts=("blocking", "blocked_ports", "count", "active_profiles", "default_outbound"),
         ),
         StepKind(
             "dns_resolve",

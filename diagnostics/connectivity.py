@@ -27,6 +27,7 @@ class Outcome(TypedDict, total=False):
     message: str
     kind: str  # the RemoteError kind
     elapsed_ms: int
+    capabilities: list  # plans.capabilities() rows of the preflight (status "ok" only)
 
 
 def key(machine_id: int, token: str) -> str:

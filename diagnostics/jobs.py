@@ -304,6 +304,7 @@ class _Recorder:
                 changed=line.get("changed"),
                 verdict=verdict,
                 error=str(line.get("error") or "")[:4000],
+                cannot=line.get("cannot"),  # parse_line checked its reason
                 duration_ms=max(0, int(line.get("ms") or 0)),
             )
         except IntegrityError:  # the same step reported twice: keep the first

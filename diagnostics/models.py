@@ -93,6 +93,10 @@ class Machine(models.Model):
     credential = models.ForeignKey(Credential, on_delete=models.PROTECT, related_name="machines")
     owners = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="machines", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # What the portal's account could do at the last "test connection": plans.capabilities()
+    # rows ({kind, status, reason, need, detail}) and the account they were found for.
+    preflight = models.JSONField(null=True, blank=True, editable=False)
+    preflight_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -460,6 +464,7 @@ class StepResult(models.Model):
         PASS = "pass", _("Pass")
         FAIL = "fail", _("Fail")
         ERROR = "error", _("Error")
+        UNKNOWN = "unknown", _("Could not tell")  # the host could not find out (cannot)
         DONE = "done", _("Done")  # a fix step that ran
 
     class Phase(models.TextChoices):
@@ -478,8 +483,10 @@ class StepResult(models.Model):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     changed = models.BooleanField(null=True)
-    verdict = models.CharField(max_length=5, choices=Verdict)
+    verdict = models.CharField(max_length=7, choices=Verdict)
     error = models.TextField(blank=True)
+    # Why the host could not tell: {"reason", "need"} from the runner's line (catalog.RIGHTS).
+    cannot = models.JSONField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 

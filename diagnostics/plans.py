@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from diagnostics.catalog import OPERATORS, StepArgsError, secret_args, validate_args
+from diagnostics.catalog import (
+    CANNOT_REASONS,
+    CHECK_KINDS,
+    OPERATORS,
+    RIGHTS,
+    StepArgsError,
+    secret_args,
+    validate_args,
+)
 
 PLAN_VERSION = 1
 MASK = "********"
@@ -54,11 +62,45 @@ def failed_conditions(expect: Iterable[dict[str, Any]], facts: dict[str, Any]) -
 
 
 def evaluate(expect: list[dict[str, Any]], line: dict[str, Any]) -> tuple[str, list[dict]]:
-    """Verdict for a check step's result line: ("pass" | "fail" | "error", failed conditions)."""
-    if not line.get("ok"):
+    """Verdict for a check step's result line: ("pass" | "fail" | "error" | "unknown", failed
+    conditions).
+
+    "unknown" is the host saying it could not find out (a ``cannot`` object: access denied,
+    per-user connection, language mode...). Such a line may still carry the facts it did
+    learn (a service's start type read from the registry when its status is denied): a
+    condition on a learnt fact that does not hold is a real "fail"; otherwise "unknown",
+    even when every learnt fact holds, because the unlearnt ones might not.
+    """
+    if line.get("ok"):
+        failed = failed_conditions(expect, line.get("facts") or {})
+        return ("fail" if failed else "pass"), failed
+    if not isinstance(line.get("cannot"), dict):
         return "error", []
-    failed = failed_conditions(expect, line.get("facts") or {})
-    return ("fail" if failed else "pass"), failed
+    learnt = line.get("facts") or {}
+    known = [c for c in expect if fact_at(learnt, c["fact"]) is not None]
+    failed = failed_conditions(known, learnt)
+    return ("fail" if failed else "unknown"), failed
+
+
+# Verdicts of the steps a diagnosis checked -> its outcome. A check that could not tell
+# ("unknown") or could not run ("error") is never counted as healthy (DESIGN: never a false
+# fact); a proven problem outranks the unknowns.
+HEALTHY_VERDICTS = frozenset({"pass", "done"})
+
+
+def diagnosis_outcome(verdicts: Iterable[str]) -> str:
+    """ "healthy" when every step passed, "problems" when any failed, else "unknown".
+
+    "unknown" means nothing failed but at least one step could not tell or could not run;
+    the caller must not report it as healthy (Job.Outcome has no such value yet: map it to
+    PROBLEMS, whose page lists the steps that could not be checked).
+    """
+    verdicts = list(verdicts)
+    if any(v == "fail" for v in verdicts):
+        return "problems"
+    if all(v in HEALTHY_VERDICTS for v in verdicts):
+        return "healthy"
+    return "unknown"
 
 
 def build_plan(
@@ -107,6 +149,11 @@ def parse_line(line: dict[str, Any], known_steps: set[str]) -> str | None:
         return f"unknown step id {step!r}"
     if not isinstance(line.get("ok"), bool):
         return "missing 'ok'"
+    cannot = line.get("cannot")
+    if cannot is not None and (
+        not isinstance(cannot, dict) or cannot.get("reason") not in CANNOT_REASONS
+    ):
+        return "'cannot' is not a known reason"
     if line["ok"] and "facts" not in line and "after" not in line:
         return "missing 'facts'"
     for key in ("facts", "before", "after"):
@@ -494,3 +541,88 @@ def state_of(kind: str, facts: dict[str, Any] | None) -> dict[str, Any] | None:
     if facts is None or kind not in _STATE_KEYS:
         return None
     return {k: facts.get(k) for k in _STATE_KEYS[kind]}
+
+
+# --- preflight: what the portal's account can do on a machine --------------------------------
+
+# One read-only step of every check kind, against things every Windows 10/11 has. vpn_dial is
+# left out: it dials, which is not read-only. The targets of the network kinds are the machine
+# itself, so the preflight says whether the *step* works, not whether a server answers.
+PREFLIGHT_STEPS: tuple[PlanStep, ...] = (
+    PlanStep("p-os_info", "os_info", {}),
+    PlanStep("p-service", "service", {"name": "PolicyAgent"}),
+    PlanStep(
+        "p-registry_value",
+        "registry_value",
+        {
+            "path": "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\PolicyAgent",
+            "name": "AssumeUDPEncapsulationContextOnSendRule",
+        },
+    ),
+    PlanStep("p-vpn_connection", "vpn_connection", {}),
+    PlanStep("p-firewall_rules", "firewall_rules", {"protocol": "UDP", "ports": [500, 4500]}),
+    PlanStep("p-dns_resolve", "dns_resolve", {"host": "localhost"}),
+    PlanStep("p-tcp_connect", "tcp_connect", {"host": "127.0.0.1", "port": 5985}),
+    PlanStep("p-ping", "ping", {"host": "127.0.0.1"}),
+    PlanStep("p-vpn_events", "vpn_events", {"hours": 1, "max": 1}),
+)
+NOT_PREFLIGHTED = {"vpn_dial": "dials the VPN, so it is not part of a read-only test"}
+
+
+def preflight_plan(job_id: int | str = "preflight") -> dict[str, Any]:
+    """The read-only plan "test connection" runs: one step of every check kind but vpn_dial."""
+    to_send, _shown = build_plan(job_id, PREFLIGHT_STEPS)
+    return to_send
+
+
+def capabilities(lines: Iterable[dict[str, Any]], fatal: str = "") -> list[dict[str, Any]]:
+    """Per check kind: {"kind", "status": "works" | "cannot" | "error" | "untested",
+    "reason", "need", "detail"} from the preflight's result lines.
+
+    ``fatal`` is the runner's fatal line, if any (e.g. ConstrainedLanguage): then no kind works.
+    A step that ran but could not tell (a ``cannot`` line) says which right is missing; a
+    per-user VPN connection or an empty phone book still counts as "works" for the kind when
+    the runner could tell (the step answered with a true fact).
+    """
+    by_kind = {s.id: s.kind for s in PREFLIGHT_STEPS}
+    seen: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        kind = by_kind.get(str(line.get("step")))
+        if kind is None:
+            continue
+        if line.get("ok"):
+            seen[kind] = {"status": "works", "reason": "", "need": "", "detail": ""}
+            continue
+        cannot = line.get("cannot") if isinstance(line.get("cannot"), dict) else None
+        seen[kind] = {
+            "status": "cannot" if cannot else "error",
+            "reason": str((cannot or {}).get("reason") or ""),
+            "need": str((cannot or {}).get("need") or ""),
+            "detail": str(line.get("error") or "")[:500],
+        }
+    table = []
+    for kind in CHECK_KINDS:
+        if kind in NOT_PREFLIGHTED:
+            row = {"status": "untested", "reason": "", "need": "", "detail": NOT_PREFLIGHTED[kind]}
+        elif fatal:
+            need = "full_language" if "language_mode" in fatal.lower() else ""
+            row = {"status": "cannot", "reason": "language_mode" if need else "", "need": need,
+                   "detail": fatal[:500]}  # fmt: skip
+        else:
+            row = seen.get(
+                kind, {"status": "error", "reason": "", "need": "", "detail": "no answer"}
+            )
+        table.append({"kind": kind, **row})
+    return table
+
+
+def grant_command(need: str, account: str) -> str:
+    """The PowerShell an administrator runs to give ``account`` the right ``need`` ("" if none).
+
+    ``account`` is the portal's user name as stored in the credential; it is shown, never run
+    by the portal, and quotes are stripped so the command stays one piece of text to copy.
+    """
+    right = RIGHTS.get(need)
+    if right is None:
+        return ""
+    return right.grant.replace("{account}", account.replace("'", "").replace('"', ""))

@@ -112,3 +112,30 @@ def test_runner_handler_writes_every_fact_key_of_its_kind(kind: str) -> None:
     source = handler_source(runner_handlers()[kind])
     keys = set(re.findall(r"(?m)(?:^|[{;])\s*([a-z0-9_]+)\s*=", source))
     assert [f for f in KINDS[kind].facts if f not in keys] == []
+
+
+def test_runner_maps_ipsec_numbers_with_the_catalog_table() -> None:
+    from diagnostics.catalog import IPSEC_VALUES
+
+    text = RUNNER.read_text(encoding="utf-8")
+    table = text[text.index("$IPsecNames = [ordered]@{") :]
+    table = table[: table.index("\n}")]
+    runner = {
+        key: re.findall(r"'([^']+)'", values)
+        for key, values in re.findall(r"(?m)^\s*([a-z_]+)\s*=\s*@\(([^)]*)\)", table)
+    }
+    assert runner == {k: list(v) for k, v in IPSEC_VALUES.items()}
+
+
+def test_runner_says_cannot_only_with_catalog_reasons_and_rights() -> None:
+    from diagnostics.catalog import CANNOT_REASONS, RIGHTS
+
+    sources = RUNNER.read_text(encoding="utf-8")
+    reasons = set(re.findall(r"-Reason '([a-z_]+)'", sources)) | set(
+        re.findall(r"reason = '([a-z_]+)'", sources)
+    )
+    needs = set(re.findall(r"-Need '([a-z_]+)'", sources)) | set(
+        re.findall(r"need = '([a-z_]+)'", sources)
+    )
+    assert reasons and reasons <= set(CANNOT_REASONS)
+    assert needs and needs <= set(RIGHTS)

@@ -153,3 +153,88 @@ def test_lines_that_break_the_protocol_are_named(line, problem):
 def test_good_lines_pass_the_protocol_check():
     assert parse_line({"step": "c1", "ok": True, "facts": {}}, {"c1"}) is None
     assert parse_line({"end": True, "steps": 1}, {"c1"}) is None
+
+
+# --- "cannot tell" (issue #10) ---------------------------------------------------------------
+
+from diagnostics.catalog import CHECK_KINDS  # noqa: E402
+from diagnostics.plans import (  # noqa: E402
+    PREFLIGHT_STEPS,
+    capabilities,
+    diagnosis_outcome,
+    grant_command,
+    preflight_plan,
+)
+
+DENIED = {"reason": "access_denied", "need": "event_log_readers"}
+
+
+def test_a_step_that_could_not_tell_is_unknown_not_an_error_and_not_a_pass():
+    line = {"step": "c1", "ok": False, "error": "denied", "cannot": DENIED}
+    assert evaluate(RUNNING, line) == ("unknown", [])
+
+
+def test_a_learnt_fact_that_breaks_a_condition_fails_even_when_the_rest_is_unknown():
+    line = {
+        "step": "c1", "ok": False, "error": "denied", "cannot": DENIED,
+        "facts": {"exists": True, "start_type": "Disabled"},
+    }  # fmt: skip
+    expect = [*RUNNING, {"fact": "start_type", "op": "ne", "value": "Disabled"}]
+    verdict, failed = evaluate(expect, line)
+    assert verdict == "fail" and [f["fact"] for f in failed] == ["start_type"]
+
+
+def test_learnt_facts_that_hold_still_leave_the_step_unknown():
+    line = {"step": "c1", "ok": False, "cannot": DENIED, "facts": {"start_type": "Manual"}}
+    expect = [*RUNNING, {"fact": "start_type", "op": "ne", "value": "Disabled"}]
+    assert evaluate(expect, line) == ("unknown", [])
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "outcome"),
+    [
+        (["pass", "pass"], "healthy"),
+        ([], "healthy"),
+        (["pass", "unknown"], "unknown"),
+        (["pass", "error"], "unknown"),
+        (["unknown", "fail"], "problems"),
+        (["fail"], "problems"),
+    ],
+)
+def test_a_diagnosis_with_any_unknown_or_error_step_never_ends_healthy(verdicts, outcome):
+    assert diagnosis_outcome(verdicts) == outcome
+
+
+def test_parse_line_accepts_known_cannot_reasons_only():
+    known = {"c1"}
+    assert parse_line({"step": "c1", "ok": False, "error": "x", "cannot": DENIED}, known) is None
+    bad = {"step": "c1", "ok": False, "error": "x", "cannot": {"reason": "whatever"}}
+    assert parse_line(bad, known) == "'cannot' is not a known reason"
+
+
+def test_preflight_has_one_read_only_step_of_every_check_kind_but_the_dial():
+    kinds = [s["kind"] for s in preflight_plan()["steps"]]
+    assert sorted(kinds) == sorted(k for k in CHECK_KINDS if k != "vpn_dial")
+    assert all(len(s.id) <= 20 for s in PREFLIGHT_STEPS)  # StepResult.step_id
+
+
+def test_capabilities_name_the_missing_right_per_kind():
+    lines = [{"step": s.id, "ok": True, "facts": {}} for s in PREFLIGHT_STEPS]
+    lines[-1] = {"step": "p-vpn_events", "ok": False, "error": "denied", "cannot": DENIED}
+    table = {row["kind"]: row for row in capabilities(lines)}
+    assert table["vpn_events"]["status"] == "cannot"
+    assert table["vpn_events"]["need"] == "event_log_readers"
+    assert table["os_info"]["status"] == "works"
+    assert table["vpn_dial"]["status"] == "untested"
+
+
+def test_capabilities_after_a_language_mode_fatal_say_no_kind_works():
+    table = capabilities([], fatal="language_mode: PowerShell runs in ConstrainedLanguage mode")
+    assert {r["status"] for r in table if r["kind"] != "vpn_dial"} == {"cannot"}
+    assert {r["need"] for r in table if r["kind"] != "vpn_dial"} == {"full_language"}
+
+
+def test_grant_command_names_the_account_by_sid_group_and_strips_quotes():
+    command = grant_command("event_log_readers", "kaiketsu'; rm")
+    assert command == "Add-LocalGroupMember -SID 'S-1-5-32-573' -Member 'kaiketsu; rm'"
+    assert grant_command("nothing", "x") == ""

@@ -206,3 +206,30 @@ def test_native_programs_get_plan_values_only_as_argument_variables() -> None:
         args = re.sub(r"^.*?&\s*\S+", "", call).split("2>&1")[0]
         for word in re.findall(r"\S+", args):
             assert re.fullmatch(r"/[A-Za-z]+|p:4:1|\$[A-Za-z]+(\.ToArray\(\))?", word), (call, word)
+
+
+def test_bootstrap_checks_the_language_mode_first_and_prints_what_winsim_prints() -> None:
+    lines = BOOTSTRAP.read_text(encoding="utf-8").splitlines()
+    code = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    # The guard runs before anything ConstrainedLanguage refuses (New-Object of .NET types).
+    assert code[0] == winsim_shell.LANGUAGE_MODE_GUARD
+    assert code[1].strip() == "'" + winsim_shell.LANGUAGE_MODE_FATAL + "'"
+
+
+def test_the_plan_reaches_no_cmdlet_parameter() -> None:
+    # Module Logging (event 4103) records cmdlet parameters: the plan, which may hold the VPN
+    # key, is parsed by .NET instead of ConvertFrom-Json (review D-10).
+    code = comments_and_strings_removed(RUNNER.read_text(encoding="utf-8")).lower()
+    assert "convertfrom-json" not in code
+    assert "javascriptserializer" in code
+
+
+def test_the_psk_fix_checks_module_logging_before_calling_the_cmdlet() -> None:
+    text = RUNNER.read_text(encoding="utf-8")
+    body = text[text.index("function Invoke-SetVpnPsk") :]
+    assert body.index("Test-ModuleLoggingRecords") < body.index("Set-VpnConnection @params")
+
+
+def test_result_lines_are_made_ascii_before_they_are_written() -> None:
+    text = RUNNER.read_text(encoding="utf-8")
+    assert "[Console]::Out.WriteLine((ConvertTo-AsciiJson -Json $json))" in text

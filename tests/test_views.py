@@ -215,6 +215,40 @@ def test_every_page_links_the_favicon_and_favicon_ico_leads_to_it(client):
     assert b"<svg" in b"".join(served.streaming_content)
 
 
+def test_a_pasted_code_outside_the_kb_shows_windows_meaning_and_no_article(client, employee, kb):
+    client.force_login(employee)
+    response = client.get(
+        reverse("diagnostics:home"),
+        {"q": "Remote Access error 629", "go": "1"},
+        HTTP_ACCEPT_LANGUAGE="en",
+    )
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert 'id="code-meanings"' in body
+    assert "The connection was closed by the remote computer." in body
+    assert "not in our knowledge base yet" in body
+    assert "No confident match" in body and "Ask the helpdesk" in body
+    assert 'class="best"' not in body
+
+
+def test_a_japanese_reader_sees_the_code_notice_in_japanese_and_the_english_meaning_marked(
+    client, employee, kb
+):
+    client.force_login(employee)
+    response = client.get(reverse("diagnostics:home"), {"q": "エラー 629"})
+    body = response.content.decode()
+    assert "まだナレッジベースにありません" in body
+    assert 'lang="en"' in body and "英語で表示" in body
+
+
+def test_a_pasted_code_in_the_kb_is_marked_so_and_its_article_is_the_answer(client, employee, kb):
+    client.force_login(employee)
+    response = client.get(reverse("diagnostics:home"), {"q": "エラー 789"})
+    body = response.content.decode()
+    assert "ナレッジベースにあります" in body
+    assert 'class="best"' in body and reverse("diagnostics:article", args=[SEED]) in body
+
+
 def test_a_form_that_arrives_over_the_event_stream_carries_a_token_that_posts(
     employee, machine, seed_article
 ):

@@ -25,7 +25,11 @@ import yaml
 from winsim import messages
 from winsim.state import (
     BOOT_TIME_VALUES,
+    FIREWALL_PROFILES,
+    LANGUAGE_MODES,
+    Account,
     Event,
+    FirewallProfile,
     FirewallRule,
     Network,
     ProfileError,
@@ -34,8 +38,10 @@ from winsim.state import (
     Service,
     VpnConnection,
     VpnServer,
+    parse_account,
     parse_connections,
     parse_firewall,
+    parse_firewall_profiles,
     parse_network,
     parse_registry,
     parse_server,
@@ -57,6 +63,9 @@ class Faults:
     exit_code: int | None = None  # the runner command exits with this code instead of 0
     flood_bytes: int = 0  # after the first step, this much junk on stdout (a chatty module)
     drop_after_lines: int = 0  # one shot: a command's first N lines arrive, then a drop
+    # [Console]::OutputEncoding cannot be switched (no console, review D-7): stdout goes out in
+    # this ANSI code page (932 on ja-JP) whatever the shell asked for.
+    console_codepage: int | None = None
 
 
 @dataclass
@@ -88,6 +97,14 @@ class Host:
     network: Network = field(default_factory=Network)
     server: VpnServer = field(default_factory=VpnServer)
     events: list[Event] = field(default_factory=list, repr=False)
+    # What the portal's account may do, and how Windows answers it (issue #10, review D-1..D-10).
+    account: Account = field(default_factory=Account)
+    language_mode: str = "FullLanguage"
+    ipsec_policy_as_numbers: bool = False  # Get-VpnConnection gives uint32s, not names (D-8)
+    module_logging: bool = False  # Module Logging on for VpnClient / '*' (event 4103, D-10)
+    module_log: list[str] = field(default_factory=list, repr=False)  # what 4103 recorded
+    network_category: str = "Private"  # the active firewall profile
+    firewall_profiles: dict[str, FirewallProfile] = field(default_factory=dict)
     boot_count: int = 0
     _boot_values: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _reboot_at: float | None = field(default=None, repr=False)
@@ -168,8 +185,9 @@ class Host:
         return self.services.get(name.lower())
 
     def connection(self, name: str | None = None) -> VpnConnection | None:
-        """The named connection, else the first L2TP one, else the first; the all-user phone
-        book is read before the per-user one, as runner.ps1 reads them."""
+        """The named connection, else the first L2TP one, else the first (all-user before
+        per-user): the one the *employee* dials (dial model, seeded events). What the portal's
+        account sees and picks is ``winsim.steps.choose_connection``: it never guesses."""
         books = sorted(self.connections, key=lambda c: not c.all_user_connection)
         if name:
             return next((c for c in books if c.name.lower() == name.lower()), None)
@@ -239,6 +257,8 @@ _HOST_FIELDS = {
     "computer_name", "port", "scheme", "username", "password", "domain", "locale",
     "step_latency_ms", "reboot_seconds", "shutdown_seconds", "os", "services", "registry", "vpn_connections",
     "firewall_rules", "network", "vpn_server", "events", "faults", "template",
+    "account", "language_mode", "ipsec_policy_as_numbers", "module_logging", "network_category",
+    "firewall_profiles",
 }  # fmt: skip
 
 # A host whose profile names no VPN connection gets this one.
@@ -278,6 +298,12 @@ def build_host(name: str, spec: dict[str, Any]) -> Host:
     if unknown_faults:
         raise ProfileError(f"host {name}: unknown fault(s) {', '.join(sorted(unknown_faults))}")
     faults = Faults(**fault_spec)
+    language_mode = str(spec.get("language_mode", "FullLanguage"))
+    if language_mode not in LANGUAGE_MODES:
+        raise ProfileError(f"host {name}: language_mode must be one of {', '.join(LANGUAGE_MODES)}")
+    category = str(spec.get("network_category", "Private"))
+    if category not in FIREWALL_PROFILES:
+        raise ProfileError(f"host {name}: network_category must be Domain, Private or Public")
     host = Host(
         name=name,
         computer_name=str(spec.get("computer_name") or _computer_name(name)),
@@ -300,6 +326,12 @@ def build_host(name: str, spec: dict[str, Any]) -> Host:
         firewall=parse_firewall(spec.get("firewall_rules")),
         network=parse_network(spec.get("network"), server),
         server=server,
+        account=parse_account(spec.get("account")),
+        language_mode=language_mode,
+        ipsec_policy_as_numbers=bool(spec.get("ipsec_policy_as_numbers", False)),
+        module_logging=bool(spec.get("module_logging", False)),
+        network_category=category,
+        firewall_profiles=parse_firewall_profiles(spec.get("firewall_profiles")),
     )
     # The profile describes the machine as it is now, booted with its current registry.
     host.snapshot_boot_values()

@@ -169,10 +169,6 @@ RASDIAL = {
         "ok": "{name} に正常に接続しました。 コマンドは正常に終了しました。",
     },
 }
-DNS_NOT_FOUND = {
-    "en-US": "{name} : DNS name does not exist",
-    "ja-JP": "{name} : DNS 名が存在しません",
-}
 
 
 def _lang(locale: str) -> str:
@@ -202,8 +198,3 @@ def rasdial_text(name: str, code: int | None, locale: str) -> str:
     else:
         last = texts["error"].format(code=code, text=error_text(code, locale))
     return texts["connecting"].format(name=name) + " " + last
-
-
-def dns_error_text(name: str, locale: str) -> str:
-    """Resolve-DnsName's NXDOMAIN message, localised as Windows localises it."""
-    return DNS_NOT_FOUND[_lang(locale)].format(name=name)

@@ -34,6 +34,19 @@ if TYPE_CHECKING:
 
 MAX_COMMAND_LINE = 8191  # cmd.exe's limit (Microsoft KB830473)
 BOOTSTRAP_MARKER = "# kaiketsu-bootstrap v1"
+# bootstrap.ps1's first statement and what it prints under ConstrainedLanguage (review D-9);
+# tests/test_powershell.py keeps these equal to the script's own text.
+LANGUAGE_MODE_GUARD = "if ($ExecutionContext.SessionState.LanguageMode -ne 'FullLanguage') {"
+LANGUAGE_MODE_FATAL = (
+    '{"fatal": "language_mode: PowerShell runs in ConstrainedLanguage mode here '
+    '(AppLocker/WDAC); the runner needs FullLanguage"}'
+)
+CLM_NEW_OBJECT_ERROR = (
+    "New-Object : Cannot create type. Only core types are supported in this language mode.\r\n"
+    "    + CategoryInfo          : PermissionDenied: (:) [New-Object], PSNotSupportedException\r\n"
+    "    + FullyQualifiedErrorId : CannotCreateTypeConstrainedLanguage,"
+    "Microsoft.PowerShell.Commands.NewObjectCommand\r\n"
+)
 RECEIVE_CHUNK = 64 * 1024  # raw bytes per stream per Receive; well under MaxEnvelopeSize
 UTF8_CODEPAGE = 65001
 
@@ -233,6 +246,14 @@ class HostShells:
         if not _SILENT_PROGRESS.search(script):
             command.open_clixml()
             command.write_err(CLIXML_PROGRESS)
+        if self.host.language_mode != "FullLanguage":
+            if LANGUAGE_MODE_GUARD in script:  # the bootstrap notices and says so
+                command.write_out(LANGUAGE_MODE_FATAL + "\r\n")
+            else:  # its first New-Object of a .NET type fails, as on Windows
+                command.open_clixml()
+                command.write_err(clixml_error_lines(CLM_NEW_OBJECT_ERROR))
+            command.finish(1)
+            return
         command.on_stdin_end = self._run_runner
 
     def _run_runner(self, command: Command) -> None:
@@ -264,6 +285,8 @@ class HostShells:
             command.write_err(clixml_error_lines(text))
             command.finish(1)
             return
+        if self.host.faults.console_codepage:
+            command.codepage = self.host.faults.console_codepage
         worker = threading.Thread(
             target=self._plan_worker,
             args=(command, plan_json),

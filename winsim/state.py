@@ -76,6 +76,42 @@ class ProfileError(ValueError):
     """A profile does not describe a host winsim can simulate."""
 
 
+LANGUAGE_MODES = ("FullLanguage", "ConstrainedLanguage")
+FIREWALL_PROFILES = ("Domain", "Private", "Public")
+
+
+@dataclass
+class Account:
+    """What the portal's WinRM account may do on the host (issue #10); default: an admin.
+
+    A non-admin in Remote Management Users logs on over the network: the default service
+    DACLs give it no query right and the Application log's ACL no read right (review D-1, D-2),
+    and it cannot open other users' profiles (so their per-user phone books, D-3).
+    """
+
+    admin: bool = True
+    event_log_readers: bool = False
+    service_query: bool = False
+
+    def can_query_services(self) -> bool:
+        return self.admin or self.service_query
+
+    def can_read_application_log(self) -> bool:
+        return self.admin or self.event_log_readers
+
+    def can_read_other_profiles(self) -> bool:
+        return self.admin
+
+
+@dataclass
+class FirewallProfile:
+    """One Windows Firewall profile (Get-NetFirewallProfile)."""
+
+    name: str
+    enabled: bool = True
+    default_outbound_action: str = "Allow"  # Windows' default; "Block" on hardened PCs
+
+
 @dataclass
 class Service:
     name: str
@@ -118,6 +154,9 @@ class VpnConnection:
     psk: str | None = None
     ipsec_custom_policy: dict[str, str] | None = None
     all_user_connection: bool = True
+    # A per-user connection (made in Settings) lives in this user's %AppData% phone book; the
+    # portal's account never sees it with Get-VpnConnection (review D-3).
+    owner: str | None = None
     username: str | None = None  # the saved credentials (RememberCredential)
     password: str | None = None
 
@@ -133,6 +172,8 @@ class FirewallRule:
     remote_port: list[str] = field(default_factory=lambda: ["Any"])
     enabled: bool = True
     policy_store: str = "PersistentStore"  # or "GroupPolicy"; ActiveStore shows both
+    profile: list[str] = field(default_factory=lambda: ["Any"])  # Any or Domain/Private/Public
+    program: str = "Any"  # an application filter: a rule for one program never blocks IKEEXT
 
     def covers(self, port: int) -> bool:
         """True if this rule's port filter matches ``port`` on both ends (IKE uses the same
@@ -346,6 +387,8 @@ def parse_connections(data: dict[str, Any] | None, server: VpnServer) -> list[Vp
         conn.authentication_method = [
             _choice(m, AUTH_METHODS, where) for m in conn.authentication_method
         ]
+        if not conn.all_user_connection and conn.owner is None:
+            conn.owner = conn.username or "user"  # Settings saves it in its maker's profile
         if conn.l2tp_ipsec_auth not in ("Psk", "Certificate", None):
             raise ProfileError(f"{where}: l2tp_ipsec_auth must be Psk, Certificate or null")
         conns.append(conn)
@@ -363,8 +406,37 @@ def parse_firewall(data: dict[str, Any] | None) -> list[FirewallRule]:
         rule = FirewallRule(name=str(name), display_name=str(spec.pop("display_name", name)))
         for k, v in spec.items():
             setattr(rule, k, _ports(v) if k in ("local_port", "remote_port") else v)
+        rule.profile = [
+            _choice(str(p), ("Any", *FIREWALL_PROFILES), f"firewall_rules.{name}.profile")
+            for p in (rule.profile if isinstance(rule.profile, list) else [rule.profile])
+        ]
         rules.append(rule)
     return rules
+
+
+def parse_account(data: dict[str, Any] | None) -> Account:
+    """``account: {admin, event_log_readers, service_query}``; absent: an administrator."""
+    data = _pick(dict(data or {}), set(Account.__dataclass_fields__), "account")
+    if "admin" not in data and data:
+        data["admin"] = False  # naming any right describes a least-privilege account
+    return Account(**{k: bool(v) for k, v in data.items()})
+
+
+def parse_firewall_profiles(data: dict[str, Any] | None) -> dict[str, FirewallProfile]:
+    """``firewall_profiles: {Public: {enabled, default_outbound_action}}`` over the defaults."""
+    profiles = {n: FirewallProfile(n) for n in FIREWALL_PROFILES}
+    for name, spec in (data or {}).items():
+        where = f"firewall_profiles.{name}"
+        _choice(str(name), FIREWALL_PROFILES, where)
+        spec = _pick(dict(spec or {}), {"enabled", "default_outbound_action"}, where)
+        prof = profiles[str(name)]
+        prof.enabled = bool(spec.get("enabled", prof.enabled))
+        prof.default_outbound_action = _choice(
+            spec.get("default_outbound_action", prof.default_outbound_action),
+            ("Allow", "Block"),
+            where,
+        )
+    return profiles
 
 
 def parse_network(data: dict[str, Any] | None, server: VpnServer) -> Network:

@@ -8,15 +8,25 @@ Fact keys are exactly ``diagnostics.catalog.KINDS[kind].facts``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any
 
-from diagnostics.catalog import AUTH_METHODS, IPSEC_VALUES, KINDS, StepArgsError, validate_args
+from diagnostics.catalog import (
+    AUTH_METHODS,
+    CANNOT_REASONS,
+    IPSEC_NUMBERS,
+    IPSEC_VALUES,
+    KINDS,
+    RIGHTS,
+    StepArgsError,
+    validate_args,
+)
 from winsim import dial as dial_model
-from winsim import messages
+from winsim import windows
 from winsim.hosts import Host
 from winsim.state import (
     ProfileError,
@@ -34,6 +44,29 @@ DEFAULT_REBOOT_DELAY = 300  # runner.ps1's default: five minutes' warning
 
 class StepError(Exception):
     """A step could not be carried out; the message is what the runner would print."""
+
+
+class CannotTell(StepError):
+    """The step could not find out (runner.ps1's ``New-CannotTell``): the line gets
+    ``"cannot": {"reason", "need"}`` and, when some facts were learnt, those facts."""
+
+    def __init__(
+        self, message: str, reason: str, need: str | None = None, facts: dict | None = None
+    ) -> None:
+        super().__init__(message)
+        if reason not in CANNOT_REASONS or (need is not None and need not in RIGHTS):
+            raise ValueError(f"not a catalog reason/right: {reason!r}/{need!r}")
+        self.reason, self.need, self.facts = reason, need, facts
+
+
+def _require_admin(host: Host, what: str) -> None:
+    # Changing services, HKLM, all-user connections or restarting needs a full admin token.
+    if not host.account.admin:
+        raise CannotTell(
+            f"{what}: Access is denied (the portal's account is not an administrator).",
+            "access_denied",
+            "administrators",
+        )
 
 
 Handler = Callable[[Host, dict[str, Any]], dict[str, Any]]
@@ -71,8 +104,25 @@ def _service_facts(host: Host, name: str) -> dict[str, Any]:
     }
 
 
+START_NAMES = {0: "Boot", 1: "System", 2: "Automatic", 3: "Manual", 4: "Disabled"}
+
+
 def service(host: Host, args: dict[str, Any]) -> dict[str, Any]:
-    return _service_facts(host, args["name"])
+    name = args["name"]
+    if windows.get_service(host, name) is not None:
+        return _service_facts(host, name)
+    # Get-Service says "no such service" also when it may not query it (D-1): the service key
+    # (readable by Users) tells the two apart and gives the start type.
+    start = windows.service_start_value(host, name)
+    if start is None:
+        return _service_facts(host, name)
+    raise CannotTell(
+        f"The service {name} exists but the portal's account may not query its status "
+        "(it needs Administrators or a query right on the service).",
+        "access_denied",
+        "service_query",
+        facts={"exists": True, "name": host.service(name).name, "start_type": START_NAMES[start]},
+    )
 
 
 def _registry_facts(host: Host, path: str, name: str) -> dict[str, Any]:
@@ -87,7 +137,24 @@ def registry_value(host: Host, args: dict[str, Any]) -> dict[str, Any]:
     return _registry_facts(host, args["path"], args["name"])
 
 
-def _connection_facts(conn: VpnConnection | None) -> dict[str, Any]:
+def _ipsec_facts(host: Host, conn: VpnConnection) -> dict[str, Any] | None:
+    policy = windows.ipsec_policy(host, conn)
+    if policy is None:
+        return None
+    names = {}
+    for key, value in policy.items():
+        if isinstance(value, int):  # a uint32 from WMI (D-8): runner.ps1 maps it by the table
+            if value not in IPSEC_NUMBERS[key]:
+                raise CannotTell(
+                    f"IPsecCustomPolicy.{key} is {value}, which the runner cannot map to a name.",
+                    "unrecognised",
+                )
+            value = IPSEC_NUMBERS[key][value]
+        names[key] = value
+    return names
+
+
+def _connection_facts(host: Host, conn: VpnConnection | None) -> dict[str, Any]:
     keys = KINDS["vpn_connection"].facts
     if conn is None:
         return {k: False if k == "exists" else None for k in keys}
@@ -100,23 +167,77 @@ def _connection_facts(conn: VpnConnection | None) -> dict[str, Any]:
         "encryption_level": conn.encryption_level,
         "l2tp_ipsec_auth": conn.l2tp_ipsec_auth if conn.tunnel_type == "L2tp" else None,
         "all_user_connection": conn.all_user_connection,
-        "ipsec_custom_policy": dict(conn.ipsec_custom_policy) if conn.ipsec_custom_policy else None,
+        "ipsec_custom_policy": _ipsec_facts(host, conn),
     }
 
 
+def choose_connection(host: Host, name: str | None) -> VpnConnection | None:
+    """runner.ps1's Select-VpnConnection: by name, else the only one the account sees; never a
+    guess (D-3). None when there truly is none; CannotTell when there may be one it cannot see
+    (per-user) or when several are candidates."""
+    visible = windows.vpn_connections(host, all_users=True) + windows.vpn_connections(
+        host, all_users=False
+    )
+    if name:
+        found = next((c for c in visible if c.name.lower() == name.lower()), None)
+        if found is not None:
+            return found
+    elif len(visible) == 1:
+        return visible[0]
+    elif visible:
+        names = ", ".join(c.name for c in visible)
+        raise CannotTell(
+            f"{len(visible)} VPN connections ({names}) and the step names none: "
+            "the runner does not guess which one is meant.",
+            "ambiguous",
+        )
+    try:
+        books = windows.per_user_phonebooks(host)
+    except windows.Denied:
+        raise CannotTell(
+            "The portal's account sees only all-user VPN connections; a per-user one (made in "
+            "Settings) may exist, and listing those needs Administrators.",
+            "access_denied",
+            "administrators",
+        ) from None
+    for user, entries in books.items():
+        for entry in entries:
+            if not name or entry.lower() == name.lower():
+                raise CannotTell(
+                    f"The VPN connection {entry} is a per-user connection of {user}: the "
+                    "portal's account cannot read or change it (make it an all-user connection).",
+                    "not_visible",
+                    "all_user_connection",
+                )
+    return None
+
+
 def vpn_connection(host: Host, args: dict[str, Any]) -> dict[str, Any]:
-    return _connection_facts(host.connection(args.get("name")))
+    return _connection_facts(host, choose_connection(host, args.get("name")))
+
+
+# Programs whose rules can hold IKE/L2TP traffic: IKEEXT runs in svchost, L2TP in the kernel.
+SYSTEM_PROGRAMS = ("any", "system", r"%systemroot%\system32\svchost.exe")
+
+
+def _rule_applies(rule: Any, profile: str, protocol: str, direction: str | None) -> bool:
+    return (
+        rule.enabled
+        and (not direction or rule.direction == direction)
+        and rule.protocol in (protocol, "Any")
+        and ("Any" in rule.profile or profile in rule.profile)
+        and rule.program.lower() in SYSTEM_PROGRAMS
+    )
 
 
 def firewall_rules(host: Host, args: dict[str, Any]) -> dict[str, Any]:
     protocol, ports, direction = args["protocol"], args["ports"], args.get("direction")
+    active = host.network_category
+    prof = host.firewall_profiles[active]
     blocking, blocked = [], set()
-    for rule in host.firewall:
-        if not (rule.enabled and rule.action == "Block"):
-            continue
-        if direction and rule.direction != direction:
-            continue
-        if rule.protocol not in (protocol, "Any"):
+    rules = host.firewall if prof.enabled else []  # a disabled profile enforces no rule
+    for rule in rules:
+        if rule.action != "Block" or not _rule_applies(rule, active, protocol, direction):
             continue
         covered = {p for p in ports if rule.covers(p)}
         if not covered:
@@ -130,13 +251,46 @@ def firewall_rules(host: Host, args: dict[str, Any]) -> dict[str, Any]:
                 "protocol": rule.protocol,
                 "local_port": list(rule.local_port),
                 "remote_port": list(rule.remote_port),
+                "profile": list(rule.profile),
+                "program": rule.program,
             }
         )
-    return {"blocking": blocking, "blocked_ports": sorted(blocked), "count": len(blocking)}
+    default = prof.default_outbound_action if prof.enabled else "Allow"
+    if default == "Block" and direction in (None, "Outbound"):
+        # With a default-block outbound policy a port is blocked unless an Allow rule covers it.
+        allowed = {
+            p
+            for r in rules
+            if r.action == "Allow" and _rule_applies(r, active, protocol, "Outbound")
+            for p in ports
+            if r.covers(p)
+        }
+        missing = [p for p in ports if p not in allowed]
+        if missing:
+            blocked |= set(missing)
+            blocking.append(
+                {
+                    "name": "DefaultOutboundAction",
+                    "display_name": f"{active} profile: outbound blocked by default",
+                    "direction": "Outbound",
+                    "protocol": protocol,
+                    "local_port": ["Any"],
+                    "remote_port": [str(p) for p in missing],
+                    "profile": [active],
+                    "program": "Any",
+                }
+            )
+    return {
+        "blocking": blocking,
+        "blocked_ports": sorted(blocked),
+        "count": len(blocking),
+        "active_profiles": [active],
+        "default_outbound": default,
+    }
 
 
 def _existing_connection(host: Host, name: str | None) -> VpnConnection:
-    conn = host.connection(name)
+    conn = choose_connection(host, name)
     if conn is None:  # runner.ps1's words
         if name:
             raise StepError(f"The VPN connection {name} cannot be found.")
@@ -150,14 +304,23 @@ def _target(host: Host, args: dict[str, Any]) -> str:
     return _existing_connection(host, args.get("vpn_connection")).server_address
 
 
+DNS_NAME_ERROR = "DNS_ERROR_RCODE_NAME_ERROR,Microsoft.DnsClient.Commands.ResolveDnsName"
+
+
 def dns_resolve(host: Host, args: dict[str, Any]) -> dict[str, Any]:
     name = _target(host, args)
-    addresses = dial_model.resolve(host, name)
+    try:  # an IP address needs no lookup; Resolve-DnsName would reverse-resolve it (D-5)
+        literal = str(ipaddress.ip_address(name.strip("[]")))
+        return {"name": name, "resolved": True, "addresses": [literal], "error": None}
+    except ValueError:
+        pass
+    addresses = windows.resolve_dns_name(host, name)
+    # The error id, not the localised message: the same on Japanese and English Windows.
     return {
         "name": name,
         "resolved": bool(addresses),
         "addresses": addresses,
-        "error": None if addresses else messages.dns_error_text(name, host.locale),
+        "error": None if addresses else DNS_NAME_ERROR,
     }
 
 
@@ -186,7 +349,15 @@ def ping(host: Host, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def vpn_events(host: Host, args: dict[str, Any]) -> dict[str, Any]:
-    events = host.recent_events(args.get("hours", 24), args.get("max", 20))
+    try:  # the XPath query, whose denial is an error, not "no events" (D-2)
+        events = windows.events_by_xpath(host, args.get("hours", 24), args.get("max", 20))
+    except windows.Denied as exc:
+        raise CannotTell(
+            f"Get-WinEvent : {exc} (the Application log; the portal's account needs "
+            "Event Log Readers)",
+            "access_denied",
+            "event_log_readers",
+        ) from None
     # The newest dial outcome decides: a later successful connection (20225) clears an error.
     outcome = next((e for e in events if e.id in (20225, 20227)), None)
     last_error = outcome.code if outcome is not None and outcome.id == 20227 else None
@@ -223,6 +394,7 @@ def _fix(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_service(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    _require_admin(host, f"Service '{args['name']}'")
     svc = host.service(args["name"])
     if svc is None:
         raise StepError(f"Cannot find any service with service name '{args['name']}'.")
@@ -244,6 +416,8 @@ def set_service(host: Host, args: dict[str, Any]) -> dict[str, Any]:
 
 def set_registry_value(host: Host, args: dict[str, Any]) -> dict[str, Any]:
     path, name = registry_path(args["path"]), args["name"]
+    if path.upper().startswith("HKLM:"):
+        _require_admin(host, "Requested registry access is not allowed")
     before = _registry_facts(host, path, name)
     key = host.registry.get(path.lower())
     if args.get("absent"):
@@ -274,6 +448,7 @@ def _connection_settings(conn: VpnConnection) -> dict[str, Any]:
 
 def set_vpn_connection(host: Host, args: dict[str, Any]) -> dict[str, Any]:
     conn = _existing_connection(host, args.get("name"))
+    _require_admin(host, "Set-VpnConnection")
     before = _connection_settings(conn)
     if "tunnel_type" in args:
         conn.tunnel_type = args["tunnel_type"]
@@ -290,6 +465,7 @@ def set_vpn_connection(host: Host, args: dict[str, Any]) -> dict[str, Any]:
 
 def set_vpn_ipsec(host: Host, args: dict[str, Any]) -> dict[str, Any]:
     conn = _existing_connection(host, args.get("name"))
+    _require_admin(host, "Set-VpnConnectionIPsecConfiguration")
     before = {"ipsec_custom_policy": conn.ipsec_custom_policy}
     if args.get("revert_to_default"):
         conn.ipsec_custom_policy = None
@@ -305,6 +481,16 @@ def set_vpn_ipsec(host: Host, args: dict[str, Any]) -> dict[str, Any]:
 
 def set_vpn_psk(host: Host, args: dict[str, Any]) -> dict[str, Any]:
     conn = _existing_connection(host, args.get("name"))
+    if host.module_logging:
+        # Set-VpnConnection is a VpnClient function: Module Logging (event 4103) would record
+        # -L2tpPsk in clear, so the runner refuses before calling it (D-10).
+        raise CannotTell(
+            "PowerShell Module Logging records VpnClient's parameters on this machine: setting "
+            "the key would write it to the event log. Set it by hand or exclude VpnClient.",
+            "module_logging",
+            "no_module_logging",
+        )
+    _require_admin(host, "Set-VpnConnection")
     before = {"l2tp_ipsec_auth": conn.l2tp_ipsec_auth}
     conn.psk = args["psk"]
     conn.l2tp_ipsec_auth = "Psk"
@@ -313,6 +499,7 @@ def set_vpn_psk(host: Host, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def schedule_reboot(host: Host, args: dict[str, Any]) -> dict[str, Any]:
+    _require_admin(host, "shutdown.exe")
     pending, remaining = host.pending_reboot()
     before = {"pending_reboot": pending, "delay_seconds": remaining}
     if args.get("cancel"):
@@ -349,7 +536,8 @@ HANDLERS: dict[str, Handler] = {
 
 
 def _line(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, ensure_ascii=False)
+    # ASCII only, as runner.ps1's Write-ResultLine escapes every non-ASCII character (D-7).
+    return json.dumps(obj, ensure_ascii=True)
 
 
 def parse_plan(plan_json: str) -> list[dict[str, Any]]:
@@ -386,6 +574,12 @@ def run_step(host: Host, step: dict[str, Any]) -> dict[str, Any]:
         with host.lock:
             host.tick()
             result = HANDLERS[kind](host, args)
+    except CannotTell as exc:
+        line = {"step": sid, "ok": False, "error": str(exc)}
+        line["cannot"] = {"reason": exc.reason, "need": exc.need}
+        if exc.facts:
+            line["facts"] = exc.facts
+        return line
     except (StepError, StepArgsError) as exc:
         return {"step": sid, "ok": False, "error": str(exc)}
     except Exception as exc:  # a bug in a handler must not kill the plan, as on Windows

@@ -1,5 +1,10 @@
 # kaiketsu-bootstrap v1
 # stdin: line 1 base64(runner.ps1, UTF-8), line 2 base64(plan JSON, UTF-8). docs/protocol.md.
+# ConstrainedLanguage (AppLocker/WDAC) refuses the .NET calls below: say so plainly (review D-9).
+if ($ExecutionContext.SessionState.LanguageMode -ne 'FullLanguage') {
+    '{"fatal": "language_mode: PowerShell runs in ConstrainedLanguage mode here (AppLocker/WDAC); the runner needs FullLanguage"}'
+    exit 1
+}
 $ProgressPreference = 'SilentlyContinue'
 $ErrorActionPreference = 'Stop'
 $utf8 = New-Object System.Text.UTF8Encoding($false)

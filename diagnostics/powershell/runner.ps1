@@ -3,6 +3,10 @@
 # Contract: docs/protocol.md. Step kinds and fact keys: diagnostics/catalog.py.
 # Every plan value is data: it is read from the parsed plan object and passed as a cmdlet
 # parameter or an argument variable, never concatenated into code.
+# A step that cannot find out says so ("cannot": reason, missing right) instead of reporting a
+# false fact: Windows often answers a denial with emptiness. Each such place names its item of
+# the review (D-1 ... D-10, ../shared/facts/windows-runner-review.md, summarised in
+# docs/windows-setup.md).
 param(
     [Parameter(Mandatory = $true)]
     [string]$PlanJson
@@ -25,22 +29,78 @@ $RunnerVersion = 1
 # Output and argument helpers
 # ---------------------------------------------------------------------------------------------
 
+function ConvertTo-AsciiJson {
+    # 5.1's ConvertTo-Json writes non-ASCII raw, so the bytes would depend on a console encoding
+    # switch that can fail silently (D-7): escape every non-ASCII UTF-16 unit as \uXXXX, which
+    # is still the same JSON (a surrogate pair becomes two escapes, as JSON allows).
+    param([string]$Json)
+    if ($Json -notmatch '[^\x00-\x7F]') { return $Json }
+    $builder = New-Object System.Text.StringBuilder ($Json.Length + 64)
+    foreach ($ch in $Json.ToCharArray()) {
+        $code = [int]$ch
+        if ($code -lt 128) { $null = $builder.Append($ch) } else { $null = $builder.Append('\u').Append($code.ToString('x4')) }
+    }
+    return $builder.ToString()
+}
+
 function Write-ResultLine {
     param([Parameter(Mandatory = $true)] $Object)
     $json = ConvertTo-Json -InputObject $Object -Compress -Depth 6
-    [Console]::Out.WriteLine($json)
+    [Console]::Out.WriteLine((ConvertTo-AsciiJson -Json $json))
     [Console]::Out.Flush()
 }
 
 function Get-Arg {
     # A step argument, or $Default when it is absent or null. Arrays come back wrapped by
-    # the caller with @() so a one-element list stays a list.
+    # the caller with @() so a one-element list stays a list. The plan is parsed by .NET
+    # (see the end of this file), so args are a dictionary.
     param($StepArgs, [string]$Name, $Default = $null)
     if ($null -eq $StepArgs) { return $Default }
-    $prop = $StepArgs.PSObject.Properties[$Name]
-    if ($null -eq $prop) { return $Default }
-    if ($null -eq $prop.Value) { return $Default }
-    return $prop.Value
+    if ($StepArgs -is [System.Collections.IDictionary]) {
+        # Keys, not Contains(): Dictionary implements IDictionary.Contains explicitly.
+        if (-not (@($StepArgs.Keys) -ccontains $Name)) { return $Default }
+        $value = $StepArgs[$Name]
+    } else {
+        $prop = $StepArgs.PSObject.Properties[$Name]
+        if ($null -eq $prop) { return $Default }
+        $value = $prop.Value
+    }
+    if ($null -eq $value) { return $Default }
+    return $value
+}
+
+# The "cannot tell" being thrown: a hashtable whose content changes (no scope modifier needed).
+$CannotTellState = @{ current = $null }
+
+function New-CannotTell {
+    # The step could not find out (issue #10): its line carries "cannot" with the reason and
+    # the missing right, plus any facts it did learn, never a made-up fact.
+    param([string]$Message, [string]$Reason, [string]$Need = '', $Facts = $null)
+    $CannotTellState.current = @{ message = $Message; reason = $Reason; need = $Need; facts = $Facts }
+    throw $Message
+}
+
+function Get-CannotTell {
+    # The "cannot tell" an error stands for, or $null for a plain error.
+    param($ErrorRecord)
+    $state = $CannotTellState.current
+    $CannotTellState.current = $null
+    if ($null -ne $state -and [string]$ErrorRecord.Exception.Message -eq $state.message) { return $state }
+    $text = Get-ErrorText $ErrorRecord
+    # A module missing on this edition, or Windows refusing the account, is "cannot tell" too.
+    if ($ErrorRecord.Exception -is [System.Management.Automation.CommandNotFoundException]) {
+        return @{ message = $text; reason = 'cmdlet_missing'; need = ''; facts = $null }
+    }
+    if ($ErrorRecord.Exception -is [System.UnauthorizedAccessException] -or [string]$ErrorRecord.CategoryInfo.Category -eq 'PermissionDenied') {
+        return @{ message = $text; reason = 'access_denied'; need = 'administrators'; facts = $null }
+    }
+    return $null
+}
+
+function Test-Administrator {
+    # A full administrator token (a local admin over the network needs LocalAccountTokenFilterPolicy=1).
+    $principal = New-Object Security.Principal.WindowsPrincipal ([Security.Principal.WindowsIdentity]::GetCurrent())
+    return $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
 }
 
 function ConvertTo-StringArray {
@@ -88,6 +148,17 @@ $AuthMethods = @('Pap', 'Chap', 'MSChapv2', 'Eap', 'MachineCertificate')
 $TunnelTypes = @('Pptp', 'L2tp', 'Sstp', 'Ikev2', 'Automatic')
 $EncryptionLevels = @('NoEncryption', 'Optional', 'Required', 'Maximum', 'Custom')
 $L2tpAuthKinds = @('Psk', 'Certificate')
+# catalog.IPSEC_VALUES in its order: a number from WMI (D-8) is read as the position in its
+# list (an unverified assumption, docs/windows-setup.md; tests/test_contract.py keeps it equal).
+$IPsecNames = [ordered]@{
+    authentication_transform_constants = @('MD596', 'SHA196', 'SHA256128', 'GCMAES128', 'GCMAES192', 'GCMAES256', 'None')
+    cipher_transform_constants         = @('DES', 'DES3', 'AES128', 'AES192', 'AES256', 'GCMAES128', 'GCMAES192', 'GCMAES256', 'None')
+    encryption_method                  = @('DES', 'DES3', 'AES128', 'AES192', 'AES256', 'GCMAES128', 'GCMAES256')
+    integrity_check_method             = @('MD5', 'SHA1', 'SHA256', 'SHA384')
+    dh_group                           = @('None', 'Group1', 'Group2', 'Group14', 'ECP256', 'ECP384', 'Group24')
+    pfs_group                          = @('None', 'PFS1', 'PFS2', 'PFS2048', 'ECP256', 'ECP384', 'PFSMM', 'PFS24')
+}
+$ServiceStartNames = @{ 0 = 'Boot'; 1 = 'System'; 2 = 'Automatic'; 3 = 'Manual'; 4 = 'Disabled' }
 
 # ---------------------------------------------------------------------------------------------
 # Shared readers
@@ -103,6 +174,19 @@ function Get-ServiceState {
         status       = [string]$svc.Status
         start_type   = [string]$svc.StartType
     }
+}
+
+function Get-ServiceKeyState {
+    # HKLM\SYSTEM\CurrentControlSet\Services\<name> is readable by Users even when the service
+    # may not be queried (D-1): it tells "no such service" from "not allowed to look", and its
+    # Start value gives the start type (a delayed start reads Automatic, as .NET reports it).
+    param([string]$Name)
+    $key = Get-Item -LiteralPath (Join-Path 'HKLM:\SYSTEM\CurrentControlSet\Services' $Name) -ErrorAction SilentlyContinue
+    if ($null -eq $key) { return $null }
+    $start = $key.GetValue('Start', $null)
+    if ($null -eq $start) { return $null }
+    $startType = $ServiceStartNames[[int]$start]
+    return [ordered]@{ exists = $true; name = [string]$key.PSChildName; start_type = $startType }
 }
 
 function ConvertTo-Unsigned {
@@ -134,27 +218,57 @@ function Read-RegistryValue {
 }
 
 function Get-VpnConnections {
-    # Both phone books (facts 7.1): the all-user one first, then the caller's own.
+    # Both phone books the account can see (facts 7.1): the all-user one, then its own, which
+    # under WINRS_NOPROFILE is never the employee's (D-3). Errors are not swallowed: an empty
+    # phone book answers nothing, a refusal is an error.
     $list = New-Object 'System.Collections.Generic.List[object]'
-    foreach ($c in @(Get-VpnConnection -AllUserConnection -ErrorAction SilentlyContinue)) {
+    foreach ($c in @(Get-VpnConnection -AllUserConnection -ErrorAction Stop)) {
         if ($null -ne $c) { $list.Add($c) }
     }
-    foreach ($c in @(Get-VpnConnection -ErrorAction SilentlyContinue)) {
+    foreach ($c in @(Get-VpnConnection -ErrorAction Stop)) {
         if ($null -ne $c) { $list.Add($c) }
     }
     return , $list
 }
 
+function Get-PerUserVpnEntries {
+    # Entries of every user's own phone book (rasphone.pbk: one INI section per connection),
+    # made in Settings and invisible to Get-VpnConnection here (D-3 (b)). Other users'
+    # profiles are readable by administrators only; Test-Path would answer a refusal with
+    # "absent", so a non-admin gets "cannot tell" up front.
+    if (-not (Test-Administrator)) {
+        New-CannotTell -Reason 'access_denied' -Need 'administrators' -Message 'The portal''s account sees only all-user VPN connections; a per-user one (made in Settings) may exist, and listing those needs Administrators.'
+    }
+    $entries = New-Object 'System.Collections.Generic.List[object]'
+    foreach ($dir in @(Get-ChildItem -LiteralPath (Join-Path $env:SystemDrive 'Users') -Directory -ErrorAction Stop)) {
+        $pbk = Join-Path $dir.FullName 'AppData\Roaming\Microsoft\Network\Connections\Pbk\rasphone.pbk'
+        if (-not [System.IO.File]::Exists($pbk)) { continue }
+        foreach ($text in [System.IO.File]::ReadAllLines($pbk)) {
+            if ($text -match '^\[(.+)\]\s*$') { $entries.Add(@{ user = [string]$dir.Name; name = $Matches[1] }) }
+        }
+    }
+    return , $entries
+}
+
 function Find-VpnConnection {
-    # The named connection, else the first L2TP one, else the first one; $null if none.
+    # By name, else the only connection the account can see; $null when there is none. Never a
+    # guess (D-3): several candidates, or one that may be hidden in a user's own phone book,
+    # are "cannot tell", so a fix never changes an unrelated connection.
     param([string]$Name)
     $all = Get-VpnConnections
     if ($Name) {
         foreach ($c in $all) { if ([string]$c.Name -eq $Name) { return $c } }
-        return $null
+    } elseif ($all.Count -eq 1) {
+        return $all[0]
+    } elseif ($all.Count -gt 1) {
+        $names = @($all | ForEach-Object { [string]$_.Name }) -join ', '
+        New-CannotTell -Reason 'ambiguous' -Message ([string]$all.Count + ' VPN connections (' + $names + ') and the step names none: the runner does not guess which one is meant.')
     }
-    foreach ($c in $all) { if ([string]$c.TunnelType -eq 'L2tp') { return $c } }
-    if ($all.Count -gt 0) { return $all[0] }
+    foreach ($entry in (Get-PerUserVpnEntries)) {
+        if (-not $Name -or $entry.name -eq $Name) {
+            New-CannotTell -Reason 'not_visible' -Need 'all_user_connection' -Message ('The VPN connection ' + $entry.name + ' is a per-user connection of ' + $entry.user + ': the portal''s account cannot read or change it (make it an all-user connection).')
+        }
+    }
     return $null
 }
 
@@ -168,17 +282,32 @@ function Get-VpnConnectionOrThrow {
     return $conn
 }
 
+function ConvertTo-IPsecName {
+    # The WMI class types all six as uint32 (D-8): a number is mapped through $IPsecNames; one
+    # outside the table is "cannot tell", never passed on as if it were a name.
+    param($Value, [string]$Key)
+    if ($null -eq $Value) { return $null }
+    $text = [string]$Value
+    $number = 0
+    if ([int]::TryParse($text, [ref]$number)) {
+        $names = $IPsecNames[$Key]
+        if ($number -ge 0 -and $number -lt $names.Count) { return $names[$number] }
+        New-CannotTell -Reason 'unrecognised' -Message ('IPsecCustomPolicy.' + $Key + ' is ' + $text + ', which the runner cannot map to a name.')
+    }
+    return Get-CatalogSpelling -Value $text -Choices $IPsecNames[$Key]
+}
+
 function Get-IPsecPolicyFacts {
     param($Connection)
     $policy = @($Connection.IPsecCustomPolicy) | Where-Object { $null -ne $_ } | Select-Object -First 1
     if ($null -eq $policy) { return $null }
     return [ordered]@{
-        authentication_transform_constants = [string]$policy.AuthenticationTransformConstants
-        cipher_transform_constants         = [string]$policy.CipherTransformConstants
-        encryption_method                  = [string]$policy.EncryptionMethod
-        integrity_check_method             = [string]$policy.IntegrityCheckMethod
-        dh_group                           = [string]$policy.DHGroup
-        pfs_group                          = [string]$policy.PfsGroup
+        authentication_transform_constants = ConvertTo-IPsecName -Value $policy.AuthenticationTransformConstants -Key 'authentication_transform_constants'
+        cipher_transform_constants         = ConvertTo-IPsecName -Value $policy.CipherTransformConstants -Key 'cipher_transform_constants'
+        encryption_method                  = ConvertTo-IPsecName -Value $policy.EncryptionMethod -Key 'encryption_method'
+        integrity_check_method             = ConvertTo-IPsecName -Value $policy.IntegrityCheckMethod -Key 'integrity_check_method'
+        dh_group                           = ConvertTo-IPsecName -Value $policy.DHGroup -Key 'dh_group'
+        pfs_group                          = ConvertTo-IPsecName -Value $policy.PfsGroup -Key 'pfs_group'
     }
 }
 
@@ -273,6 +402,11 @@ function Invoke-Service {
     $name = [string](Get-Arg $StepArgs 'name')
     $state = Get-ServiceState -Name $name
     if ($null -eq $state) {
+        # 5.1 reports "no such service" also when it may not query one (D-1).
+        $key = Get-ServiceKeyState -Name $name
+        if ($null -ne $key) {
+            New-CannotTell -Reason 'access_denied' -Need 'service_query' -Facts $key -Message ('The service ' + $name + ' exists but the portal''s account may not query its status (it needs Administrators or a query right on the service).')
+        }
         return @{ facts = [ordered]@{
                 exists = $false; name = $null; display_name = $null; status = $null; start_type = $null
             }
@@ -316,52 +450,136 @@ function Invoke-VpnConnection {
     }
 }
 
+function Get-ActiveFirewallProfiles {
+    # The profiles in force: those of the connected networks (none connected: Public).
+    $names = New-Object 'System.Collections.Generic.List[string]'
+    foreach ($c in @(Get-NetConnectionProfile -ErrorAction Stop)) {
+        $category = [string]$c.NetworkCategory
+        $name = 'Public'
+        if ($category -eq 'DomainAuthenticated') { $name = 'Domain' } elseif ($category -eq 'Private') { $name = 'Private' }
+        if (-not $names.Contains($name)) { $names.Add($name) }
+    }
+    if ($names.Count -eq 0) { $names.Add('Public') }
+    return , $names.ToArray()
+}
+
+function Test-RuleApplies {
+    # Enabled rule in an active profile whose program filter can hold IKE/L2TP traffic (IKEEXT
+    # runs in svchost, L2TP in the kernel): an app-specific rule never blocks the VPN (D-6).
+    param($Rule, $AppFilter, [string[]]$Profiles, [string]$Direction)
+    if ($Direction -and [string]$Rule.Direction -ne $Direction) { return $false }
+    $ruleProfiles = @(([string]$Rule.Profile).Split(',') | ForEach-Object { $_.Trim() })
+    $inProfile = ($ruleProfiles -contains 'Any') -or ($ruleProfiles -contains '')
+    foreach ($p in $Profiles) { if ($ruleProfiles -contains $p) { $inProfile = $true } }
+    if (-not $inProfile) { return $false }
+    if ($null -ne $AppFilter) {
+        $program = [string]$AppFilter.Program
+        if (-not ($program -eq 'Any' -or $program -eq 'System' -or $program -eq '' -or $program -like '*\svchost.exe')) { return $false }
+    }
+    return $true
+}
+
+function Get-CoveredPorts {
+    # The asked ports a rule's port filter covers. Outbound traffic to the server is matched on
+    # the remote port, inbound on the local one; IKE uses the same port on both ends, so the
+    # other side must match too.
+    param($Rule, $PortFilter, [string]$Protocol, $Ports)
+    $hits = New-Object 'System.Collections.Generic.List[int]'
+    if ($null -eq $PortFilter) { return , $hits.ToArray() }
+    if (-not (Test-ProtocolSpec -Spec $PortFilter.Protocol -Protocol $Protocol)) { return , $hits.ToArray() }
+    $primary = $PortFilter.RemotePort
+    $secondary = $PortFilter.LocalPort
+    if ([string]$Rule.Direction -eq 'Inbound') {
+        $primary = $PortFilter.LocalPort
+        $secondary = $PortFilter.RemotePort
+    }
+    foreach ($port in $Ports) {
+        if ((Test-PortSpec -Spec $primary -Port ([int]$port)) -and (Test-PortSpec -Spec $secondary -Port ([int]$port))) { $hits.Add([int]$port) }
+    }
+    return , $hits.ToArray()
+}
+
 function Invoke-FirewallRules {
     param($StepArgs)
     $protocol = [string](Get-Arg $StepArgs 'protocol')
     $ports = @(Get-Arg $StepArgs 'ports' @())
     $direction = [string](Get-Arg $StepArgs 'direction' '')
-    $query = @{ Enabled = 'True'; Action = 'Block'; PolicyStore = 'ActiveStore' }
-    if ($direction) { $query.Direction = $direction }
-    # ActiveStore also holds the rules Group Policy delivered (facts 7.4).
-    $rules = @(Get-NetFirewallRule @query -ErrorAction SilentlyContinue)
+    $active = Get-ActiveFirewallProfiles
+    $enforcing = New-Object 'System.Collections.Generic.List[string]'
+    $defaultOutbound = 'Allow'
+    foreach ($p in @(Get-NetFirewallProfile -PolicyStore ActiveStore -ErrorAction Stop)) {
+        if (-not ($active -contains [string]$p.Name) -or [string]$p.Enabled -ne 'True') { continue }
+        $enforcing.Add([string]$p.Name)
+        # NotConfigured is Windows' default, Allow; a hardened PC blocks outbound by default and
+        # then blocks UDP 500/4500 without any Block rule (D-6).
+        if ([string]$p.DefaultOutboundAction -eq 'Block') { $defaultOutbound = 'Block' }
+    }
+    $profiles = $enforcing.ToArray()
+    # ActiveStore also holds the rules Group Policy delivered (facts 7.4). One query per filter
+    # kind, joined on InstanceID, instead of one association query per rule (D-6).
+    $rules = @(Get-NetFirewallRule -PolicyStore ActiveStore -Enabled True -ErrorAction Stop)
+    $portFilters = @{}
+    foreach ($f in @(Get-NetFirewallPortFilter -PolicyStore ActiveStore -ErrorAction Stop)) { $portFilters[[string]$f.InstanceID] = $f }
+    $appFilters = @{}
+    foreach ($f in @(Get-NetFirewallApplicationFilter -PolicyStore ActiveStore -ErrorAction Stop)) { $appFilters[[string]$f.InstanceID] = $f }
     $blocking = New-Object 'System.Collections.Generic.List[object]'
     $blocked = New-Object 'System.Collections.Generic.List[int]'
+    $allowed = New-Object 'System.Collections.Generic.List[int]'
+    if ($profiles.Count -eq 0) { $rules = @() }  # a disabled profile enforces no rule
     foreach ($rule in $rules) {
         if ($null -eq $rule) { continue }
-        $filter = $rule | Get-NetFirewallPortFilter
-        if (-not (Test-ProtocolSpec -Spec $filter.Protocol -Protocol $protocol)) { continue }
-        $ruleDirection = [string]$rule.Direction
-        # Outbound traffic to the server is matched on the remote port, inbound on the local one;
-        # IKE uses the same port on both ends, so the other side must allow it too.
-        $primary = $filter.RemotePort
-        $secondary = $filter.LocalPort
-        if ($ruleDirection -eq 'Inbound') {
-            $primary = $filter.LocalPort
-            $secondary = $filter.RemotePort
-        }
-        $hits = @()
-        foreach ($port in $ports) {
-            if ((Test-PortSpec -Spec $primary -Port ([int]$port)) -and (Test-PortSpec -Spec $secondary -Port ([int]$port))) {
-                $hits += [int]$port
-            }
-        }
+        $id = [string]$rule.InstanceID
+        if (-not (Test-RuleApplies -Rule $rule -AppFilter $appFilters[$id] -Profiles $profiles -Direction $direction)) { continue }
+        $filter = $portFilters[$id]
+        $hits = Get-CoveredPorts -Rule $rule -PortFilter $filter -Protocol $protocol -Ports $ports
         if ($hits.Count -eq 0) { continue }
+        if ([string]$rule.Action -eq 'Allow') {
+            if ([string]$rule.Direction -eq 'Outbound') { foreach ($p in $hits) { $allowed.Add($p) } }
+            continue
+        }
+        if ([string]$rule.Action -ne 'Block') { continue }
         foreach ($p in $hits) { if (-not $blocked.Contains($p)) { $blocked.Add($p) } }
+        $program = 'Any'
+        if ($null -ne $appFilters[$id]) { $program = [string]$appFilters[$id].Program }
         $blocking.Add([ordered]@{
                 name         = [string]$rule.Name
                 display_name = [string]$rule.DisplayName
-                direction    = $ruleDirection
+                direction    = [string]$rule.Direction
                 protocol     = [string]$filter.Protocol
                 local_port   = ConvertTo-StringArray $filter.LocalPort
                 remote_port  = ConvertTo-StringArray $filter.RemotePort
+                profile      = ConvertTo-StringArray (([string]$rule.Profile).Split(',') | ForEach-Object { $_.Trim() })
+                program      = $program
             })
+    }
+    if ($defaultOutbound -eq 'Block' -and ($direction -eq '' -or $direction -eq 'Outbound')) {
+        $missing = New-Object 'System.Collections.Generic.List[string]'
+        foreach ($port in $ports) {
+            if (-not $allowed.Contains([int]$port)) {
+                $missing.Add([string]$port)
+                if (-not $blocked.Contains([int]$port)) { $blocked.Add([int]$port) }
+            }
+        }
+        if ($missing.Count -gt 0) {
+            $blocking.Add([ordered]@{
+                    name         = 'DefaultOutboundAction'
+                    display_name = ($profiles -join ', ') + ' profile: outbound blocked by default'
+                    direction    = 'Outbound'
+                    protocol     = $protocol
+                    local_port   = ConvertTo-StringArray @('Any')
+                    remote_port  = $missing.ToArray()
+                    profile      = $profiles
+                    program      = 'Any'
+                })
+        }
     }
     $blocked.Sort()
     return @{ facts = [ordered]@{
-            blocking      = $blocking.ToArray()
-            blocked_ports = $blocked.ToArray()
-            count         = $blocking.Count
+            blocking         = $blocking.ToArray()
+            blocked_ports    = $blocked.ToArray()
+            count            = $blocking.Count
+            active_profiles  = $active
+            default_outbound = $defaultOutbound
         }
     }
 }
@@ -371,13 +589,22 @@ function Invoke-DnsResolve {
     $name = Resolve-TargetHost -StepArgs $StepArgs
     $addresses = New-Object 'System.Collections.Generic.List[string]'
     $errorText = $null
+    # An IP address needs no lookup: Resolve-DnsName would reverse-resolve it and find no
+    # address record, so a server configured by IP would "not resolve" (D-5).
+    $literal = $null
+    # (A dot or colon is required: .NET also reads a bare number such as "10" as an address.)
+    if ($name -match '[.:]' -and [System.Net.IPAddress]::TryParse($name.Trim('[', ']'), [ref]$literal)) {
+        return @{ facts = [ordered]@{ name = $name; resolved = $true; addresses = ConvertTo-StringArray @($literal.ToString()); error = $null } }
+    }
     try {
         foreach ($record in @(Resolve-DnsName -Name $name -ErrorAction Stop)) {
             $ip = $record.PSObject.Properties['IPAddress']
             if ($null -ne $ip -and $ip.Value) { $addresses.Add([string]$ip.Value) }
         }
     } catch {
-        $errorText = Get-ErrorText $_
+        if ($_.Exception -is [System.Management.Automation.CommandNotFoundException]) { throw }
+        # The error id (DNS_ERROR_RCODE_NAME_ERROR,...), not the message, which is localised.
+        $errorText = [string]$_.FullyQualifiedErrorId
     }
     if ($null -eq $errorText -and $addresses.Count -eq 0) { $errorText = 'no address records' }
     return @{ facts = [ordered]@{
@@ -434,18 +661,30 @@ function Invoke-VpnEvents {
     param($StepArgs)
     $hours = [int](Get-Arg $StepArgs 'hours' 24)
     $max = [int](Get-Arg $StepArgs 'max' 20)
-    $filter = @{
-        LogName      = 'Application'
-        ProviderName = 'RasClient'
-        Id           = @(20227, 20226, 20225, 20221)
-        StartTime    = (Get-Date).AddHours(-$hours)
-    }
+    # The single-log XPath query: unlike -FilterHashtable (TolerateQueryErrors) it reports an
+    # unreadable log as an error instead of "no events" (D-2). The numbers are ints from the
+    # catalog-checked args, so the query text holds no plan text.
+    $ms = [int64]$hours * 3600000
+    $xpath = "*[System[Provider[@Name='RasClient'] and (EventID=20221 or EventID=20225 or EventID=20226 or EventID=20227) and TimeCreated[timediff(@SystemTime) <= " + $ms + ']]]'
+    # A refusal may come as a non-terminating error or as a terminating one: gather both.
+    $collected = $null
+    $caught = $null
     $events = @()
     try {
-        $events = @(Get-WinEvent -FilterHashtable $filter -MaxEvents $max -ErrorAction Stop)
+        $events = @(Get-WinEvent -LogName Application -FilterXPath $xpath -MaxEvents $max -ErrorAction SilentlyContinue -ErrorVariable collected)
     } catch {
+        $caught = $_
+    }
+    foreach ($problem in @(@($collected) + @($caught))) {
+        if ($null -eq $problem) { continue }
+        $id = [string]$problem.FullyQualifiedErrorId
         # "No events were found" is an answer, not a failure (facts section 5).
-        if (-not ([string]$_.FullyQualifiedErrorId).StartsWith('NoMatchingEventsFound')) { throw }
+        if ($id.StartsWith('NoMatchingEventsFound')) { continue }
+        if ($problem.Exception -is [System.UnauthorizedAccessException] -or $id -match 'UnauthorizedAccess') {
+            New-CannotTell -Reason 'access_denied' -Need 'event_log_readers' -Message ('Get-WinEvent : ' + $problem.Exception.Message + ' (the Application log; the portal''s account needs Event Log Readers)')
+        }
+        # One unreadable record must not hide the others; with none read, the step failed.
+        if ($events.Count -eq 0) { throw $problem }
     }
     $items = New-Object 'System.Collections.Generic.List[object]'
     $lastError = $null
@@ -470,7 +709,7 @@ function Invoke-VpnEvents {
         }
         $items.Add([ordered]@{
                 id         = $id
-                time       = $e.TimeCreated.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
+                time       = $e.TimeCreated.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture)
                 connection = $connection
                 code       = $code
                 message    = [string]$e.Message
@@ -536,7 +775,12 @@ function New-FixResult {
 function Get-ServiceFixState {
     param([string]$Name)
     $state = Get-ServiceState -Name $Name
-    if ($null -eq $state) { throw ('Cannot find any service with service name ''' + $Name + '''.') }
+    if ($null -eq $state) {
+        if ($null -ne (Get-ServiceKeyState -Name $Name)) {
+            New-CannotTell -Reason 'access_denied' -Need 'administrators' -Message ('Service ''' + $Name + ''': Access is denied (the portal''s account is not an administrator).')
+        }
+        throw ('Cannot find any service with service name ''' + $Name + '''.')
+    }
     return [ordered]@{ status = $state.status; start_type = $state.start_type }
 }
 
@@ -622,10 +866,29 @@ function Invoke-SetVpnIpsec {
     return New-FixResult -Before $before -After $after
 }
 
+function Test-ModuleLoggingRecords {
+    # Does Module Logging (Group Policy) record this module's parameters in event 4103? (D-10)
+    param([string]$Module)
+    $key = Get-Item -LiteralPath 'HKLM:\SOFTWARE\Policies\Microsoft\Windows\PowerShell\ModuleLogging' -ErrorAction SilentlyContinue
+    if ($null -eq $key -or [int]$key.GetValue('EnableModuleLogging', 0) -ne 1) { return $false }
+    $names = Get-Item -LiteralPath 'HKLM:\SOFTWARE\Policies\Microsoft\Windows\PowerShell\ModuleLogging\ModuleNames' -ErrorAction SilentlyContinue
+    if ($null -eq $names) { return $false }
+    foreach ($valueName in @($names.GetValueNames())) {
+        $pattern = [string]$names.GetValue($valueName, '')
+        if ($pattern -and $Module -like $pattern) { return $true }
+    }
+    return $false
+}
+
 function Invoke-SetVpnPsk {
     param($StepArgs)
     $psk = [string](Get-Arg $StepArgs 'psk')
     $conn = Get-VpnConnectionOrThrow -Name ([string](Get-Arg $StepArgs 'name' ''))
+    # Set-VpnConnection is a VpnClient function: with Module Logging on for it, -L2tpPsk would
+    # be written in clear to the PowerShell log (event 4103), so refuse before calling it.
+    if (Test-ModuleLoggingRecords -Module 'VpnClient') {
+        New-CannotTell -Reason 'module_logging' -Need 'no_module_logging' -Message 'PowerShell Module Logging records VpnClient''s parameters on this machine: setting the key would write it to the event log. Set it by hand or exclude VpnClient.'
+    }
     $before = [ordered]@{ l2tp_ipsec_auth = (Get-VpnSettingsState -Connection $conn).l2tp_ipsec_auth }
     $params = @{ Name = [string]$conn.Name; L2tpPsk = $psk; Force = $true }
     if ([bool]$conn.AllUserConnection) { $params.AllUserConnection = $true }
@@ -704,14 +967,15 @@ $Handlers = @{
 
 function Invoke-Step {
     param($Step)
-    $id = [string]$Step.id
-    $kind = [string]$Step.kind
+    $id = [string](Get-Arg $Step 'id' '')
+    $kind = [string](Get-Arg $Step 'kind' '')
+    $CannotTellState.current = $null
     $clock = [System.Diagnostics.Stopwatch]::StartNew()
     $line = [ordered]@{ step = $id; ok = $false }
     try {
         # -ccontains: kinds are case-sensitive, as in the catalog (a hashtable is not).
         if (-not (@($Handlers.Keys) -ccontains $kind)) { throw ('unknown step kind ''' + $kind + '''') }
-        $result = & $Handlers[$kind] $Step.args
+        $result = & $Handlers[$kind] (Get-Arg $Step 'args')
         # A stray value emitted by a cmdlet would arrive before the result: keep the result.
         if ($result -is [array]) { $result = $result[-1] }
         $line.ok = $true
@@ -724,7 +988,16 @@ function Invoke-Step {
         }
     } catch {
         $line.ok = $false
-        $line.error = Get-ErrorText $_
+        $cannot = Get-CannotTell $_
+        if ($null -eq $cannot) {
+            $line.error = Get-ErrorText $_
+        } else {
+            $line.error = $cannot.message
+            $need = $null
+            if ($cannot.need) { $need = $cannot.need }
+            $line.cannot = [ordered]@{ reason = $cannot.reason; need = $need }
+            if ($null -ne $cannot.facts) { $line.facts = $cannot.facts }
+        }
     }
     $line.ms = [int]$clock.ElapsedMilliseconds
     Write-ResultLine $line
@@ -736,33 +1009,38 @@ function Stop-WithFatal {
     exit 1
 }
 
+# The plan is parsed by .NET, not ConvertFrom-Json: with Module Logging on, a cmdlet's
+# parameters go to event 4103, and the plan may hold the VPN key (D-10).
 $plan = $null
 try {
-    $plan = ConvertFrom-Json -InputObject $PlanJson
+    $null = [System.Reflection.Assembly]::Load('System.Web.Extensions, Version=4.0.0.0, Culture=neutral, PublicKeyToken=31bf3856ad364e35')
+    $serializer = New-Object System.Web.Script.Serialization.JavaScriptSerializer
+    $serializer.MaxJsonLength = [int]::MaxValue
+    $plan = $serializer.DeserializeObject($PlanJson)
 } catch {
     Stop-WithFatal ('plan: not valid JSON: ' + $_.Exception.Message)
 }
-if ($null -eq $plan -or $plan -is [array] -or $null -eq $plan.PSObject.Properties['steps']) {
+if (-not ($plan -is [System.Collections.IDictionary]) -or -not (@($plan.Keys) -ccontains 'steps')) {
     Stop-WithFatal 'plan: expected an object with "version" and "steps"'
 }
-if ([string]$plan.version -ne [string]$RunnerVersion) {
-    Stop-WithFatal ('plan: version ' + [string]$plan.version + ' is not supported by this runner')
+if ([string]$plan['version'] -ne [string]$RunnerVersion) {
+    Stop-WithFatal ('plan: version ' + [string]$plan['version'] + ' is not supported by this runner')
 }
-if ($null -ne $plan.steps -and -not ($plan.steps -is [array])) {
+if ($null -ne $plan['steps'] -and -not ($plan['steps'] -is [array])) {
     Stop-WithFatal 'plan: "steps" must be a list'
 }
-$steps = @($plan.steps)
+$steps = @($plan['steps'])
 $seen = New-Object System.Collections.Hashtable  # case-sensitive, unlike @{}
 foreach ($step in $steps) {
-    $idProp = $null
-    if ($null -ne $step) { $idProp = $step.PSObject.Properties['id'] }
-    if ($null -eq $idProp -or -not ($idProp.Value -is [string])) {
+    $stepId = $null
+    if ($step -is [System.Collections.IDictionary]) { $stepId = Get-Arg $step 'id' }
+    if (-not ($stepId -is [string])) {
         Stop-WithFatal 'plan: every step needs a string "id"'
     }
-    if ($seen.ContainsKey($idProp.Value)) {
-        Stop-WithFatal ('plan: step id "' + $idProp.Value + '" is used twice')
+    if ($seen.ContainsKey($stepId)) {
+        Stop-WithFatal ('plan: step id "' + $stepId + '" is used twice')
     }
-    $seen[$idProp.Value] = $true
+    $seen[$stepId] = $true
 }
 $count = 0
 foreach ($step in $steps) {

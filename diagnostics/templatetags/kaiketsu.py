@@ -8,6 +8,8 @@ from django import template
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
+from diagnostics import capabilities, match_words
+
 register = template.Library()
 
 _ALLOWED_TAGS = {
@@ -53,3 +55,33 @@ def highlight(text: str, phrases) -> str:
     for phrase in sorted({p for p in phrases or [] if p and p.strip()}, key=len, reverse=True):
         escaped = re.sub(re.escape(escape(phrase)), lambda m: f"<mark>{m.group(0)}</mark>", escaped)
     return mark_safe(escaped)  # noqa: S308 - built from escaped text only
+
+
+@register.filter
+def why(match) -> str:
+    """``{{ m|why }}``: the matcher's reasons for a match, in the active language."""
+    return match_words.why(match)
+
+
+@register.filter
+def notice_text(notice) -> str:
+    """``{{ n|notice_text }}``: one of the matcher's notices, in the active language."""
+    return match_words.notice_text(notice)
+
+
+@register.filter
+def cannot_text(result) -> str:
+    """``{{ step_result|cannot_text }}``: "could not check: …" in the active language."""
+    return capabilities.cannot_text(getattr(result, "cannot", None))
+
+
+@register.filter
+def preflight_rows(preflight) -> list:
+    """A machine's stored preflight as rows with the missing right and its grant command."""
+    return capabilities.preflight_rows(preflight)
+
+
+@register.filter
+def missing_rights(preflight) -> list:
+    """The kinds a machine's preflight found the portal's account cannot run."""
+    return capabilities.missing_rights(preflight)

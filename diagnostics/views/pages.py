@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import access, dashboard, jobs, kbindex, live, workflows
+from diagnostics import access, dashboard, jobs, kbindex, live, match_words, workflows
 from diagnostics.models import Article, Check, Job, StepResult, active_lang
 from diagnostics.workflows import fixes
 from diagnostics.workflows.diagnosis import start_diagnosis
@@ -28,8 +28,11 @@ def _search_context(request: HttpRequest) -> dict:
             "at most %(max)s characters."
         ) % {"n": f"{len(text):,}", "max": f"{MAX_PASTE_CHARS:,}"}
     elif text.strip():
-        result = kbindex.find(text, active_lang())
+        lang = active_lang()
+        result = kbindex.find(text, lang)
         ctx["result"] = result
+        ctx["lang"] = lang
+        ctx["codes"] = match_words.code_rows(result, lang)
         ctx["highlight"] = result.matches[0].highlight if result.matches else []
     return ctx
 
@@ -130,7 +133,7 @@ def job_context(job: Job) -> dict:
         r
         for r in rows
         if r["result"] is not None
-        and r["result"].verdict in ("fail", "error")
+        and r["result"].verdict in ("fail", "error", "unknown")
         and r["phase"] in ("check", "verify")
     ]
     return {
@@ -140,6 +143,8 @@ def job_context(job: Job) -> dict:
         "total": len(rows),
         "percent": int(100 * done / len(rows)) if rows else 100,
         "failed": failed,
+        # Checks that proved a problem; the others in ``failed`` could not tell or not run.
+        "proven": [r for r in failed if r["result"].verdict == "fail"],
         "offers": fixes.offered_fixes(job) if job.outcome == Job.Outcome.PROBLEMS else [],
         "children": list(job.children.order_by("-created_at")),
         "can_roll_back": job.kind == Job.Kind.FIX

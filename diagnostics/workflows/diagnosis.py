@@ -80,6 +80,8 @@ def run(job: Job) -> None:
     if error:
         finish(job, Job.Status.ERROR, Job.Outcome.ERROR, error)
         return
+    # A check that could not tell (error, unknown) never counts as healthy (issue #10), and a
+    # fix follows only from a proven, current cause (issue #9): plans.assess judges both.
     steps = list(job.steps.filter(phase=Phase.CHECK).select_related("kb_check__fix"))
     found = assessment.assess_steps(job.article, steps)
     job.note = assessment.verdict_text(found)

@@ -164,12 +164,15 @@ def test_output_streams_first_step_before_the_last_step_finishes(fleet):
 # --- code pages --------------------------------------------------------------------------
 
 
-def test_japanese_output_survives_only_with_code_page_65001(fleet):
+def test_japanese_facts_survive_any_code_page_because_result_lines_are_ascii(fleet):
+    # Write-ResultLine escapes non-ASCII as \uXXXX (review D-7): the console's code page, or a
+    # failed switch to UTF-8, can no longer turn a step line into garbage.
     p = fleet.protocol("proto-plain")
     utf8, _, _ = run_runner(p, plan("vpn_connection"), codepage=65001)
     oem, _, _ = run_runner(p, plan("vpn_connection"), codepage=437)
+    assert utf8.isascii() and oem.isascii()
     assert lines_of(utf8)[0]["facts"]["name"] == "社内VPN"
-    assert lines_of(oem)[0]["facts"]["name"] == "??VPN"
+    assert lines_of(oem)[0]["facts"]["name"] == "社内VPN"
 
 
 def test_whoami_of_a_japanese_account_is_question_marks_under_code_page_437(fleet):

@@ -253,7 +253,10 @@ def test_firewall_rules_lists_enabled_blocking_rules_for_the_asked_ports() -> No
     (outbound, _) = run(
         host, ("firewall_rules", {"protocol": "UDP", "ports": [1701], "direction": "Outbound"})
     )
-    assert outbound["facts"] == {"blocking": [], "blocked_ports": [], "count": 0}
+    assert outbound["facts"] == {
+        "blocking": [], "blocked_ports": [], "count": 0,
+        "active_profiles": ["Private"], "default_outbound": "Allow",
+    }  # fmt: skip
 
 
 def test_network_checks_target_the_vpn_server_by_default() -> None:
@@ -264,7 +267,7 @@ def test_network_checks_target_the_vpn_server_by_default() -> None:
     )  # fmt: skip
     assert dns["facts"] == {
         "name": "vpn.example.co.jp", "resolved": False, "addresses": [],
-        "error": "vpn.example.co.jp : DNS name does not exist",
+        "error": "DNS_ERROR_RCODE_NAME_ERROR,Microsoft.DnsClient.Commands.ResolveDnsName",
     }  # fmt: skip
     assert tcp["facts"]["reachable"] is False and ping["facts"]["rtt_ms"] is None
     assert other["facts"]["resolved"] is False  # a name the profile does not know

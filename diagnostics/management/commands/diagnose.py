@@ -239,7 +239,13 @@ class Command(BaseCommand):
 
     def _line(self, step: StepResult) -> str:
         title = step.kb_check.title_en if step.kb_check else step.kind
-        mark = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "done": "DONE"}[step.verdict]
+        mark = {
+            "pass": "PASS",
+            "fail": "FAIL",
+            "error": "ERROR",
+            "unknown": "UNKNOWN",
+            "done": "DONE",
+        }[step.verdict]
         if step.verdict == "done" and step.changed is False:
             mark = "SAME"
         detail = f"  {step.error}" if step.error else ""

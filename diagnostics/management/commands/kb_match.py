@@ -2,11 +2,21 @@ import json
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import translation
 
-from diagnostics import kbindex
+from diagnostics import kbindex, match_words
+from diagnostics.matching import Result
 
 
-def _result_json(result) -> dict:
+def _result_json(result: Result, lang: str) -> dict:
+    """The documented JSON (DESIGN.md, contract 3).
+
+    ``why`` is always English, so helpdesk scripts can read it whatever ``--lang`` says;
+    ``title`` and each code's ``meaning`` follow ``--lang`` (a meaning is English when no
+    Japanese Windows text for that code could be sourced).
+    """
+    with translation.override("en"):
+        whys = [match_words.why(m) for m in result.matches]
     return {
         "matches": [
             {
@@ -14,10 +24,15 @@ def _result_json(result) -> dict:
                 "title": m.title,
                 "score": round(m.score, 4),
                 "error_codes": list(m.error_codes),
-                "why": m.why,
+                "why": why,
             }
-            for m in result.matches
-        ]
+            for m, why in zip(result.matches, whys, strict=True)
+        ],
+        "confident": result.confident,
+        "codes": [
+            {"code": row["code"], "meaning": row["meaning"], "in_kb": row["in_kb"]}
+            for row in match_words.code_rows(result, lang)
+        ],
     }
 
 
@@ -46,12 +61,17 @@ class Command(BaseCommand):
             raise CommandError("give a TEXT or --jsonl FILE")
         result = kbindex.find(text, lang, top=top)
         if as_json:
-            self.stdout.write(_dumps(_result_json(result)))
+            self.stdout.write(_dumps(_result_json(result, lang)))
             return
-        if not result.matches:
-            self.stdout.write("no article matches")
-        for m in result.matches:
-            self.stdout.write(f"{m.score:.3f}  {m.article}  {m.title}  ({m.why})")
+        with translation.override("en"):
+            for row in match_words.code_rows(result, lang):
+                kb = "in the knowledge base" if row["in_kb"] else "NOT in the knowledge base"
+                self.stdout.write(f"code {row['code']} ({kb}): {row['meaning'] or '?'}")
+            if not result.matches:
+                self.stdout.write("no article matches")
+            for m in result.matches:
+                why = match_words.why(m)
+                self.stdout.write(f"{m.score:.3f}  {m.article}  {m.title}  ({why})")
         if not result.confident:
             self.stdout.write("(no confident match)")
 
@@ -67,7 +87,8 @@ class Command(BaseCommand):
                         raise TypeError
                 except (ValueError, KeyError, TypeError):
                     raise CommandError(f'line {number}: expected {{"text": "..."}}') from None
-                self.stdout.write(_dumps(_result_json(kbindex.find(text, lang, top=top))))
+                result = kbindex.find(text, lang, top=top)
+                self.stdout.write(_dumps(_result_json(result, lang)))
 
 
 def _dumps(data) -> str:

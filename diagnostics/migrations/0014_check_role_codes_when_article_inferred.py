@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnostics', '0012_helpdesk_approves_fixes'),
+        ('diagnostics', '0013_unknown_verdict_and_preflight'),
     ]
 
     operations = [

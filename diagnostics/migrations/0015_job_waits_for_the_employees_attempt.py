@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnostics', '0013_check_role_codes_when_article_inferred'),
+        ('diagnostics', '0014_check_role_codes_when_article_inferred'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
