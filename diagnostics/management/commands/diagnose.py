@@ -11,24 +11,60 @@ from diagnostics.models import Article, Job, Machine, StepResult
 from diagnostics.workflows import fixes
 from diagnostics.workflows.diagnosis import start_diagnosis
 
+UNTAKEN_S = 10  # a queued job nobody took this long: ask the workers again
 
-def require_worker(waits: tuple[float, ...] = (0.5, 2.0, 5.0)) -> None:
-    """Raise CommandError unless Redis answers and a running worker consumes the jobs' queue.
 
-    The message names the queue and the Redis (password hidden): the usual cause is a second
-    terminal with other settings than the running demo, and the job would wait for nobody.
-    Asks the workers for their queues with a short wait, then again with longer ones, so a
-    busy machine's slow reply is not taken for "no worker": a worker answers in ~0.5 s, no
-    worker is reported after 7.5 s.
-    """
-    import redis
+def _queue_and_broker() -> tuple[str, str]:
     from kombu.utils.url import maybe_sanitize_url
 
     from diagnostics.tasks import run_job_task
     from portal.celery import app
 
     queue = app.amqp.router.route({}, run_job_task.name)["queue"].name
-    broker = maybe_sanitize_url(app.conf.broker_url)
+    return queue, maybe_sanitize_url(app.conf.broker_url)
+
+
+def _no_worker_message(queue: str, broker: str) -> str:
+    return (
+        f"no Celery worker consumes the queue {queue!r} on {broker}, so the job would never "
+        "start: start the demo (`make run`) or a worker (`celery -A portal worker`) with the "
+        "same REDIS_URL and KAIKETSU_QUEUE as this command"
+    )
+
+
+def queue_consumed(waits: tuple[float, ...] = (0.5, 2.0, 5.0)) -> bool | None:
+    """Does a running worker consume the jobs' queue? None when no worker answered at all.
+
+    Asks the workers for their queues with a short wait, then longer ones. Workers that
+    answer without the queue are a plain "no" (a second terminal with other settings than
+    the demo). Silence is not: a worker busy with many turns may answer late, so the caller
+    starts the job and asks again only if nobody takes it.
+    """
+    from portal.celery import app
+
+    queue, _broker = _queue_and_broker()
+    answered = False
+    for wait in waits:
+        replies = app.control.inspect(timeout=wait).active_queues() or {}
+        if any(q.get("name") == queue for queues in replies.values() for q in queues or ()):
+            return True
+        answered = answered or bool(replies)
+        if answered:
+            return False
+    return None
+
+
+def require_worker() -> None:
+    """Raise CommandError if Redis does not answer, or workers answer and none takes our queue.
+
+    The message names the queue and the Redis (password hidden): the usual cause is a second
+    terminal with other settings than the running demo, and the job would wait for nobody.
+    """
+    import redis
+
+    from portal.celery import app
+
+    queue, broker = _queue_and_broker()
     client = redis.Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
@@ -38,15 +74,8 @@ def require_worker(waits: tuple[float, ...] = (0.5, 2.0, 5.0)) -> None:
         ) from None
     finally:
         client.close()
-    for wait in waits:
-        replies = app.control.inspect(timeout=wait).active_queues() or {}
-        if any(q.get("name") == queue for queues in replies.values() for q in queues or ()):
-            return
-    raise CommandError(
-        f"no Celery worker consumes the queue {queue!r} on {broker}, so the job would never "
-        "start: start the demo (`make run`) or a worker (`celery -A portal worker`) with the "
-        "same REDIS_URL and KAIKETSU_QUEUE as this command"
-    )
+    if queue_consumed() is False:
+        raise CommandError(_no_worker_message(queue, broker))
 
 
 def step_json(step: StepResult, findings: dict[str, str] | None = None) -> dict:
@@ -178,8 +207,15 @@ class Command(BaseCommand):
         """Print each step as it arrives (unless --json) until the job rests."""
         shown: set[str] = set()
         deadline = time.monotonic() + wait
+        ask_after = time.monotonic() + UNTAKEN_S
         while True:
             job.refresh_from_db()
+            if job.status == Job.Status.QUEUED and ask_after and time.monotonic() > ask_after:
+                ask_after = 0.0  # once: nobody took the job, and no worker answered before
+                if not queue_consumed():
+                    message = _no_worker_message(*_queue_and_broker())
+                    jobs.finish(job, Job.Status.ERROR, Job.Outcome.ERROR, message)
+                    raise CommandError(message)
             if not self.as_json:
                 for step in job.steps.select_related("kb_check").exclude(step_id__in=shown):
                     shown.add(step.step_id)
