@@ -35,10 +35,10 @@ def _no_worker_message(queue: str, broker: str) -> str:
 def queue_consumed(waits: tuple[float, ...] = (0.5, 2.0, 5.0)) -> bool | None:
     """Does a running worker consume the jobs' queue? None when no worker answered at all.
 
-    Asks the workers for their queues with a short wait, then longer ones. Workers that
-    answer without the queue are a plain "no" (a second terminal with other settings than
-    the demo). Silence is not: a worker busy with many turns may answer late, so the caller
-    starts the job and asks again only if nobody takes it.
+    Asks the workers for their queues with a short wait, then longer ones (7.5 s in all).
+    Workers that answered, none of them with the queue, are a "no" (a second terminal with
+    other settings than the demo). Silence is not: a worker busy with many turns may answer
+    late, so the caller starts the job and asks again only if nobody takes it.
     """
     from portal.celery import app
 
@@ -48,10 +48,10 @@ def queue_consumed(waits: tuple[float, ...] = (0.5, 2.0, 5.0)) -> bool | None:
         replies = app.control.inspect(timeout=wait).active_queues() or {}
         if any(q.get("name") == queue for queues in replies.values() for q in queues or ()):
             return True
+        # Other workers (another install's queue on the same Redis) may answer first while
+        # ours is busy: keep asking for the whole sequence before saying "no".
         answered = answered or bool(replies)
-        if answered:
-            return False
-    return None
+    return False if answered else None
 
 
 def require_worker() -> None:
