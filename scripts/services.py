@@ -22,6 +22,7 @@ import ctypes
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -268,7 +269,7 @@ def _not_ready(service: Service, why: str) -> ServiceError:
 
 # --- the project's own processes ------------------------------------------------------------
 
-WORKER_READY = r"celery@\S+ ready\."
+WORKER_READY = r"@\S+ ready\."  # "<node name>@<host> ready."
 
 
 def worker_argv(
@@ -292,6 +293,9 @@ def worker_argv(
     argv += ["--concurrency", str(threads)]
     # Mingle and gossip only slow the start and chatter between workers that share nothing.
     argv += ["--without-mingle", "--without-gossip", f"--loglevel={loglevel}"]
+    # A node name of its own: workers on one machine are otherwise all "celery@<host>", and
+    # the replies to `inspect` (diagnose asks which queues are consumed) overwrite each other.
+    argv += ["--hostname", f"kaiketsu-{os.getpid()}-{secrets.token_hex(3)}@%h"]
     if queue:
         argv += ["-Q", queue]
     if beat_schedule:
