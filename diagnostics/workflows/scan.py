@@ -152,7 +152,6 @@ def tick_all() -> int:
 @dataclass
 class Summary:
     total: int
-    started: int
     running: int = 0
     healthy: int = 0
     problems: int = 0
@@ -184,7 +183,6 @@ def summary(scan: Scan) -> Summary:
     )
     return Summary(
         total=len(scan.machine_ids),
-        started=scan.next_index,
         running=running,
         healthy=counts.get(Job.Outcome.HEALTHY, 0),
         problems=counts.get(Job.Outcome.PROBLEMS, 0),
