@@ -278,7 +278,8 @@ def clear_live_streams(redis_url: str) -> None:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        for key in client.scan_iter("kaiketsu:job:*"):
+        prefix = os.environ.get("KAIKETSU_REDIS_PREFIX", "kaiketsu")
+        for key in client.scan_iter(f"{prefix}:job:*"):
             client.delete(key)
     finally:
         client.close()

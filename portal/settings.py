@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "portal.middleware.RedisUnavailableMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
@@ -88,12 +89,27 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Redis: cache, Celery broker and live job streams ---------------------------------------
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Every key this install writes starts with this prefix (cache entries, the broker's queues,
+# job streams), so two installs may share one Redis database without reading each other.
+KAIKETSU_REDIS_PREFIX = env("KAIKETSU_REDIS_PREFIX", default="kaiketsu")
+# A stalled Redis must not hold a request: after these many seconds a call fails and the page
+# says so (503) instead of hanging for as long as Redis does (issue #16).
+REDIS_TIMEOUTS = {
+    "socket_timeout": env.float("KAIKETSU_REDIS_TIMEOUT", default=2.0),
+    "socket_connect_timeout": env.float("KAIKETSU_REDIS_CONNECT_TIMEOUT", default=2.0),
+}
+# Live job pages (server-sent events) one web process serves at once, per user and in all;
+# they share one Redis connection (diagnostics/live.py), see docs/benchmarks.md for the cost.
+KAIKETSU_SSE_PER_USER = env.int("KAIKETSU_SSE_PER_USER", default=10)
+KAIKETSU_SSE_TOTAL = env.int("KAIKETSU_SSE_TOTAL", default=1000)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "kaiketsu",
+        "KEY_PREFIX": KAIKETSU_REDIS_PREFIX,
+        "OPTIONS": REDIS_TIMEOUTS,
     }
 }
 
@@ -138,7 +154,13 @@ KAIKETSU_RESTART_DELAYS = (5, 15, 30)  # minutes the employee may choose
 # often it reads the event log meanwhile (issue #9).
 KAIKETSU_ATTEMPT_TIMEOUT = env.int("KAIKETSU_ATTEMPT_TIMEOUT", default=600)
 KAIKETSU_ATTEMPT_POLL_S = env.int("KAIKETSU_ATTEMPT_POLL_S", default=5)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * (KAIKETSU_JOB_TIME_LIMIT + 60)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": 4 * (KAIKETSU_JOB_TIME_LIMIT + 60),
+    # kombu prefixes every broker key (queues, unacked, control fan-out) with this.
+    "global_keyprefix": f"{KAIKETSU_REDIS_PREFIX}:",
+    **REDIS_TIMEOUTS,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_TIMEOUTS["socket_connect_timeout"]
 # Jobs spend their life waiting on the network, so the worker runs them on threads: this many
 # turns at once per worker process, whatever the number of cores (grow past one machine with
 # more workers on more machines sharing Redis and the database).

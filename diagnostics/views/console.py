@@ -116,7 +116,7 @@ def _dashboard_context(now: dt.datetime) -> dict:
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     # Aggregates over a million jobs take a moment: share them for a minute, per language.
     ctx = cache.get_or_set(
-        f"kaiketsu:dashboard:{get_language()}",
+        f"dashboard:{get_language()}",
         lambda: _dashboard_context(timezone.now()),
         settings.KAIKETSU_DASHBOARD_CACHE_SECONDS,
     )
