@@ -213,6 +213,7 @@ def configure_environment(directory: Path, redis_url: str) -> None:
         ALLOWED_HOSTS="127.0.0.1,localhost",
         SESSION_COOKIE_SECURE="false",  # plain http on loopback
         CSRF_COOKIE_SECURE="false",
+        SECURE_SSL_REDIRECT="false",
         DATABASE_URL=f"sqlite:///{directory / 'bench.sqlite3'}",
         REDIS_URL=redis_url,
         KAIKETSU_QUEUE=f"kaiketsu-bench-{uuid.uuid4().hex[:8]}",
