@@ -1,8 +1,10 @@
 """Kaiketsu settings: every value comes from an environment variable (see .env.example)."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -35,11 +37,13 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "axes",
     "diagnostics",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -50,6 +54,7 @@ MIDDLEWARE = [
     "portal.middleware.RedisUnavailableMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out sign-in
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -103,7 +108,9 @@ REDIS_TIMEOUTS = {
 # Live job pages (server-sent events) one web process serves at once, per user and in all;
 # they share one Redis connection (diagnostics/live.py), see docs/benchmarks.md for the cost.
 KAIKETSU_SSE_PER_USER = env.int("KAIKETSU_SSE_PER_USER", default=10)
-KAIKETSU_SSE_TOTAL = env.int("KAIKETSU_SSE_TOTAL", default=1000)
+# bench/sse_bench.py: rendering each page's update costs ~45 ms on one thread, so one event
+# on every page reaches the last of 200 within ~10 s; past that a burst is felt (300: 17 s).
+KAIKETSU_SSE_TOTAL = env.int("KAIKETSU_SSE_TOTAL", default=200)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -117,6 +124,42 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# --- The front door (issue #16, finding 6) -----------------------------------------------
+# django-axes counts failed sign-ins per user name and address and locks that pair out for a
+# while; every failure is kept (AccessAttempt, AccessFailureLog in the admin), never the
+# password. Behind a reverse proxy every address is the proxy's, so the lock-out falls back
+# to the user name alone: still a lock-out, at the price of an attacker locking a person out.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("KAIKETSU_LOGIN_FAILURES", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("KAIKETSU_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False  # no banner on every manage.py command
+AXES_IPWARE_PROXY_COUNT = env.int("KAIKETSU_PROXY_COUNT", default=0) or None
+
+# Content-Security-Policy: scripts, styles, images and connections from this site only; no
+# inline script or style (htmx's indicator style is in kaiketsu.css, see base.html), no
+# framing, forms post here only. tests/browser/test_csp.py loads every page under it.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "diagnostics:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -191,6 +234,19 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# HTTPS: with DEBUG off the portal sends plain HTTP to HTTPS and tells browsers to stay there
+# (HSTS). Behind a TLS-terminating proxy, set KAIKETSU_PROXY_SSL_HEADER (e.g.
+# HTTP_X_FORWARDED_PROTO=https) so Django knows the request was HTTPS; SECURE_SSL_REDIRECT=false
+# only where the proxy itself redirects. The demo and the tests run over plain HTTP on loopback:
+# `make run` sets DEBUG, the tests switch the redirect off.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+# Subdomains and preload bind other hosts of the company's domain: each install decides.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+if _proxy_header := env("KAIKETSU_PROXY_SSL_HEADER", default=""):
+    _name, _, _value = _proxy_header.partition("=")
+    SECURE_PROXY_SSL_HEADER = (_name.strip(), _value.strip() or "https")
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
