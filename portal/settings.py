@@ -160,6 +160,33 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# --- Sign-in with the company's identity provider (OpenID Connect), when configured -------
+# Local accounts keep working beside it (the demo's, a break-glass administrator). The
+# provider's endpoints are in its /.well-known/openid-configuration; the portal's redirect URI
+# to register there is https://<portal>/oidc/callback/. diagnostics/sso.py maps the group claim
+# to roles: someone in none of the mapped groups is refused.
+OIDC_RP_CLIENT_ID = env("OIDC_RP_CLIENT_ID", default="")
+KAIKETSU_SSO = bool(OIDC_RP_CLIENT_ID)
+if KAIKETSU_SSO:
+    INSTALLED_APPS.append("mozilla_django_oidc")
+    AUTHENTICATION_BACKENDS.append("diagnostics.sso.CompanyBackend")
+    OIDC_RP_CLIENT_SECRET = env("OIDC_RP_CLIENT_SECRET")
+    OIDC_OP_AUTHORIZATION_ENDPOINT = env("OIDC_OP_AUTHORIZATION_ENDPOINT")
+    OIDC_OP_TOKEN_ENDPOINT = env("OIDC_OP_TOKEN_ENDPOINT")
+    OIDC_OP_USER_ENDPOINT = env("OIDC_OP_USER_ENDPOINT")
+    OIDC_OP_JWKS_ENDPOINT = env("OIDC_OP_JWKS_ENDPOINT")
+    OIDC_RP_SIGN_ALGO = env("OIDC_RP_SIGN_ALGO", default="RS256")
+    OIDC_RP_SCOPES = env("OIDC_RP_SCOPES", default="openid email profile groups")
+    OIDC_USE_PKCE = True
+    LOGIN_REDIRECT_URL_FAILURE = "/login/"  # a path: mozilla-django-oidc does not resolve names
+    KAIKETSU_OIDC_USERNAME_CLAIM = env("KAIKETSU_OIDC_USERNAME_CLAIM", default="preferred_username")
+    KAIKETSU_OIDC_GROUPS_CLAIM = env("KAIKETSU_OIDC_GROUPS_CLAIM", default="groups")
+    # Company group names (comma-separated) that give each role; a person may hold several.
+    KAIKETSU_OIDC_ROLE_GROUPS = {
+        role: set(env.list(f"KAIKETSU_OIDC_{role.upper()}_GROUPS", default=[]))
+        for role in ("employee", "helpdesk", "kb_admin")
+    }
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "diagnostics:home"
 LOGOUT_REDIRECT_URL = "login"
