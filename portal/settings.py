@@ -127,8 +127,9 @@ AUTH_PASSWORD_VALIDATORS = [
 # --- The front door (issue #16, finding 6) -----------------------------------------------
 # django-axes counts failed sign-ins per user name and address and locks that pair out for a
 # while; every failure is kept (AccessAttempt, AccessFailureLog in the admin), never the
-# password. Behind a reverse proxy every address is the proxy's, so the lock-out falls back
-# to the user name alone: still a lock-out, at the price of an attacker locking a person out.
+# password. The address is REMOTE_ADDR: behind a reverse proxy, uvicorn's --proxy-headers
+# with --forwarded-allow-ips=<the proxy> puts the client's there (README); a header the client
+# could write is never trusted for it.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -140,7 +141,6 @@ AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False  # no banner on every manage.py command
-AXES_IPWARE_PROXY_COUNT = env.int("KAIKETSU_PROXY_COUNT", default=0) or None
 
 # Content-Security-Policy: scripts, styles, images and connections from this site only; no
 # inline script or style (htmx's indicator style is in kaiketsu.css, see base.html), no
