@@ -37,9 +37,9 @@ from tests.test_resilience import _reset_broker_connections
 
 # A frozen Redis answers again after this long whatever happens, so that code without a
 # time-out finishes (late) and its test fails on the time it took instead of hanging.
-THAW_AFTER_S = 12
+THAW_AFTER_S = 30
 # What a request may cost while Redis is frozen: the configured time-outs plus rendering.
-BOUND_S = 6
+BOUND_S = 10
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,25 @@ def live_on_private_redis(settings, private_redis):
     live._client.cache_clear()
 
 
+def _run(coroutine):
+    """asyncio.run in a thread of its own: Playwright's tests leave a loop in this one."""
+    result: list = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coroutine))
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
 def _timed(call):
     started = time.monotonic()
     result = call()
@@ -96,6 +115,17 @@ def test_the_dashboard_says_503_within_seconds_while_redis_is_frozen(
     assert took < BOUND_S
     assert response.status_code == 503
     assert response["Retry-After"] == "30"
+    assert "Redis" in response.content.decode()
+
+
+def test_the_dashboard_says_503_when_redis_is_gone(client, helpdesk, settings):
+    caches = copy.deepcopy(django_settings.CACHES)
+    caches["default"]["LOCATION"] = f"redis://127.0.0.1:{services.free_port()}/0"  # nobody
+    settings.CACHES = caches
+    client.force_login(helpdesk)
+    response, took = _timed(lambda: client.get(reverse("diagnostics:dashboard")))
+    assert took < BOUND_S
+    assert response.status_code == 503
     assert "Redis" in response.content.decode()
 
 
@@ -143,7 +173,7 @@ def test_a_job_started_while_the_broker_is_frozen_ends_with_a_clear_message_in_s
         app.conf.broker_url = original
         _reset_broker_connections()
     job.refresh_from_db()
-    assert took < 3 * BOUND_S  # a few publish attempts, each bounded
+    assert took < 2 * BOUND_S  # a few publish attempts, each bounded
     assert job.status == Job.Status.ERROR
     assert "Redis" in job.error
 
@@ -160,7 +190,7 @@ def test_live_events_give_up_within_seconds_while_redis_is_frozen(live_on_privat
 
     started = time.monotonic()
     with pytest.raises(live.LiveUnavailable):
-        asyncio.run(first_item())
+        _run(first_item())
     assert time.monotonic() - started < BOUND_S
 
 
@@ -189,7 +219,7 @@ def test_fifty_open_job_pages_share_one_redis_connection(live_on_private_redis):
             await follower.aclose()
         return during, items
 
-    during, items = asyncio.run(open_pages())
+    during, items = _run(open_pages())
     assert [item[2]["step"] for item in items] == [f"c{n}" for n in range(1, pages + 1)]
     assert during - before <= 2  # the shared reader (and the publisher's own connection)
 
