@@ -108,6 +108,7 @@ def _dashboard_context(now: dt.datetime) -> dict:
         ),
         "repeated": dashboard.repeated_failures(now),
         "unmatched": dashboard.unmatched_texts(now),
+        "handovers": dashboard.handover_counts(now),
     }
 
 
