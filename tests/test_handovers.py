@@ -333,3 +333,23 @@ def test_an_smtp_server_that_refuses_loses_the_email_but_not_the_hand_over(
     assert response.status_code == 302
     assert HandOver.objects.filter(job=job).exists()
     assert "not sent" in caplog.text
+
+
+def test_the_note_the_helpdesk_writes_when_approving_reaches_the_employees_job_page(
+    client, employee, helpdesk, machine, article
+):
+    fix = Job.objects.create(
+        user=employee, machine=machine, article=article, kind="fix", status="approval"
+    )
+    client.force_login(helpdesk)
+    decide = reverse("diagnostics:approval-decide", args=[fix.pk])
+    client.post(decide, {"decision": "approve", "note": "Approved: restart tonight please."})
+    fix.refresh_from_db()
+    assert (fix.status, fix.decision_note) == ("queued", "Approved: restart tonight please.")
+
+    client.force_login(employee)
+    page = client.get(reverse("diagnostics:job-detail", args=[fix.pk])).content.decode()
+    note = page.split('id="decision-note"')[1].split("</p>")[0]
+    assert "ヘルプデスクからのメモ:" in note and "Approved: restart tonight please." in note
+    mine = client.get(reverse("diagnostics:my-jobs")).content.decode()
+    assert "Approved: restart tonight please." in mine
