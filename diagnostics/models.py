@@ -342,8 +342,9 @@ class Job(models.Model):
         related_name="decided_jobs",
     )
     decided_at = models.DateTimeField(null=True, blank=True)
-    # What the helpdesk wrote when deciding on a fix: the employee reads it on the job.
-    decision_note = models.TextField(blank=True)
+    # What the helpdesk wrote when deciding on a fix: the employee reads it on the job. A
+    # database default too, as for turn and stage: bulk SQL inserts jobs without it.
+    decision_note = models.TextField(blank=True, default="", db_default="")
     handed_over_at = models.DateTimeField(null=True, blank=True)  # sent to the helpdesk
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -165,6 +165,7 @@ EXPECTED: dict[str, Row] = {
     ),
     "console/": Row("diagnostics:dashboard", get=HELPDESK_ONLY),
     "console/machines/": Row("diagnostics:machines", get=HELPDESK_ONLY),
+    "console/unmatched/": Row("diagnostics:unmatched", get=BLIND_SPOTS),
     "console/scans/": Row("diagnostics:scans", get=HELPDESK_ONLY, post=NOT_HELPDESK),
     "console/scans/<int:pk>/": Row("diagnostics:scan", _scan, get=HELPDESK_ONLY),
     "console/scans/<int:pk>/export.csv": Row("diagnostics:scan-export", _scan, get=HELPDESK_ONLY),

@@ -126,6 +126,19 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     return render(request, "diagnostics/console/dashboard.html", ctx)
 
 
+@require_GET
+@access.required(access.can_see_blind_spots)
+def unmatched_view(request: HttpRequest) -> HttpResponse:
+    """The texts nothing matched, with their one-click draft: also for KB admins, who write
+    the missing articles but are not the helpdesk (the dashboard is not theirs)."""
+    ctx = {
+        "unmatched": dashboard.unmatched_texts(timezone.now()),
+        "threshold": dashboard.THRESHOLD,
+        "can_draft": access.can_edit_kb(request.user),
+    }
+    return render(request, "diagnostics/console/unmatched.html", ctx)
+
+
 def machines_with_last_diagnosis():
     """Machines with their credential and their latest diagnosis, in one query."""
     last = Job.objects.filter(machine=OuterRef("pk"), kind=Job.Kind.DIAGNOSE).order_by(

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from diagnostics import (
     access,
+    audit_words,
     dashboard,
     handovers,
     jobs,
@@ -255,12 +256,13 @@ def approvals(request: HttpRequest) -> HttpResponse:
     """The helpdesk's queue of fixes waiting for approval."""
     waiting = list(
         Job.objects.filter(status=Job.Status.APPROVAL)
-        .select_related("machine", "article", "user")
+        .select_related("machine", "article", "user", "parent__article")
         .prefetch_related("audit")
         .order_by("created_at")
     )
     for job in waiting:  # one's own request shows why, instead of a button that is refused
         job.approval = access.may_approve(request.user, job)
+        job.card = audit_words.approval_card(job)
     return render(request, "diagnostics/approvals.html", {"jobs": waiting})
 
 
