@@ -1,5 +1,6 @@
-"""A hand-over round trip in Chromium: an unreachable machine's job is handed over, the
-helpdesk answers in its inbox, the employee follows the e-mail's link and reads the answer.
+"""A hand-over round trip in Chromium: an unreachable machine's job (and a text nothing
+matched) is handed over, the helpdesk answers in its inbox, the employee follows the e-mail's
+link and reads the answer.
 
 Set KAIKETSU_SCREENSHOTS=DIR to also save the helpdesk's inbox and case pages there (the
 README shows docs/helpdesk-inbox.png).
@@ -19,6 +20,7 @@ from tests.conftest import start_job, wait_for_job
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 NOTE = "自宅から VPN に接続できません。"
+UNMATCHED = "会社のプリンターに印刷できません"
 REPLY = "社内 LAN に接続してから、もう一度「診断」を押してください。"
 
 
@@ -56,11 +58,23 @@ def test_a_hand_over_goes_to_the_inbox_and_the_answer_comes_back_by_email(
     announced = _mail_about(mail_dir, handover, "helpdesk@example.com")
     assert NOTE in announced.get_content()
 
+    # A text nothing matches: the hand-over button arrives with the live results.
+    page.goto(f"{web_server}/")
+    page.fill("#paste", UNMATCHED)
+    page.locator("#results #handover-text").get_by_role("button").click()
+    expect(page.locator(".flash.success")).to_have_text(
+        "ヘルプデスクにテキストを引き継ぎました。回答はこのページに表示されます。"
+    )
+    text_case = HandOver.objects.get(job=None)
+    assert text_case.pasted_text == UNMATCHED and text_case.user == employee
+
     desk = browser.new_context(locale="ja-JP", viewport={"width": 1100, "height": 900})
     try:
         inbox = desk.new_page()
         log_in(inbox, web_server, "helpdesk", "pw-helpdesk-1")
         inbox.get_by_role("link", name="引き継ぎ", exact=True).click()
+        expect(inbox.locator(f'li[data-handover="{text_case.pk}"]')).to_contain_text(UNMATCHED)
+        _screenshot(inbox, "helpdesk-inbox.png")
         case = inbox.locator(f'li[data-handover="{handover.pk}"]')
         expect(case).to_contain_text("employee")
         expect(case).to_contain_text("pc-idle")
@@ -74,7 +88,7 @@ def test_a_hand_over_goes_to_the_inbox_and_the_answer_comes_back_by_email(
         _screenshot(inbox, "helpdesk-case.png")
         inbox.goto(f"{web_server}/helpdesk/handovers/?tab=mine")
         expect(inbox.locator(f'li[data-handover="{handover.pk}"]')).to_be_visible()
-        _screenshot(inbox, "helpdesk-inbox.png")
+        expect(inbox.locator(f'li[data-handover="{text_case.pk}"]')).to_have_count(0)
     finally:
         desk.close()
 
