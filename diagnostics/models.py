@@ -546,6 +546,7 @@ class HandOver(models.Model):
         CLOSED = "closed", _("Closed")
 
     NOTE_MAX = 4000
+    POLL_SECONDS = 10  # how often an open hand-over's page asks for the helpdesk's answer
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="handovers"

@@ -76,8 +76,8 @@ def handover_create(request: HttpRequest) -> HttpResponse:
 @login_required
 def handover_detail(request: HttpRequest, pk: int) -> HttpResponse:
     handover = access.own_handover(request.user, pk)
-    thread = list(handover.messages.select_related("author"))
-    return render(request, "diagnostics/handover.html", {"handover": handover, "thread": thread})
+    template = "_handover_live.html" if request.htmx else "handover.html"  # the poll: its part
+    return render(request, f"diagnostics/{template}", {"handover": handover})
 
 
 @require_POST

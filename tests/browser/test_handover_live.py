@@ -63,6 +63,15 @@ def test_a_hand_over_goes_to_the_inbox_and_the_answer_comes_back_by_email(
     assert job.status == Job.Status.ERROR
 
     log_in(page, web_server, "employee", "pw-employee-1")
+    # A text nothing matches: the hand-over button arrives with the live results.
+    page.fill("#paste", UNMATCHED)
+    page.locator("#results #handover-text").get_by_role("button").click()
+    expect(page.locator(".flash.success")).to_have_text(
+        "ヘルプデスクにテキストを引き継ぎました。回答はこのページに表示されます。"
+    )
+    text_case = HandOver.objects.get(job=None)
+    assert text_case.pasted_text == UNMATCHED and text_case.user == employee
+
     page.goto(f"{web_server}/jobs/{job.pk}/")
     page.fill("#handover-note", NOTE)
     page.get_by_role("button", name="ヘルプデスクに引き継ぐ").click()
@@ -73,16 +82,7 @@ def test_a_hand_over_goes_to_the_inbox_and_the_answer_comes_back_by_email(
     handover = HandOver.objects.get(job=job)
     announced = _mail_about(mail_dir, handover, "helpdesk@example.com")
     assert NOTE in announced.get_content()
-
-    # A text nothing matches: the hand-over button arrives with the live results.
-    page.goto(f"{web_server}/")
-    page.fill("#paste", UNMATCHED)
-    page.locator("#results #handover-text").get_by_role("button").click()
-    expect(page.locator(".flash.success")).to_have_text(
-        "ヘルプデスクにテキストを引き継ぎました。回答はこのページに表示されます。"
-    )
-    text_case = HandOver.objects.get(job=None)
-    assert text_case.pasted_text == UNMATCHED and text_case.user == employee
+    page.evaluate("window.__not_reloaded = true")
 
     desk = browser.new_context(locale="ja-JP", viewport={"width": 1100, "height": 900})
     try:
@@ -108,6 +108,13 @@ def test_a_hand_over_goes_to_the_inbox_and_the_answer_comes_back_by_email(
         expect(inbox.locator(f'li[data-handover="{text_case.pk}"]')).to_have_count(0)
     finally:
         desk.close()
+
+    # The employee, still on the job's page, sees the answer arrive without a reload.
+    expect(page.locator("#job-handover ol.thread .from-helpdesk")).to_contain_text(
+        REPLY, timeout=3_000 * HandOver.POLL_SECONDS
+    )
+    expect(page.locator("#job-handover .handover-status")).to_have_text("ヘルプデスクが対応中")
+    assert page.evaluate("window.__not_reloaded") is True
 
     answer = _mail_about(mail_dir, handover, "employee@example.com")
     assert answer["subject"].strip() == f"ヘルプデスクが引き継ぎ #{handover.pk} に回答しました"
