@@ -269,7 +269,7 @@ def test_taking_a_case_from_a_colleague_moves_it_to_my_tab(client, helpdesk, emp
 
 
 def test_my_jobs_lists_only_my_jobs_fixes_waiting_and_the_helpdesks_notes(
-    client, employee, other_employee, helpdesk, job, machine, article
+    client, employee, other_employee, helpdesk, job, machine, article, django_assert_max_num_queries
 ):
     waiting = Job.objects.create(
         user=employee, machine=machine, article=article, kind="fix", status="approval"
@@ -285,7 +285,9 @@ def test_my_jobs_lists_only_my_jobs_fixes_waiting_and_the_helpdesks_notes(
         article=article,
     )
     client.force_login(employee)
-    body = client.get(reverse("diagnostics:my-jobs")).content.decode()
+    # session, user, count and page of jobs, waiting, hand-overs, their messages and authors
+    with django_assert_max_num_queries(8):
+        body = client.get(reverse("diagnostics:my-jobs")).content.decode()
     for own in (job, waiting, declined):
         assert f'data-job="{own.pk}"' in body
     assert f'data-job="{theirs.pk}"' not in body and "PC-OTHER" not in body
@@ -353,3 +355,19 @@ def test_the_note_the_helpdesk_writes_when_approving_reaches_the_employees_job_p
     assert "ヘルプデスクからのメモ:" in note and "Approved: restart tonight please." in note
     mine = client.get(reverse("diagnostics:my-jobs")).content.decode()
     assert "Approved: restart tonight please." in mine
+
+
+def test_the_employees_answer_reaches_whoever_holds_the_case(
+    client, employee, helpdesk, job, mail, django_capture_on_commit_callbacks
+):
+    handover = HandOver.objects.create(user=employee, job=job, status="taken", assignee=helpdesk)
+    client.force_login(employee)
+    response = _post(
+        client, django_capture_on_commit_callbacks, "diagnostics:handover-reply", handover.pk,
+        body="The cable is in; still error 809.",
+    )  # fmt: skip
+    assert response["Location"] == reverse("diagnostics:job-detail", args=[job.pk])
+    [sent] = mail
+    assert sent.to == ["hd@example.com"]  # the holder, not the shared address
+    assert "The cable is in" in sent.body
+    assert handover.messages.get().from_helpdesk is False
