@@ -156,6 +156,8 @@ def test_a_helpdesk_reply_takes_the_case_and_reaches_the_employee_in_their_langu
     mail.clear()
 
     client.force_login(helpdesk)
+    history = client.get(reverse("diagnostics:helpdesk-job", args=[job.pk])).content.decode()
+    assert reverse("diagnostics:inbox-detail", args=[handover.pk]) in history
     inbox = client.get(reverse("diagnostics:inbox"), HTTP_ACCEPT_LANGUAGE="ja").content.decode()
     assert reverse("diagnostics:inbox-detail", args=[handover.pk]) in inbox
     case = client.get(reverse("diagnostics:inbox-detail", args=[handover.pk])).content.decode()

@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import access, audit_words, history, jobs
+from diagnostics import access, audit_words, handovers, history, jobs
 from diagnostics.models import Article, AuditEntry, Job
 from diagnostics.workflows.diagnosis import start_diagnosis
 
@@ -180,6 +180,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "steps": steps,
         "timeline": _timeline(job, steps),
         "audit": audit,
+        "handover": handovers.for_job(job),
         "plan_json": json.dumps(job.plan, indent=2, ensure_ascii=False),
         "transcript": history.bounded(job.transcript),
         "stderr": history.bounded(job.stderr),
