@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 
 import pytest
 from django.urls import reverse
@@ -373,3 +374,35 @@ def test_the_employees_answer_reaches_whoever_holds_the_case(
     assert sent.to == ["hd@example.com"]  # the holder, not the shared address
     assert "The cable is in" in sent.body
     assert handover.messages.get().from_helpdesk is False
+
+
+JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff]")
+ENGLISH_UI = re.compile(
+    r"\b(Hand-over|Messages|Reply|Send|Close|Take it|waiting|Closed|My jobs|Jobs)\b"
+)
+
+
+def _main_text(client, url: str, lang: str) -> str:
+    """The page's own text in ``lang``, the header aside (its language switch shows both)."""
+    page = client.get(url, HTTP_ACCEPT_LANGUAGE=lang).content.decode().split("<main>")[1]
+    return re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>", "", page, flags=re.S))
+
+
+def test_the_hand_over_pages_speak_one_language_each(client, employee, helpdesk, job, article):
+    article.title_ja = "Article"  # ASCII data: any Japanese on an English page is the UI's
+    article.save()
+    handover = HandOver.objects.create(user=employee, job=job, machine=job.machine)
+    HandOverMessage.objects.create(
+        handover=handover, author=helpdesk, body="ok", from_helpdesk=True
+    )
+    pages = {
+        employee: [reverse("diagnostics:my-jobs"), reverse("diagnostics:handover", args=[handover.pk]),
+                   reverse("diagnostics:job-detail", args=[job.pk])],
+        helpdesk: [reverse("diagnostics:inbox"), reverse("diagnostics:inbox-detail", args=[handover.pk]),
+                   reverse("diagnostics:dashboard")],
+    }  # fmt: skip
+    for user, urls in pages.items():
+        client.force_login(user)
+        for url in urls:
+            assert not JAPANESE.search(_main_text(client, url, "en")), url
+            assert not ENGLISH_UI.findall(_main_text(client, url, "ja")), url
