@@ -82,7 +82,7 @@ def hand_over_text(user: Any, text: str, machine: Machine | None, note: str, sit
     if not text and not note:
         raise HandOverRefused(_("Paste the error or write a note for the helpdesk first."))
     with transaction.atomic():
-        return _create(user, None, machine, text[:20_000], note, site)
+        return _create(user, None, machine, text, note, site)
 
 
 def _create(user, job, machine, text: str, note: str, site: str) -> HandOver:
