@@ -74,7 +74,7 @@ def hand_over_job(user: Any, job: Job, note: str, site: str) -> HandOver:
     return handover
 
 
-def hand_over_text(user: Any, text: str, machine: Machine | None, note: str, site: str):
+def hand_over_text(user: Any, text: str, machine: Machine | None, note: str, site: str) -> HandOver:
     """Hand over a pasted text nothing matched (no job ran), with the machine if one was
     picked."""
     text = (text or "").replace("\x00", "").strip()
