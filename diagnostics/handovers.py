@@ -53,11 +53,12 @@ def for_job(job: Job) -> HandOver | None:
 
 def hand_over_job(user: Any, job: Job, note: str, site: str) -> HandOver:
     """Hand a job of ``user``'s to the helpdesk with an optional note; a second call finds
-    the first hand-over and adds the note to it."""
+    the first hand-over and adds the note to it (refused once it is closed: a new problem
+    gets a new diagnosis, which can be handed over in turn)."""
     note = clean_note(note)
     existing = for_job(job)
     if existing is not None:
-        if note and not existing.is_closed:
+        if note:
             reply(existing, user, note, site)
         return existing
     try:

@@ -406,3 +406,12 @@ def test_the_hand_over_pages_speak_one_language_each(client, employee, helpdesk,
         for url in urls:
             assert not JAPANESE.search(_main_text(client, url, "en")), url
             assert not ENGLISH_UI.findall(_main_text(client, url, "ja")), url
+
+
+def test_a_note_on_a_job_whose_hand_over_is_closed_is_refused_and_says_so(client, employee, job):
+    handover = HandOver.objects.create(user=employee, job=job, status="closed")
+    client.force_login(employee)
+    url = reverse("diagnostics:job-handover", args=[job.pk])
+    response = client.post(url, {"note": "it broke again"}, follow=True)
+    assert "この引き継ぎは完了しています。" in response.content.decode()
+    assert not handover.messages.exists() and HandOver.objects.count() == 1
