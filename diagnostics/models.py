@@ -342,6 +342,9 @@ class Job(models.Model):
         related_name="decided_jobs",
     )
     decided_at = models.DateTimeField(null=True, blank=True)
+    # What the helpdesk wrote when deciding on a fix: the employee reads it on the job. A
+    # database default too, as for turn and stage: bulk SQL inserts jobs without it.
+    decision_note = models.TextField(blank=True, default="", db_default="")
     handed_over_at = models.DateTimeField(null=True, blank=True)  # sent to the helpdesk
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -527,3 +530,82 @@ class UnmatchedPaste(models.Model):
 
     def __str__(self) -> str:
         return self.text[:60]
+
+
+class HandOver(models.Model):
+    """An employee's case for the helpdesk: a job (or a text nothing matched) and its thread.
+
+    Status moves only through ``handovers.py``: OPEN -> TAKEN (someone of the helpdesk holds
+    it) -> CLOSED. ``language`` is the employee's when they handed it over: the e-mails they
+    get are written in it.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", _("Waiting for the helpdesk")
+        TAKEN = "taken", _("The helpdesk is on it")
+        CLOSED = "closed", _("Closed")
+
+    NOTE_MAX = 4000
+    POLL_SECONDS = 10  # how often an open hand-over's page asks for the helpdesk's answer
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="handovers"
+    )
+    job = models.ForeignKey(
+        Job, on_delete=models.PROTECT, null=True, blank=True, related_name="handovers"
+    )
+    machine = models.ForeignKey(
+        Machine, on_delete=models.PROTECT, null=True, blank=True, related_name="handovers"
+    )
+    pasted_text = models.TextField(blank=True)
+    status = models.CharField(max_length=8, choices=Status, default=Status.OPEN)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="assigned_handovers",
+    )
+    language = models.CharField(max_length=8, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)  # the last message or move
+    taken_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("hand-over")
+        verbose_name_plural = _("hand-overs")
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="handover_status_created"),
+            models.Index(fields=["assignee", "status"], name="handover_assignee_status"),
+        ]
+        constraints = [
+            # One hand-over per job: a second click finds the first.
+            models.UniqueConstraint(
+                fields=["job"], condition=models.Q(job__isnull=False), name="one_handover_per_job"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"hand-over #{self.pk} {self.status}"
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status == self.Status.CLOSED
+
+
+class HandOverMessage(models.Model):
+    """One message of a hand-over's thread: the employee's note or the helpdesk's reply."""
+
+    handover = models.ForeignKey(HandOver, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    from_helpdesk = models.BooleanField(default=False)
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.body[:60]

@@ -243,7 +243,20 @@ CELERY_BEAT_SCHEDULE = {
     "tick-scans": {"task": "diagnostics.tasks.tick_scans", "schedule": 30.0},
 }
 
-# Where "Ask the helpdesk" sends an employee whose paste matched nothing (a mailto: link).
+# E-mail (hand-overs): one URL names the backend, e.g. smtp+tls://USER:PASSWORD@HOST:587;
+# the default prints each e-mail to the web process' console (the demo).
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email["EMAIL_HOST"] or "localhost"
+EMAIL_PORT = _email["EMAIL_PORT"] or 25
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"] or ""
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"] or ""
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+EMAIL_FILE_PATH = _email["EMAIL_FILE_PATH"]  # filemail:////absolute/dir (four slashes)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="kaiketsu@localhost")
+# Where a new hand-over (and an employee's reply nobody holds yet) is announced.
 KAIKETSU_HELPDESK_EMAIL = env("KAIKETSU_HELPDESK_EMAIL", default="helpdesk@example.com")
 KAIKETSU_DASHBOARD_CACHE_SECONDS = env.int("KAIKETSU_DASHBOARD_CACHE_SECONDS", default=60)
 KAIKETSU_WINRM_VERIFY_TLS = env.bool("KAIKETSU_WINRM_VERIFY_TLS", default=True)

@@ -108,6 +108,7 @@ def _dashboard_context(now: dt.datetime) -> dict:
         ),
         "repeated": dashboard.repeated_failures(now),
         "unmatched": dashboard.unmatched_texts(now),
+        "handovers": dashboard.handover_counts(now),
     }
 
 
@@ -123,6 +124,19 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     # The draft link leads into the admin: only for those the admin lets add an article.
     ctx["can_draft"] = access.can_edit_kb(request.user)
     return render(request, "diagnostics/console/dashboard.html", ctx)
+
+
+@require_GET
+@access.required(access.can_see_blind_spots)
+def unmatched_view(request: HttpRequest) -> HttpResponse:
+    """The texts nothing matched, with their one-click draft: also for KB admins, who write
+    the missing articles but are not the helpdesk (the dashboard is not theirs)."""
+    ctx = {
+        "unmatched": dashboard.unmatched_texts(timezone.now()),
+        "threshold": dashboard.THRESHOLD,
+        "can_draft": access.can_edit_kb(request.user),
+    }
+    return render(request, "diagnostics/console/unmatched.html", ctx)
 
 
 def machines_with_last_diagnosis():

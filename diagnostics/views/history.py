@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -21,8 +20,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import access, history, jobs
-from diagnostics.models import Article, AuditEntry, Job, Machine
+from diagnostics import access, audit_words, handovers, history, jobs
+from diagnostics.models import Article, AuditEntry, Job
 from diagnostics.workflows.diagnosis import start_diagnosis
 
 OUTCOME_NONE = "none"  # the URL's word for Job.Outcome.NONE (""), which a select cannot carry
@@ -79,7 +78,7 @@ class HistoryFilterForm(forms.Form):
         return text
 
     def to_filters(self) -> history.Filters:
-        """The filters with names resolved to ids (one query per name given)."""
+        """The filters, the article's slug resolved to its id (one query when given)."""
         # An invalid field (a too-short search) is left out; the valid ones still apply.
         data: dict = {}
         if self.is_bound:
@@ -95,18 +94,12 @@ class HistoryFilterForm(forms.Form):
         outcome = data.get("outcome", "")
         if outcome:
             f.outcome = "" if outcome == OUTCOME_NONE else outcome
-        lookups = (
-            ("user", "user_id", get_user_model().objects, "username"),
-            ("machine", "machine_id", Machine.objects, "name"),
-            ("article", "article_id", Article.objects, "slug"),
-        )
-        for key, attr, manager, field_name in lookups:
-            name = (data.get(key) or "").strip()
-            if name:
-                pk = manager.filter(**{field_name: name}).values_list("pk", flat=True).first()
-                if pk is None:
-                    f.empty = True
-                setattr(f, attr, pk)
+        f.user = (data.get("user") or "").strip()
+        f.machine = (data.get("machine") or "").strip()
+        slug = (data.get("article") or "").strip()
+        if slug:
+            f.article_id = Article.objects.filter(slug=slug).values_list("pk", flat=True).first()
+            f.empty = f.article_id is None
         return f
 
 
@@ -177,12 +170,17 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         }
         return render(request, "diagnostics/history/list.html#history-row", ctx)
     steps = _steps_with_diffs(job)
-    audit = AuditEntry.objects.filter(job=job).select_related("actor").order_by("at", "id")
+    entries = AuditEntry.objects.filter(job=job).select_related("actor", "job__article")
+    audit = [
+        {"entry": e, "sentence": audit_words.sentence(e), "changes": audit_words.changes(e)}
+        for e in entries.order_by("at", "id")
+    ]
     ctx = {
         "job": job,
         "steps": steps,
         "timeline": _timeline(job, steps),
-        "audit": list(audit),
+        "audit": audit,
+        "handover": handovers.for_job(job),
         "plan_json": json.dumps(job.plan, indent=2, ensure_ascii=False),
         "transcript": history.bounded(job.transcript),
         "stderr": history.bounded(job.stderr),

@@ -11,7 +11,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import access, dashboard, jobs, kbindex, live, match_words, workflows
+from diagnostics import (
+    access,
+    audit_words,
+    dashboard,
+    handovers,
+    jobs,
+    kbindex,
+    live,
+    match_words,
+    workflows,
+)
 from diagnostics.models import Article, Check, Job, StepResult, active_lang
 from diagnostics.workflows import fixes
 from diagnostics.workflows.diagnosis import start_diagnosis
@@ -48,7 +58,6 @@ def home(request: HttpRequest) -> HttpResponse:
         # good: the dashboard lists these as the knowledge base's blind spots.
         dashboard.record_unmatched(ctx["q"], result.matches[0].score if result.matches else None)
     ctx["machines"] = request.user.machines.all()
-    ctx["helpdesk_email"] = settings.KAIKETSU_HELPDESK_EMAIL
     ctx["machine_id"] = request.GET.get("machine", "")
     if request.htmx:
         return render(request, "diagnostics/home.html#results", ctx)
@@ -147,6 +156,7 @@ def job_context(job: Job) -> dict:
         "proven": [r for r in failed if r["result"].verdict == "fail"],
         "offers": fixes.offered_fixes(job) if job.outcome == Job.Outcome.PROBLEMS else [],
         "children": list(job.children.order_by("-created_at")),
+        "handover": handovers.for_job(job),
         "can_roll_back": job.kind == Job.Kind.FIX
         and job.is_finished
         and any(r.phase == "fix" and r.changed for r in results.values()),
@@ -240,27 +250,19 @@ def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("diagnostics:job-detail", pk=job.pk)
 
 
-@require_POST
-@login_required
-def job_handover(request: HttpRequest, pk: int) -> HttpResponse:
-    job = access.job_for(request.user, pk)
-    fixes.hand_over(job, request.user)
-    messages.success(request, _("The helpdesk has this job with its whole transcript."))
-    return redirect("diagnostics:job-detail", pk=job.pk)
-
-
 @require_GET
 @access.required(access.can_approve_fixes)
 def approvals(request: HttpRequest) -> HttpResponse:
     """The helpdesk's queue of fixes waiting for approval."""
     waiting = list(
         Job.objects.filter(status=Job.Status.APPROVAL)
-        .select_related("machine", "article", "user")
+        .select_related("machine", "article", "user", "parent__article")
         .prefetch_related("audit")
         .order_by("created_at")
     )
     for job in waiting:  # one's own request shows why, instead of a button that is refused
         job.approval = access.may_approve(request.user, job)
+        job.card = audit_words.approval_card(job)
     return render(request, "diagnostics/approvals.html", {"jobs": waiting})
 
 

@@ -4,7 +4,7 @@ included."""
 
 import pytest
 
-from diagnostics import jobs
+from diagnostics import handovers, jobs
 from diagnostics.models import Job, Scan
 from tests.browser.conftest import log_in
 
@@ -22,14 +22,15 @@ document.addEventListener("securitypolicyviolation", (e) => {
 @pytest.fixture
 def world(employee, helpdesk, kb_admin, idle_machine, seed_article):
     """A running job (its page follows the stream), a finished one (the dashboard's charts
-    have data), and a scan: what the pages below show."""
+    have data) handed over to the helpdesk, and a scan: what the pages below show."""
     done = jobs.create_job(user=employee, machine=idle_machine, article=seed_article)
     jobs.finish(done, Job.Status.DONE, Job.Outcome.PROBLEMS)
     running = jobs.create_job(user=employee, machine=idle_machine, article=seed_article)
     scan = Scan.objects.create(
         article=seed_article, created_by=helpdesk, selection="all", machine_ids=[idle_machine.pk]
     )
-    return {"done": done, "running": running, "scan": scan}
+    case = handovers.hand_over_job(employee, done, "still broken", "http://testserver")
+    return {"done": done, "running": running, "scan": scan, "case": case}
 
 
 def _pages_for(role: str, world: dict) -> list[str]:
@@ -40,6 +41,8 @@ def _pages_for(role: str, world: dict) -> list[str]:
         f"/articles/{world['running'].article.slug}/",
         f"/jobs/{running}/",
         f"/jobs/{done}/",
+        "/mine/",
+        f"/handovers/{world['case'].pk}/",
     ]
     return {
         "employee": employee_pages,
@@ -47,6 +50,9 @@ def _pages_for(role: str, world: dict) -> list[str]:
             "/helpdesk/jobs/",
             f"/helpdesk/jobs/{done}/",
             "/approvals/",
+            "/helpdesk/handovers/",
+            f"/helpdesk/handovers/{world['case'].pk}/",
+            "/console/unmatched/",
             "/console/",
             "/console/machines/",
             "/console/machines/import/",

@@ -50,6 +50,7 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(9)
             user.set_password(password)
             user.is_staff, user.is_superuser = staff, superuser
+            user.email = f"{username}@example.com"  # hand-over e-mails (console in the demo)
             user.save()
             if role:
                 user.groups.add(groups[role])
