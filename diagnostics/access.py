@@ -58,6 +58,13 @@ def can_import_machines(user: Any) -> bool:
     return user.has_perm("diagnostics.add_machine") and user.has_perm("diagnostics.change_machine")
 
 
+def can_change_machine_targets(user: Any) -> bool:
+    """Decide where a credential goes: a machine's address, port, scheme, TLS verification
+    and credential. Administrators only (superusers, or whoever holds this permission): the
+    helpdesk manages owners and metadata, never where secrets are sent (issue #16)."""
+    return user.has_perm("diagnostics.change_machine_target")
+
+
 def can_edit_kb(user: Any) -> bool:
     """Write articles in the admin: the admin itself also wants staff status."""
     return user.is_staff and user.has_perm("diagnostics.add_article")

@@ -74,7 +74,15 @@ class Step:
 
 
 def target_for(machine: Machine) -> remote.Target:
-    """Connection details for a machine; the password is decrypted only here, for the call."""
+    """Connection details for a machine; the password is decrypted only here, for the call.
+
+    Every plan, test and poll goes through here, so this is where the portal refuses to send
+    the credential (and with it any secret of the plan) to a target no administrator approved
+    or whose identity is unverified: RemoteError kind "untrusted", nothing contacted.
+    """
+    refusal = machine.credential_refusal()
+    if refusal:
+        raise remote.RemoteError("untrusted", refusal)
     cred = machine.credential
     return remote.Target(
         name=machine.name,
@@ -354,6 +362,7 @@ def remote_headline(kind: str, machine: str) -> str:
         "protocol": _("The connection to %(m)s broke off."),
         "garbage": _("%(m)s sent output the portal does not understand."),
         "exit": _("The runner on %(m)s stopped with an error."),
+        "untrusted": _("The portal did not contact %(m)s, to keep its credential safe."),
     }
     return texts.get(kind, _("%(m)s could not run the job.")) % {"m": machine}
 

@@ -190,7 +190,7 @@ def machines_import(request: HttpRequest) -> HttpResponse:
     ctx["csv"] = text
     if request.POST.get("action") == "import":
         try:
-            result = machine_import.import_machines(text, update=ctx["update"])
+            result = machine_import.import_machines(text, user=request.user, update=ctx["update"])
         except machine_import.ImportRefused as exc:
             ctx["report"] = exc.args[0]
             messages.error(request, gettext("Nothing was imported: the file has bad rows."))
@@ -205,7 +205,7 @@ def machines_import(request: HttpRequest) -> HttpResponse:
             % {"created": result.created, "updated": result.updated},
         )
         return redirect("diagnostics:machines")
-    ctx["report"] = machine_import.check(text, update=ctx["update"])
+    ctx["report"] = machine_import.check(text, user=request.user, update=ctx["update"])
     return render(request, "diagnostics/console/import.html", ctx)
 
 
