@@ -33,6 +33,11 @@ def can_see_all_jobs(user: Any) -> bool:
     return user.has_perm("diagnostics.view_job")
 
 
+def can_cancel_jobs(user: Any) -> bool:
+    """Stop a queued or waiting job of any machine (and free the machine): the helpdesk."""
+    return can_see_all_jobs(user)
+
+
 def can_see_dashboard(user: Any) -> bool:
     return user.has_perm("diagnostics.view_job")
 
@@ -181,6 +186,7 @@ class _Can:
 
 _NAV_RULES: dict[str, Callable[[Any], bool]] = {
     "see_all_jobs": can_see_all_jobs,
+    "cancel_jobs": can_cancel_jobs,
     "see_dashboard": can_see_dashboard,
     "approve_fixes": can_approve_fixes,
     "scan_fleet": can_scan_fleet,

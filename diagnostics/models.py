@@ -362,7 +362,8 @@ class Job(models.Model):
     Status moves only through the methods below, the engine (jobs.py) and the workflows:
     APPROVAL -> QUEUED (approved) | DECLINED;  QUEUED -> RUNNING;
     RUNNING -> RESTARTING (the machine restarts, then verification) | WAITING (restart later)
-            -> DONE | ERROR | INTERRUPTED.
+            -> DONE | ERROR | INTERRUPTED;
+    QUEUED | WAITING | CONNECT -> CANCELLED (the helpdesk, between turns).
     The outcome says what a finished job found. At most one job per machine is ACTIVE
     (a database constraint), and the reaper ends active jobs whose worker died.
     """
@@ -385,6 +386,7 @@ class Job(models.Model):
         ERROR = "error", _("Could not run")
         INTERRUPTED = "interrupted", _("Interrupted")
         DECLINED = "declined", _("Declined")
+        CANCELLED = "cancelled", _("Cancelled")
 
     class Outcome(models.TextChoices):
         NONE = "", "-"
@@ -402,8 +404,10 @@ class Job(models.Model):
         DELAY = "delay", _("Restart in a few minutes")
         LATER = "later", _("I will restart later")
 
-    TERMINAL = (Status.DONE, Status.ERROR, Status.INTERRUPTED, Status.DECLINED)
+    TERMINAL = (Status.DONE, Status.ERROR, Status.INTERRUPTED, Status.DECLINED, Status.CANCELLED)
     ACTIVE = (Status.QUEUED, Status.RUNNING, Status.RESTARTING, Status.CONNECT)
+    # No turn is on a host in these: stopping one leaves nothing half done on the machine.
+    CANCELLABLE = (Status.QUEUED, Status.WAITING, Status.CONNECT)
     STEP_ERRORS_MAX = 8000
 
     user = models.ForeignKey(
@@ -524,6 +528,27 @@ class Job(models.Model):
         )
         self.step_errors = f"{self.step_errors}\n{line}" if self.step_errors else line
 
+    def cancel(self, reason: str) -> bool:
+        """End a job no turn is running (``CANCELLABLE``) as cancelled, once; False if it had
+        moved on (a worker claimed it meanwhile) or already ended. Frees the machine."""
+        now = timezone.now()
+        updated = Job.objects.filter(pk=self.pk, status__in=self.CANCELLABLE).update(
+            status=self.Status.CANCELLED,
+            outcome=self.Outcome.NONE,
+            error=reason[:4000],
+            finished_at=now,
+            heartbeat_at=now,
+            wake_at=None,
+        )
+        if updated:
+            self.status, self.outcome, self.error, self.finished_at = (
+                self.Status.CANCELLED,
+                self.Outcome.NONE,
+                reason,
+                now,
+            )
+        return bool(updated)
+
     def mark_interrupted(self, reason: str) -> bool:
         return self.finish(self.Status.INTERRUPTED, self.Outcome.ERROR, reason)
 
@@ -548,6 +573,7 @@ class AuditEntry(models.Model):
         ROLLBACK = "rollback", _("Rolled back")
         AUTO_ROLLBACK = "auto_rollback", _("Rolled back automatically")
         HANDED_OVER = "handed_over", _("Handed to the helpdesk")
+        CANCELLED = "cancelled", _("Cancelled")
         TARGET_CHANGED = "target_changed", _("Connection settings changed")  # no job
 
     at = models.DateTimeField(default=timezone.now, db_index=True)

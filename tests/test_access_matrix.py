@@ -131,6 +131,9 @@ EXPECTED: dict[str, Row] = {
         get=_all(405),
         post=NOT_HELPDESK,
     ),
+    "helpdesk/jobs/<int:pk>/cancel/": Row(
+        "diagnostics:helpdesk-job-cancel", _job, get=_all(405), post=NOT_HELPDESK
+    ),
     "console/": Row("diagnostics:dashboard", get=HELPDESK_ONLY),
     "console/machines/": Row("diagnostics:machines", get=HELPDESK_ONLY),
     "console/scans/": Row("diagnostics:scans", get=HELPDESK_ONLY, post=NOT_HELPDESK),

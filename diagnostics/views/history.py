@@ -180,6 +180,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     audit = AuditEntry.objects.filter(job=job).select_related("actor").order_by("at", "id")
     ctx = {
         "job": job,
+        "cancellable": job.status in Job.CANCELLABLE,
         "steps": steps,
         "timeline": _timeline(job, steps),
         "audit": list(audit),
@@ -202,6 +203,23 @@ def job_rerun(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(exc))
         return redirect("diagnostics:helpdesk-job", pk=job.pk)
     return redirect("diagnostics:job-detail", pk=new.pk)
+
+
+@require_POST
+@access.required(access.can_cancel_jobs)
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = access.job_for(request.user, pk)
+    try:
+        jobs.cancel(job, request.user)
+    except jobs.JobRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            _("Job #%(id)s was cancelled; %(machine)s is free.")
+            % {"id": job.pk, "machine": job.machine.name},
+        )
+    return redirect("diagnostics:helpdesk-job", pk=job.pk)
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
