@@ -377,7 +377,9 @@ def fix_target_problems(kind: str, args: dict[str, Any], values: bool = True) ->
     kind_of, allowed = entry
     if not values or args.get("absent"):
         return []
-    if args.get("type") != kind_of or args.get("value") not in allowed:
+    value = args.get("value")
+    whole = isinstance(value, int) and not isinstance(value, bool)  # true == 1 in Python
+    if args.get("type") != kind_of or not whole or value not in allowed:
         shown = ", ".join(str(v) for v in allowed)
         return [f"set_registry_value may write {name} only as {kind_of} {shown}"]
     return []

@@ -77,6 +77,18 @@ def test_admin_and_kb_import_refuse_a_run_key_step_with_one_message(client, kb_a
             {
                 "kind": "set_registry_value",
                 "args": {
+                    "path": "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\RasMan\\Parameters",
+                    "name": "ProhibitIpSec",
+                    "type": "DWord",
+                    "value": True,
+                },
+            },
+            "may write ProhibitIpSec only as DWord 0, 1",
+        ),
+        (
+            {
+                "kind": "set_registry_value",
+                "args": {
                     "path": "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\PolicyAgent\\..\\..\\X",
                     "name": "ImagePath",
                     "absent": True,
