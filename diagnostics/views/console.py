@@ -147,7 +147,7 @@ def machines_with_last_diagnosis():
 @access.required(access.can_see_machines)
 def machines(request: HttpRequest) -> HttpResponse:
     qs = machines_with_last_diagnosis()
-    q = request.GET.get("q", "").strip()[:100]
+    q = request.GET.get("q", "").replace("\x00", "").strip()[:100]  # PostgreSQL refuses NUL
     if q:
         qs = qs.filter(
             Q(name__icontains=q) | Q(address__icontains=q) | Q(owners__username__icontains=q)
