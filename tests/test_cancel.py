@@ -4,6 +4,7 @@ ends within a minute (Celery's signal at once when only a pool child died)."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -189,3 +190,26 @@ def test_a_killed_pool_child_ends_its_job_at_once_without_the_reaper(
     assert (job.status, job.outcome) == (Job.Status.INTERRUPTED, Job.Outcome.ERROR)
     assert job.steps.exists()  # what arrived is kept
     jobs.create_job(user=employee, machine=job.machine, article=seed_article)  # lock free
+
+
+@pytest.mark.django_db
+def test_the_cancel_job_command_cancels_as_a_helpdesk_user_and_refuses_others(
+    helpdesk, employee, idle_machine, seed_article
+):
+    from django.core.management import CommandError, call_command
+
+    job = _queued(idle_machine, employee, seed_article)
+    with pytest.raises(CommandError, match="'employee' is not a helpdesk user"):
+        call_command("cancel_job", job.pk, by="employee")
+    job.refresh_from_db()
+    assert job.status == Job.Status.QUEUED
+
+    out = io.StringIO()
+    call_command("cancel_job", job.pk, by="helpdesk", stdout=out)
+
+    assert out.getvalue().strip() == f"job #{job.pk} cancelled; pc-idle is free"
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+    assert AuditEntry.objects.get(job=job).actor == helpdesk
+    with pytest.raises(CommandError, match="only a queued or waiting job can be cancelled"):
+        call_command("cancel_job", job.pk, by="helpdesk")
