@@ -291,3 +291,18 @@ def test_the_psk_is_sent_only_to_a_machine_whose_identity_is_verified(
     jobs.execute(job, [jobs.Step("f2", "set_vpn_psk", steps[0].args, "fix", "PSK")])
     assert requests_received(url) > 0
     assert StepResult.objects.filter(job=job, step_id="f2").exists()
+
+
+@pytest.mark.django_db
+def test_the_machines_list_shows_the_helpdesk_which_targets_wait_for_an_administrator(
+    client, helpdesk, pc
+):
+    client.force_login(helpdesk)
+    url = reverse("diagnostics:machines")
+    assert "data-refusal" not in client.get(url).content.decode()
+
+    Machine.objects.filter(pk=pc.pk).update(address="elsewhere.example")
+
+    body = client.get(url).content.decode()
+    assert "not sent: needs an administrator" in body
+    assert "not approved by an administrator" in body  # the reason, on hover

@@ -156,6 +156,9 @@ def machines(request: HttpRequest) -> HttpResponse:
     statuses = dict(Job.Status.choices)
     outcomes = dict(Job.Outcome.choices)
     for machine in page:
+        # Why the portal will not send the credential there (an unapproved or unverified
+        # target): the helpdesk sees it before a test connection says so.
+        machine.refusal = machine.credential_refusal()
         machine.last_label = (
             outcomes.get(machine.last_outcome) if machine.last_outcome else None
         ) or statuses.get(machine.last_status, "")
