@@ -3,7 +3,8 @@
 A machine's target (``Machine.TARGET_FIELDS``) decides where the WinRM password and the
 secrets of a fix are sent. Whoever changes it through the admin or the CSV import comes here:
 an administrator's change is bound (``Machine.bind``) and written to the audit trail with the
-old and new values; anyone else is refused before anything is saved.
+old and new values; anyone else may only add a machine inside the address pattern an
+administrator set on its credential (audited too) and is refused anything more.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def changes(before: dict[str, str], after: dict[str, str]) -> list[dict[str, str
 
 @transaction.atomic
 def save(machine: Machine, user: Any, before: dict[str, str] | None) -> bool:
-    """Save ``machine``; if its target is new or changed, bind it to ``user``'s approval and
-    audit the change. ``before`` is ``snapshot`` of the stored row (None for a new machine).
+    """Save ``machine``; if its target is new or changed, audit the change and, when ``user``
+    is an administrator, bind it to their approval. ``before`` is ``snapshot`` of the stored
+    row (None for a new machine).
 
     Raises PermissionDenied when ``user`` may not change targets: callers refuse such edits
     with a clear message first; this is the last line, not the message.
