@@ -24,6 +24,40 @@ from diagnostics.models import (
 )
 
 
+def _fits(value) -> bool:
+    """Whether ``value`` could be a database id; text that is no number at all is left to
+    Django's own check ("select a valid choice")."""
+    try:
+        return -(2**63) <= int(str(value)) < 2**63
+    except ValueError:
+        return True
+
+
+class BoundedModelMultipleChoiceField(forms.ModelMultipleChoiceField):
+    """A choice whose id is past any database integer is simply not a valid choice: for
+    ``pk__in`` SQLite raised OverflowError, a 500. (A single choice is fine: Django finds no
+    row for an out-of-range id.)"""
+
+    def _check_values(self, value):
+        for pk in value:
+            if not _fits(pk):
+                raise forms.ValidationError(
+                    self.error_messages["invalid_pk_value"],
+                    code="invalid_pk_value",
+                    params={"pk": pk},
+                )
+        return super()._check_values(value)
+
+
+class BoundedIdsMixin:
+    """Admin forms whose many-to-many fields refuse ids past a database integer (found by
+    tests/test_fuzz.py, issue #16)."""
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        kwargs.setdefault("form_class", BoundedModelMultipleChoiceField)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
 class WriteOnlyForm(forms.ModelForm):
     """A form with one secret field that is never rendered back: blank keeps the stored value."""
 
@@ -79,7 +113,7 @@ class SecretAdmin(admin.ModelAdmin):
 
 
 @admin.register(Machine)
-class MachineAdmin(admin.ModelAdmin):
+class MachineAdmin(BoundedIdsMixin, admin.ModelAdmin):
     """Owners for the helpdesk; where the credential goes (the target) for administrators.
 
     The helpdesk sees the target read-only and adds machines by CSV import, where the

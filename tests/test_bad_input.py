@@ -112,3 +112,20 @@ def test_the_paste_form_posts_with_its_token(client, employee):
     page = client.get(reverse("diagnostics:home")).content.decode()
     form = page[page.index('<form method="post" action="/" id="search"') :]
     assert "hx-post=" in form and 'name="csrfmiddlewaretoken"' in form.split("</form>")[0]
+
+
+@pytest.mark.parametrize("field", ["owners", "credential"])
+def test_an_id_past_any_database_integer_is_an_invalid_choice_in_the_admin(
+    client, admin_user, fleet_cred, field
+):
+    # Found by tests/test_fuzz.py: SQLite raised OverflowError for it, a 500.
+    machine = Machine.objects.create(name="PC-1", address="10.0.0.1", credential=fleet_cred)
+    client.force_login(admin_user)
+    data = {"name": "PC-1", "address": "10.0.0.2", "port": 5986, "scheme": "https"}
+    data |= {"credential": fleet_cred.pk, field: "99999999999999999999"}
+
+    answer = client.post(reverse("admin:diagnostics_machine_change", args=[machine.pk]), data)
+
+    assert answer.status_code == 200 and "errornote" in answer.content.decode()
+    machine.refresh_from_db()
+    assert machine.address == "10.0.0.1"
