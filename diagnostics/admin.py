@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from diagnostics import access, catalog, kbindex, matching, targets
 from diagnostics.models import (
@@ -161,6 +162,17 @@ class MachineAdmin(BoundedIdsMixin, admin.ModelAdmin):
                 targets.approve(machine, request.user)
         except PermissionDenied as exc:
             self.message_user(request, str(exc), messages.ERROR)
+            return
+        count = queryset.count()
+        self.message_user(
+            request,
+            ngettext(
+                "Approved the connection settings of %(n)s machine.",
+                "Approved the connection settings of %(n)s machines.",
+                count,
+            )
+            % {"n": count},
+        )
 
 
 class CheckForm(forms.ModelForm):

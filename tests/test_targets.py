@@ -306,3 +306,22 @@ def test_the_machines_list_shows_the_helpdesk_which_targets_wait_for_an_administ
     body = client.get(url).content.decode()
     assert "not sent: needs an administrator" in body
     assert "not approved by an administrator" in body  # the reason, on hover
+
+
+@pytest.mark.django_db
+def test_an_administrator_approves_an_imported_machine_and_it_is_audited(client, admin_user, pc):
+    Machine.objects.filter(pk=pc.pk).update(address="pc1b.corp.example")  # unapproved now
+    pc.refresh_from_db()
+    assert "not approved" in pc.credential_refusal()
+    client.force_login(admin_user)
+
+    answer = client.post(
+        reverse("admin:diagnostics_machine_changelist"),
+        {"action": "approve_targets", "_selected_action": [pc.pk]},
+        follow=True,
+    )
+
+    assert "Approved the connection settings of 1 machine." in answer.content.decode()
+    pc.refresh_from_db()
+    assert pc.credential_refusal() == "" and pc.bound_by == admin_user
+    assert AuditEntry.objects.get(machine=pc).actor == admin_user
