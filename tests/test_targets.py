@@ -325,3 +325,29 @@ def test_an_administrator_approves_an_imported_machine_and_it_is_audited(client,
     pc.refresh_from_db()
     assert pc.credential_refusal() == "" and pc.bound_by == admin_user
     assert AuditEntry.objects.get(machine=pc).actor == admin_user
+
+
+@pytest.mark.django_db(transaction=True)
+def test_machines_registered_before_the_upgrade_keep_working_after_it():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    before = [("diagnostics", "0015_job_waits_for_the_employees_attempt")]
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    cred = old.get_model("diagnostics", "Credential").objects.create(
+        name="old", username="kaiketsu", password_encrypted="x"
+    )
+    old.get_model("diagnostics", "Machine").objects.create(
+        name="pc-old", address="pc-old.corp.example", port=5986, scheme="https", credential=cred
+    )
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    machine = Machine.objects.get(name="pc-old")
+    assert machine.credential_refusal() == ""  # bound at upgrade; HTTPS verified
+    Machine.objects.filter(pk=machine.pk).update(port=5985)
+    machine.refresh_from_db()
+    assert "not approved by an administrator" in machine.credential_refusal()
