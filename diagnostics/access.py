@@ -33,6 +33,11 @@ def can_see_all_jobs(user: Any) -> bool:
     return user.has_perm("diagnostics.view_job")
 
 
+def can_cancel_jobs(user: Any) -> bool:
+    """Stop a queued or waiting job of any machine (and free the machine): the helpdesk."""
+    return can_see_all_jobs(user)
+
+
 def can_see_dashboard(user: Any) -> bool:
     return user.has_perm("diagnostics.view_job")
 
@@ -66,6 +71,13 @@ def can_see_machines(user: Any) -> bool:
 def can_import_machines(user: Any) -> bool:
     """The CSV import creates machines and, with "update", changes existing ones."""
     return user.has_perm("diagnostics.add_machine") and user.has_perm("diagnostics.change_machine")
+
+
+def can_change_machine_targets(user: Any) -> bool:
+    """Decide where a credential goes: a machine's address, port, scheme, TLS verification
+    and credential. Administrators only (superusers, or whoever holds this permission): the
+    helpdesk manages owners and metadata, never where secrets are sent (issue #16)."""
+    return user.has_perm("diagnostics.change_machine_target")
 
 
 def can_edit_kb(user: Any) -> bool:
@@ -203,6 +215,7 @@ class _Can:
 
 _NAV_RULES: dict[str, Callable[[Any], bool]] = {
     "see_all_jobs": can_see_all_jobs,
+    "cancel_jobs": can_cancel_jobs,
     "see_dashboard": can_see_dashboard,
     "approve_fixes": can_approve_fixes,
     "answer_handovers": can_answer_handovers,

@@ -87,7 +87,7 @@ def decode_cursor(token: str) -> Cursor | None:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         micros, pk = raw.split(".")
         created = EPOCH + timedelta(microseconds=int(micros))
-        return Cursor(created, int(pk)) if int(pk) > 0 else None
+        return Cursor(created, int(pk)) if 0 < int(pk) < 2**63 else None  # a database id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError, OSError):
         return None
 

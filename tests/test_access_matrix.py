@@ -163,6 +163,9 @@ EXPECTED: dict[str, Row] = {
         get=_all(405),
         post=NOT_HELPDESK,
     ),
+    "helpdesk/jobs/<int:pk>/cancel/": Row(
+        "diagnostics:helpdesk-job-cancel", _job, get=_all(405), post=NOT_HELPDESK
+    ),
     "console/": Row("diagnostics:dashboard", get=HELPDESK_ONLY),
     "console/machines/": Row("diagnostics:machines", get=HELPDESK_ONLY),
     "console/unmatched/": Row("diagnostics:unmatched", get=BLIND_SPOTS),

@@ -63,6 +63,9 @@ class Command(BaseCommand):
             )
             cred.username = host.username
             cred.set_password(host.password)
+            # A lab: winsim's hosts answer over plain HTTP or with a self-signed certificate,
+            # so their identity cannot be verified (README, "Where credentials go").
+            cred.allow_unverified = True
             cred.save()
             machine, _ = Machine.objects.update_or_create(
                 name=host.name,
@@ -74,6 +77,8 @@ class Command(BaseCommand):
                     "credential": cred,
                 },
             )
+            machine.bind(None)  # the demo's own set-up, by whoever runs this command
+            machine.save(update_fields=["bound_target", "bound_by", "bound_at"])
             machine.owners.add(*owners)
         if hosts:
             # The company PSK that set_vpn_psk fixes send: the demo VPN server's own key.
