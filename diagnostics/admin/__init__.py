@@ -6,7 +6,8 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
-from diagnostics import catalog, kbindex, matching
+from diagnostics import kbindex, matching
+from diagnostics.admin import stepforms
 from diagnostics.models import (
     Article,
     AuditEntry,
@@ -85,82 +86,55 @@ class MachineAdmin(admin.ModelAdmin):
     filter_horizontal = ["owners"]
 
 
-class CheckForm(forms.ModelForm):
-    kind = forms.ChoiceField(choices=[(k, k) for k in catalog.CHECK_KINDS])
-
-    class Meta:
-        model = Check
-        fields = [
-            "key",
-            "position",
-            "title_ja",
-            "title_en",
-            "kind",
-            "args",
-            "role",
-            "codes",
-            "when",
-            "expect",
-            "explanation_ja",
-            "explanation_en",
-            "fix",
-        ]
-
-    def clean(self):
-        data = super().clean()
-        typed = ("kind", "args", "expect")
-        if any(name in self.errors for name in typed):
-            return data  # e.g. args that are not JSON: that error says it all
-        # The validator of KB files, so the admin refuses exactly what kb_import refuses,
-        # with the same words: "expect[0].fact: service has no fact 'state'".
-        check = {name: data.get(name) for name in (*typed, "role")}
-        for problem in catalog.check_problems("", check):
-            field = next((n for n in typed if problem.startswith(n)), None)
-            self.add_error(field, problem)
-        return data
-
-
-class FixForm(forms.ModelForm):
-    class Meta:
-        model = Fix
-        fields = [
-            "key",
-            "position",
-            "title_ja",
-            "title_en",
-            "steps",
-            "restart_required",
-            "needs_approval",
-        ]
-
-    def clean_steps(self):
-        steps = self.cleaned_data["steps"]
-        problems = catalog.fix_steps_problems("steps", steps)  # as kb_import says it
-        if problems:
-            raise forms.ValidationError(problems)
-        return steps
-
-
 class SignatureInline(admin.TabularInline):
     model = Signature
     extra = 0
+    classes = ["collapse"]
+    fields = ["lang", "text", "source", "verified"]
+    formfield_overrides = stepforms.text_overrides(rows=2)
 
 
 class CheckInline(admin.StackedInline):
+    """Checks with typed fields from the catalog (``stepforms``); no JSON by hand."""
+
     model = Check
-    form = CheckForm
+    form = stepforms.CheckForm
+    fieldsets = stepforms.CHECK_FIELDSETS
     extra = 0
+    classes = ["collapse"]
+    formfield_overrides = stepforms.text_overrides(rows=3)
+
+    def get_formset(self, request, obj=None, **kwargs):
+        self.article = obj  # inline instances are made per request
+        return super().get_formset(request, obj, **kwargs)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "fix":  # each choice is labelled with its article's slug
-            kwargs["queryset"] = Fix.objects.select_related("article")
+        if db_field.name == "fix":  # only this article's fixes, read once for every check form
+            kwargs["queryset"] = Fix.objects.filter(article=self.article).select_related("article")
+            field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+            field.choices = list(field.choices)
+            return field
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 class FixInline(admin.StackedInline):
     model = Fix
-    form = FixForm
+    form = stepforms.FixForm
+    fieldsets = stepforms.FIX_FIELDSETS
     extra = 0
+    classes = ["collapse"]
+
+
+class RawCheckInline(CheckInline):
+    """The stored JSON, for superusers who ask for it (``?raw=1``)."""
+
+    form = stepforms.RawCheckForm
+    fieldsets = None
+
+
+class RawFixInline(FixInline):
+    form = stepforms.RawFixForm
+    fieldsets = None
 
 
 @admin.register(Article)
@@ -170,6 +144,39 @@ class ArticleAdmin(admin.ModelAdmin):
     search_fields = ["slug", "title_ja", "title_en", "signatures__text"]
     inlines = [SignatureInline, FixInline, CheckInline]
     change_list_template = "admin/diagnostics/article/change_list.html"
+    change_form_template = "admin/diagnostics/article/change_form.html"
+    formfield_overrides = stepforms.text_overrides(rows=6)
+    fieldsets = [
+        (None, {"fields": ["slug", "status", "error_codes", "title_ja", "title_en"]}),
+        (
+            _("Article text (日本語)"),
+            {
+                "fields": ["summary_ja", "causes_ja", "steps_ja", "notes_ja"],
+                "classes": ["collapse"],
+            },
+        ),
+        (
+            _("Article text (English)"),
+            {
+                "fields": ["summary_en", "causes_en", "steps_en", "notes_en"],
+                "classes": ["collapse"],
+            },
+        ),
+        (
+            _("Inferred causes, manual steps and sources"),
+            {"fields": ["inferred", "manual_steps", "sources"], "classes": ["collapse"]},
+        ),
+    ]
+
+    class Media:
+        css = {"all": ["diagnostics/kb-editor.css"]}
+        js = ["diagnostics/kb-editor.js"]
+
+    def get_inlines(self, request, obj):
+        """Typed forms for everyone; the raw JSON only for a superuser who asks for it."""
+        if request.user.is_superuser and request.GET.get("raw") == "1":
+            return [SignatureInline, RawFixInline, RawCheckInline]
+        return self.inlines
 
     # Every change tells all web and worker processes to rebuild their matcher index.
     def save_related(self, request, form, formsets, change):
