@@ -1,8 +1,10 @@
 """The article editor in the admin: typed forms from the catalog, versions, second approval."""
 
+import pytest
 from django.urls import reverse
 
 from diagnostics.kbstore import export_dir
+from diagnostics.models import Article, Fix
 from tests.adminforms import form_data
 from tests.conftest import ROOT
 
@@ -32,3 +34,113 @@ def test_every_shipped_article_saved_unchanged_through_the_typed_forms_exports_b
     for shipped in sorted((ROOT / "kb").glob("*.yaml")):
         exported = (tmp_path / shipped.name).read_text(encoding="utf-8")
         assert exported == shipped.read_text(encoding="utf-8"), shipped.name
+
+
+# --- versions and the second KB admin -------------------------------------------------------
+
+SMALL = "vpn-device-reported-error"  # one check of a service, one fix: start-rasman
+
+
+@pytest.fixture
+def second_kb_admin(django_user_model):
+    from diagnostics.roles import KB_ADMIN, ensure_groups
+
+    user = django_user_model.objects.create_user("kbadmin2", password="pw-kbadmin-2", is_staff=True)
+    user.groups.add(ensure_groups()[KB_ADMIN])
+    return user
+
+
+def _post_change(client, article, **changes) -> object:
+    """Post the article's change form with ``changes`` (by inline key: ``fix__start_type``)."""
+    url = change_url(article)
+    data = form_data(client, url)
+    for name, value in changes.items():
+        data[name] = [value] if isinstance(value, str) else value
+    return client.post(url, data)
+
+
+def _fix_field(client, article, key: str, field: str) -> str:
+    j = inline_index(form_data(client, change_url(article)), "fixes", key)
+    return f"fixes-{j}-{field}"
+
+
+def test_a_save_keeps_a_version_with_who_and_what_changed_as_a_diff(client, kb_admin, kb):
+    article = kb[SMALL]
+    client.force_login(kb_admin)
+    _post_change(client, article)  # the first save keeps the article as it was
+    response = _post_change(client, article, title_en="RasMan could not start the device")
+    assert response.status_code == 302
+
+    page = client.get(reverse("admin:diagnostics_article_versions", args=[article.pk])).text
+    assert [v.number for v in article.versions.all()] == [2, 1]
+    assert article.versions.get(number=2).saved_by == kb_admin
+    assert "+  en: RasMan could not start the device" in page
+    assert "Restore version 1 as a draft" in page
+
+
+def test_one_click_restores_an_earlier_version_as_a_draft(client, kb_admin, kb, tmp_path):
+    article = kb[SMALL]
+    shipped = (ROOT / "kb" / f"{SMALL}.yaml").read_text(encoding="utf-8")
+    client.force_login(kb_admin)
+    _post_change(client, article)
+    _post_change(client, article, title_en="A bad edit")
+
+    response = client.post(reverse("admin:diagnostics_article_restore", args=[article.pk, 1]))
+
+    assert response.status_code == 302
+    article.refresh_from_db()
+    assert article.title_en != "A bad edit" and article.status == Article.Status.DRAFT
+    assert article.versions.first().note == "restored version 1"
+    export_dir(tmp_path)
+    restored = (tmp_path / f"{SMALL}.yaml").read_text(encoding="utf-8")
+    assert restored == shipped.replace("status: published", "status: draft")
+
+
+def test_changed_fix_steps_are_published_only_after_a_second_kb_admin_approves(
+    client, kb_admin, second_kb_admin, kb
+):
+    article = kb[SMALL]
+    client.force_login(kb_admin)
+    field = _fix_field(client, article, "start-rasman", "s0_set_service__start_type")
+
+    refused = _post_change(client, article, **{field: "Automatic"})
+    assert refused.status_code == 200
+    assert "Publishing needs a second KB admin: the steps of start-rasman" in refused.text
+    assert Fix.objects.get(article=article, key="start-rasman").steps[0]["args"]["start_type"] == (
+        "Manual"
+    )
+
+    draft = _post_change(client, article, status="draft", **{field: "Automatic"})
+    assert draft.status_code == 302
+    fix = Fix.objects.get(article=article, key="start-rasman")
+    assert fix.steps_author == kb_admin and fix.awaits_second_admin
+    approve = reverse("admin:diagnostics_article_approve_steps", args=[article.pk, fix.pk])
+    own = client.post(approve, follow=True)
+    assert "You changed these steps: another KB admin must approve them." in own.text
+    assert _post_change(client, article, status="published").status_code == 200  # still refused
+
+    client.force_login(second_kb_admin)
+    assert "Approve the steps of “start-rasman”" in client.get(change_url(article)).text
+    client.post(approve)
+    fix.refresh_from_db()
+    assert fix.steps_approved_by == second_kb_admin and not fix.awaits_second_admin
+    assert _post_change(client, article, status="published").status_code == 302
+    article.refresh_from_db()
+    assert article.status == Article.Status.PUBLISHED
+
+
+def test_an_edit_of_approved_steps_or_turning_approval_off_resets_the_approval(
+    client, kb_admin, second_kb_admin, kb
+):
+    article = kb["vpn-certificate-rejected"]  # reset-company-psk needs the helpdesk's approval
+    fix = Fix.objects.get(article=article, key="reset-company-psk")
+    fix.steps_author, fix.steps_approved_by = kb_admin, second_kb_admin
+    fix.save()
+    client.force_login(kb_admin)
+    field = _fix_field(client, article, "reset-company-psk", "needs_approval")
+
+    response = _post_change(client, article, status="draft", **{field: []})
+
+    assert response.status_code == 302
+    fix.refresh_from_db()
+    assert not fix.needs_approval and fix.awaits_second_admin and fix.steps_author == kb_admin

@@ -1,12 +1,15 @@
 """Django admin: machines and credentials, the knowledge base, and (read-only) jobs."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
 
-from diagnostics import kbindex, matching
+from diagnostics import access, kbindex, kbversions, matching
 from diagnostics.admin import stepforms
 from diagnostics.models import (
     Article,
@@ -120,6 +123,7 @@ class CheckInline(admin.StackedInline):
 class FixInline(admin.StackedInline):
     model = Fix
     form = stepforms.FixForm
+    formset = stepforms.FixFormSet
     fieldsets = stepforms.FIX_FIELDSETS
     extra = 0
     classes = ["collapse"]
@@ -178,10 +182,32 @@ class ArticleAdmin(admin.ModelAdmin):
             return [SignatureInline, RawFixInline, RawCheckInline]
         return self.inlines
 
-    # Every change tells all web and worker processes to rebuild their matcher index.
+    def save_formset(self, request, form, formset, change):
+        if formset.model is Fix:  # an edit of a fix's steps resets their approval
+            for fix_form in formset.forms:
+                kept = fix_form.cleaned_data and not fix_form.cleaned_data.get("DELETE")
+                if kept and fix_form.has_changed() and fix_form.resets_review():
+                    fix_form.instance.steps_changed_by(request.user)
+        super().save_formset(request, form, formset, change)
+
+    # Every change is kept as a version and tells all web and worker processes to rebuild
+    # their matcher index.
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
+        kbversions.record(form.instance, request.user)
         kbindex.bump_version()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        article = self.get_object(request, object_id)
+        extra = {"awaiting_fixes": [], "versions_count": 0}
+        if article is not None:
+            awaiting = article.fixes.filter(steps_author__isnull=False, steps_approved_by=None)
+            extra["awaiting_fixes"] = [
+                (fix, access.may_approve_steps(request.user, fix))
+                for fix in awaiting.select_related("steps_author")
+            ]
+            extra["versions_count"] = article.versions.count()
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def delete_model(self, request, obj):
         super().delete_model(request, obj)
@@ -192,14 +218,75 @@ class ArticleAdmin(admin.ModelAdmin):
         kbindex.bump_version()
 
     def get_urls(self):
+        view = self.admin_site.admin_view
         own = [
+            path("try/", view(self.try_text_view), name="diagnostics_article_try"),
             path(
-                "try/",
-                self.admin_site.admin_view(self.try_text_view),
-                name="diagnostics_article_try",
-            )
+                "<int:object_id>/versions/",
+                view(self.versions_view),
+                name="diagnostics_article_versions",
+            ),
+            path(
+                "<int:object_id>/versions/<int:number>/restore/",
+                view(require_POST(self.restore_view)),
+                name="diagnostics_article_restore",
+            ),
+            path(
+                "<int:object_id>/fixes/<int:fix_id>/approve-steps/",
+                view(require_POST(self.approve_steps_view)),
+                name="diagnostics_article_approve_steps",
+            ),
         ]
         return own + super().get_urls()
+
+    def _article_to_change(self, request, object_id) -> Article:
+        article = self.get_object(request, str(object_id))
+        if article is None or not self.has_change_permission(request, article):
+            raise Http404
+        return article
+
+    def versions_view(self, request, object_id):
+        """Every saved version of the article: who, when, and what changed as a diff."""
+        article = self._article_to_change(request, object_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": article,
+            "title": _("Versions of %(slug)s") % {"slug": article.slug},
+            "history": kbversions.history(article),
+        }
+        return TemplateResponse(request, "admin/diagnostics/article/versions.html", context)
+
+    def restore_view(self, request, object_id, number):
+        """One click: the chosen version becomes the article again, as a draft."""
+        article = self._article_to_change(request, object_id)
+        version = get_object_or_404(article.versions, number=number)
+        kbversions.restore(version, request.user)
+        self.message_user(
+            request,
+            _("Version %(n)s restored as a draft: publish it when it is right.") % {"n": number},
+            messages.SUCCESS,
+        )
+        return redirect("admin:diagnostics_article_change", article.pk)
+
+    def approve_steps_view(self, request, object_id, fix_id):
+        """A second KB admin approves a fix's changed steps (never their author)."""
+        article = self._article_to_change(request, object_id)
+        fix = get_object_or_404(article.fixes, pk=fix_id)
+        decision = access.may_approve_steps(request.user, fix)
+        if not decision:
+            self.message_user(request, decision.reason, messages.ERROR)
+        else:
+            # Compare-and-set: a change of the steps since the page was read wins.
+            Fix.objects.filter(
+                pk=fix.pk, steps_author=fix.steps_author_id, steps_approved_by=None
+            ).update(steps_approved_by=request.user)
+            self.message_user(
+                request,
+                _("The steps of %(key)s are approved.") % {"key": fix.key},
+                messages.SUCCESS,
+            )
+        return redirect("admin:diagnostics_article_change", article.pk)
 
     def try_text_view(self, request):
         """Rank every article, drafts included, for a pasted text: scores and why."""

@@ -482,11 +482,51 @@ CHECK_FIELDSETS = [
 # --- the fix form ---------------------------------------------------------------------------
 
 
+class ReviewedFix:
+    """Mixin for the fix forms: does this save change what the second KB admin approved?"""
+
+    def remember_reviewed(self) -> None:
+        self.reviewed = (self.instance.steps, self.instance.needs_approval)
+
+    def resets_review(self) -> bool:
+        """New steps, changed steps, or approval turned off: a second KB admin must look."""
+        steps, needs_approval = self.reviewed
+        if not self.instance.pk:
+            return True
+        turned_off = needs_approval and not self.cleaned_data.get("needs_approval")
+        return self.cleaned_data.get("steps") != steps or turned_off
+
+
+class FixFormSet(forms.BaseInlineFormSet):
+    """A published article cannot carry fix steps that only their author has approved."""
+
+    def clean(self) -> None:
+        super().clean()
+        if self.instance.status != self.instance.Status.PUBLISHED:
+            return
+        waiting = [
+            form.cleaned_data.get("key")
+            for form in self.forms
+            if form.cleaned_data
+            and not form.cleaned_data.get("DELETE")
+            and (form.resets_review() or form.instance.awaits_second_admin)
+        ]
+        if waiting:
+            raise forms.ValidationError(
+                _(
+                    "Publishing needs a second KB admin: the steps of %(fixes)s are new or "
+                    "changed and no other KB admin has approved them. Save the article as a "
+                    "draft; another KB admin approves the steps on this page, then publishes."
+                )
+                % {"fixes": ", ".join(waiting)}
+            )
+
+
 def _slot(i: int) -> str:
     return f"s{i}_"
 
 
-class BaseFixForm(forms.ModelForm):
+class BaseFixForm(ReviewedFix, forms.ModelForm):
     """A fix: up to FIX_STEP_SLOTS typed steps, each a fix kind with its own arguments."""
 
     class Meta:
@@ -496,6 +536,7 @@ class BaseFixForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.remember_reviewed()
         steps = self.instance.steps if self.instance.pk else []
         for i, step in enumerate(steps[:FIX_STEP_SLOTS] if isinstance(steps, list) else []):
             self.initial[f"{_slot(i)}kind"] = step.get("kind", "")
@@ -611,7 +652,11 @@ class RawCheckForm(forms.ModelForm):
         return data
 
 
-class RawFixForm(forms.ModelForm):
+class RawFixForm(ReviewedFix, forms.ModelForm):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.remember_reviewed()
+
     class Meta:
         model = Fix
         fields = [
