@@ -1,6 +1,8 @@
 """The article editor in the admin: typed forms from the catalog, versions, second approval."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from diagnostics.kbstore import export_dir
@@ -144,3 +146,17 @@ def test_an_edit_of_approved_steps_or_turning_approval_off_resets_the_approval(
     assert response.status_code == 302
     fix.refresh_from_db()
     assert not fix.needs_approval and fix.awaits_second_admin and fix.steps_author == kb_admin
+
+
+# --- a page that fits -------------------------------------------------------------------------
+
+SEED_PAGE_MAX_QUERIES = 24  # measured 24 (session, user, permissions, one per inline)
+
+
+def test_the_seed_articles_change_page_takes_a_bounded_number_of_queries(client, kb_admin, kb):
+    client.force_login(kb_admin)
+    url = change_url(kb[SEED])
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    assert len(queries) <= SEED_PAGE_MAX_QUERIES, [q["sql"][:120] for q in queries]

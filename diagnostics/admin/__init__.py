@@ -102,10 +102,14 @@ class CheckInline(admin.StackedInline):
 
     model = Check
     form = stepforms.CheckForm
+    template = "admin/diagnostics/edit_inline/stacked_steps.html"
     fieldsets = stepforms.CHECK_FIELDSETS
     extra = 0
     classes = ["collapse"]
     formfield_overrides = stepforms.text_overrides(rows=3)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("article")  # each row's title
 
     def get_formset(self, request, obj=None, **kwargs):
         self.article = obj  # inline instances are made per request
@@ -124,6 +128,7 @@ class FixInline(admin.StackedInline):
     model = Fix
     form = stepforms.FixForm
     formset = stepforms.FixFormSet
+    template = "admin/diagnostics/edit_inline/stacked_steps.html"
     fieldsets = stepforms.FIX_FIELDSETS
     extra = 0
     classes = ["collapse"]
@@ -176,6 +181,10 @@ class ArticleAdmin(admin.ModelAdmin):
         css = {"all": ["diagnostics/kb-editor.css"]}
         js = ["diagnostics/kb-editor.js"]
 
+    def add_view(self, request, form_url="", extra_context=None):
+        extra = {"facts": stepforms.facts_by_kind(), **(extra_context or {})}
+        return super().add_view(request, form_url, extra)
+
     def get_inlines(self, request, obj):
         """Typed forms for everyone; the raw JSON only for a superuser who asks for it."""
         if request.user.is_superuser and request.GET.get("raw") == "1":
@@ -199,7 +208,7 @@ class ArticleAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         article = self.get_object(request, object_id)
-        extra = {"awaiting_fixes": [], "versions_count": 0}
+        extra = {"awaiting_fixes": [], "versions_count": 0, "facts": stepforms.facts_by_kind()}
         if article is not None:
             awaiting = article.fixes.filter(steps_author__isnull=False, steps_approved_by=None)
             extra["awaiting_fixes"] = [

@@ -114,12 +114,16 @@ def text_overrides(rows: int) -> dict:
 # --- expectation rows (fact, operator, value) -------------------------------------------------
 
 
-def fact_choices() -> list[tuple[str, list[tuple[str, str]]]]:
-    """Every check kind's facts, grouped by kind (the editor's script hides the other kinds)."""
-    return [
-        (kind, [(f, f) for f in (*catalog.KINDS[kind].facts, *SUB_FACTS.get(kind, ()))])
-        for kind in catalog.CHECK_KINDS
-    ]
+def facts_of(kind: str) -> list[str]:
+    """The facts a check kind really reports, dotted ones included."""
+    spec = catalog.KINDS.get(kind)
+    return [*spec.facts, *SUB_FACTS.get(kind, ())] if spec else []
+
+
+def facts_by_kind() -> str:
+    """Every check kind's facts as JSON, once per page: the editor's script offers a row
+    the facts of the kind chosen."""
+    return json.dumps({kind: facts_of(kind) for kind in catalog.CHECK_KINDS})
 
 
 class Rows(list):
@@ -134,6 +138,7 @@ class ConditionsWidget(forms.Widget):
     def __init__(self, facts_from_kind: bool, attrs: dict | None = None) -> None:
         super().__init__(attrs)
         self.facts_from_kind = facts_from_kind  # expect: a kind's facts; when: free text
+        self.kind = ""  # the check's kind, set by its form
 
     def _render(self, template_name: str, context: dict, renderer: Any = None) -> str:
         # The project's templates, which the default form renderer does not search.
@@ -157,11 +162,11 @@ class ConditionsWidget(forms.Widget):
     def get_context(self, name: str, value: Any, attrs: dict | None) -> dict[str, Any]:
         context = super().get_context(name, value, attrs)
         rows = context["widget"]["value"]
-        known = {f for _, facts in fact_choices() for f, _ in facts}
+        known = facts_of(self.kind)
         context["widget"].update(
             rows=rows,
             operators=list(catalog.OPERATORS),
-            facts=fact_choices() if self.facts_from_kind else None,
+            facts=known if self.facts_from_kind else None,
             # A fact written in a file but unknown here stays selectable: nothing is lost.
             unknown_facts=sorted({r["fact"] for r in rows if r["fact"] and r["fact"] not in known}),
         )
@@ -432,7 +437,10 @@ class BaseCheckForm(forms.ModelForm):
         if self.instance.pk:
             set_initial_args(self, "", self.instance.kind, self.instance.args or {})
         stored = self.instance.kind or catalog.CHECK_KINDS[0]
-        disable_other_kinds(self, "", catalog.CHECK_KINDS, chosen_kind(self, "kind", stored))
+        kind = chosen_kind(self, "kind", stored)
+        disable_other_kinds(self, "", catalog.CHECK_KINDS, kind)
+        self.chosen_kinds = {"c": kind}  # which argument fieldset to render (kbeditor tags)
+        self.fields["expect"].widget.kind = kind
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -541,10 +549,12 @@ class BaseFixForm(ReviewedFix, forms.ModelForm):
         for i, step in enumerate(steps[:FIX_STEP_SLOTS] if isinstance(steps, list) else []):
             self.initial[f"{_slot(i)}kind"] = step.get("kind", "")
             set_initial_args(self, _slot(i), step.get("kind", ""), step.get("args") or {})
+        self.chosen_kinds = {}  # which argument fieldsets to render (kbeditor tags)
         for i in range(FIX_STEP_SLOTS):
             stored = self.initial.get(f"{_slot(i)}kind", "")
             chosen = chosen_kind(self, f"{_slot(i)}kind", stored)
             disable_other_kinds(self, _slot(i), catalog.FIX_KINDS, chosen)
+            self.chosen_kinds[str(i)] = chosen
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
