@@ -160,3 +160,71 @@ def test_the_seed_articles_change_page_takes_a_bounded_number_of_queries(client,
         response = client.get(url)
     assert response.status_code == 200
     assert len(queries) <= SEED_PAGE_MAX_QUERIES, [q["sql"][:120] for q in queries]
+
+
+# --- preview and try on a machine -------------------------------------------------------------
+
+
+def test_the_preview_shows_the_employee_page_in_both_languages_sanitised(client, kb_admin, kb):
+    article = kb[SMALL]
+    Article.objects.filter(pk=article.pk).update(
+        causes_en="- **bold** <script>alert('x')</script> <img src=x onerror=alert(1)>"
+    )
+    client.force_login(kb_admin)
+    url = reverse("admin:diagnostics_article_preview", args=[article.pk])
+
+    page = client.get(url, {"q": "エラー 720"}).text
+
+    ja = page.split('id="preview-ja"', 1)[1].split('id="preview-en"', 1)[0]
+    en = page.split('id="preview-en"', 1)[1]
+    assert article.title_ja in ja and "原因" in ja
+    assert article.title_en in en and "<strong>bold</strong>" in en
+    assert "<script>alert" not in page and "onerror" not in page
+    assert 'id="preview-rank"' in page and 'id="ranking"' in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_kb_admin_tries_a_draft_on_their_own_machine_and_no_fix_is_offered(
+    client, kb_admin, employee, kb, winsim_fleet, use_worker_queue
+):
+    from diagnostics import assessment, jobs
+    from diagnostics.models import Job
+    from diagnostics.workflows import fixes
+    from tests.conftest import machines_for, wait_for_job
+
+    host = "demo-policyagent-stopped"
+    mine = machines_for({host: winsim_fleet[host]}, kb_admin)[host]
+    Article.objects.filter(slug=SEED).update(status=Article.Status.DRAFT)
+    article = Article.objects.get(slug=SEED)
+    client.force_login(kb_admin)
+    url = reverse("admin:diagnostics_article_try_machine", args=[article.pk])
+    others = machines_for({"demo-healthy": winsim_fleet["demo-healthy"]}, employee)
+
+    assert client.post(url, {"machine": others["demo-healthy"].pk}).status_code == 404
+    response = client.post(url, {"machine": mine.pk})
+
+    job = Job.objects.get(machine=mine)
+    assert response["Location"] == reverse("diagnostics:job-detail", args=[job.pk])
+    jobs.enqueue(job.pk)  # the test worker's queue; a duplicate turn is claimed only once
+    job = wait_for_job(job)
+    assert job.outcome == Job.Outcome.PROBLEMS
+    assert assessment.assess_job(job).fixes  # published, this diagnosis would offer a fix
+    assert fixes.offered_fixes(job) == []  # a draft's never
+    page = client.get(response["Location"]).text
+    assert reverse("diagnostics:fix-confirm", args=[job.pk]) not in page
+    assert not Job.objects.filter(kind=Job.Kind.FIX).exists()
+
+
+def test_drafts_are_never_offered_to_employees(client, employee, kb, idle_machine):
+    from diagnostics import kbindex
+
+    Article.objects.filter(slug=SEED).update(status=Article.Status.DRAFT)
+    kbindex.bump_version()
+    client.force_login(employee)
+    text = "リモート アクセス エラー 789"
+    assert all(m.article != SEED for m in kbindex.find(text, "ja").matches)
+    assert client.get(reverse("diagnostics:article", args=[SEED])).status_code == 404
+    response = client.post(
+        reverse("diagnostics:job-create"), {"article": SEED, "machine": idle_machine.pk}
+    )
+    assert response.status_code == 404

@@ -4,13 +4,16 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from diagnostics import access, kbindex, kbversions, matching
 from diagnostics.admin import stepforms
+from diagnostics.jobs import JobRefused
 from diagnostics.models import (
     Article,
     AuditEntry,
@@ -25,6 +28,7 @@ from diagnostics.models import (
     UnmatchedPaste,
     active_lang,
 )
+from diagnostics.workflows.diagnosis import start_diagnosis
 
 
 class WriteOnlyForm(forms.ModelForm):
@@ -241,6 +245,16 @@ class ArticleAdmin(admin.ModelAdmin):
                 name="diagnostics_article_restore",
             ),
             path(
+                "<int:object_id>/preview/",
+                view(self.preview_view),
+                name="diagnostics_article_preview",
+            ),
+            path(
+                "<int:object_id>/try-on-machine/",
+                view(require_POST(self.try_on_machine_view)),
+                name="diagnostics_article_try_machine",
+            ),
+            path(
                 "<int:object_id>/fixes/<int:fix_id>/approve-steps/",
                 view(require_POST(self.approve_steps_view)),
                 name="diagnostics_article_approve_steps",
@@ -265,6 +279,51 @@ class ArticleAdmin(admin.ModelAdmin):
             "history": kbversions.history(article),
         }
         return TemplateResponse(request, "admin/diagnostics/article/versions.html", context)
+
+    def preview_view(self, request, object_id):
+        """The article as the employee will see it, in Japanese and English, with the
+        matcher's answer for a text and the KB admin's machines to try the checks on."""
+        article = self._article_to_change(request, object_id)
+        text = request.GET.get("q", "")[:100_000]
+        result = None
+        if text.strip():
+            index = matching.build_index(kbindex.article_dicts(include_drafts=True))
+            result = matching.match(index, text, top=5, lang=active_lang())
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": article,
+            "title": _("Preview of %(slug)s") % {"slug": article.slug},
+            "pages": [(lang, name, _employee_page(request, article, lang)) for lang, name in LANGS],
+            "text": text,
+            "result": result,
+            "rank": next(
+                (i for i, m in enumerate(result.matches, 1) if m.article == article.slug), None
+            )
+            if result
+            else None,
+            "machines": request.user.machines.all(),
+        }
+        return TemplateResponse(request, "admin/diagnostics/article/preview.html", context)
+
+    def try_on_machine_view(self, request, object_id):
+        """Run a draft's checks (a diagnosis: read-only) on a machine the KB admin owns."""
+        article = self._article_to_change(request, object_id)
+        preview = redirect("admin:diagnostics_article_preview", article.pk)
+        if article.status != Article.Status.DRAFT:
+            self.message_user(
+                request,
+                _("A published article is tried from its page, like an employee would."),
+                messages.ERROR,
+            )
+            return preview
+        machine = access.machine_for(request.user, request.POST.get("machine"))
+        try:
+            job = start_diagnosis(request.user, machine, article)
+        except JobRefused as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return preview
+        return redirect("diagnostics:job-detail", pk=job.pk)
 
     def restore_view(self, request, object_id, number):
         """One click: the chosen version becomes the article again, as a draft."""
@@ -317,6 +376,19 @@ class ArticleAdmin(admin.ModelAdmin):
             "highlight": result.matches[0].highlight if result and result.matches else [],
         }
         return TemplateResponse(request, "admin/diagnostics/article/try.html", context)
+
+
+LANGS = (("ja", "日本語"), ("en", "English"))
+
+
+def _employee_page(request, article: Article, lang: str) -> str:
+    """The employee's article page body in ``lang`` (Markdown rendered and sanitised)."""
+    with translation.override(lang):
+        return render_to_string(
+            "diagnostics/article.html#article-body",
+            {"article": article, "machines": [], "machine_id": "", "q": "", "score": ""},
+            request=request,
+        )
 
 
 class StepResultInline(admin.TabularInline):
