@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from diagnostics.views import events, pages
+from diagnostics.views import events, kb, pages
 
 app_name = "diagnostics"
 
@@ -14,6 +14,7 @@ urlpatterns = [
     path("jobs/<int:pk>/rollback/", pages.job_rollback, name="job-rollback"),
     path("jobs/<int:pk>/resume/", pages.job_resume, name="job-resume"),
     path("jobs/<int:pk>/handover/", pages.job_handover, name="job-handover"),
+    path("kb/articles/<int:pk>/try/", kb.try_on_machine, name="kb-try-machine"),
     path("approvals/", pages.approvals, name="approvals"),
     path("approvals/<int:pk>/", pages.approval_decide, name="approval-decide"),
     path("helpdesk/", include("diagnostics.history_urls")),

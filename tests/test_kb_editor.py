@@ -197,7 +197,7 @@ def test_a_kb_admin_tries_a_draft_on_their_own_machine_and_no_fix_is_offered(
     Article.objects.filter(slug=SEED).update(status=Article.Status.DRAFT)
     article = Article.objects.get(slug=SEED)
     client.force_login(kb_admin)
-    url = reverse("admin:diagnostics_article_try_machine", args=[article.pk])
+    url = reverse("diagnostics:kb-try-machine", args=[article.pk])
     others = machines_for({"demo-healthy": winsim_fleet["demo-healthy"]}, employee)
 
     assert client.post(url, {"machine": others["demo-healthy"].pk}).status_code == 404

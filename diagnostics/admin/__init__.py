@@ -13,7 +13,6 @@ from django.views.decorators.http import require_POST
 
 from diagnostics import access, kbindex, kbversions, matching
 from diagnostics.admin import stepforms
-from diagnostics.jobs import JobRefused
 from diagnostics.models import (
     Article,
     AuditEntry,
@@ -28,7 +27,6 @@ from diagnostics.models import (
     UnmatchedPaste,
     active_lang,
 )
-from diagnostics.workflows.diagnosis import start_diagnosis
 
 
 class WriteOnlyForm(forms.ModelForm):
@@ -250,11 +248,6 @@ class ArticleAdmin(admin.ModelAdmin):
                 name="diagnostics_article_preview",
             ),
             path(
-                "<int:object_id>/try-on-machine/",
-                view(require_POST(self.try_on_machine_view)),
-                name="diagnostics_article_try_machine",
-            ),
-            path(
                 "<int:object_id>/fixes/<int:fix_id>/approve-steps/",
                 view(require_POST(self.approve_steps_view)),
                 name="diagnostics_article_approve_steps",
@@ -305,25 +298,6 @@ class ArticleAdmin(admin.ModelAdmin):
             "machines": request.user.machines.all(),
         }
         return TemplateResponse(request, "admin/diagnostics/article/preview.html", context)
-
-    def try_on_machine_view(self, request, object_id):
-        """Run a draft's checks (a diagnosis: read-only) on a machine the KB admin owns."""
-        article = self._article_to_change(request, object_id)
-        preview = redirect("admin:diagnostics_article_preview", article.pk)
-        if article.status != Article.Status.DRAFT:
-            self.message_user(
-                request,
-                _("A published article is tried from its page, like an employee would."),
-                messages.ERROR,
-            )
-            return preview
-        machine = access.machine_for(request.user, request.POST.get("machine"))
-        try:
-            job = start_diagnosis(request.user, machine, article)
-        except JobRefused as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return preview
-        return redirect("diagnostics:job-detail", pk=job.pk)
 
     def restore_view(self, request, object_id, number):
         """One click: the chosen version becomes the article again, as a draft."""
