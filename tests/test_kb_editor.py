@@ -228,3 +228,16 @@ def test_drafts_are_never_offered_to_employees(client, employee, kb, idle_machin
         reverse("diagnostics:job-create"), {"article": SEED, "machine": idle_machine.pk}
     )
     assert response.status_code == 404
+
+
+def test_the_admin_refuses_an_article_kb_import_would_refuse_in_its_words(client, kb_admin, kb):
+    article = kb[SMALL]
+    client.force_login(kb_admin)
+
+    response = _post_change(client, article, causes_en="")
+
+    assert response.status_code == 200
+    assert "kb_import would refuse this article:" in response.text
+    assert "causes.en: missing or empty" in response.text
+    article.refresh_from_db()
+    assert article.causes_en

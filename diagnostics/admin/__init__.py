@@ -93,6 +93,7 @@ class MachineAdmin(admin.ModelAdmin):
 
 class SignatureInline(admin.TabularInline):
     model = Signature
+    formset = stepforms.SignatureFormSet
     extra = 0
     classes = ["collapse"]
     fields = ["lang", "text", "source", "verified"]
@@ -104,6 +105,7 @@ class CheckInline(admin.StackedInline):
 
     model = Check
     form = stepforms.CheckForm
+    formset = stepforms.CheckFormSet
     template = "admin/diagnostics/edit_inline/stacked_steps.html"
     fieldsets = stepforms.CHECK_FIELDSETS
     extra = 0
@@ -156,6 +158,7 @@ class ArticleAdmin(admin.ModelAdmin):
     inlines = [SignatureInline, FixInline, CheckInline]
     change_list_template = "admin/diagnostics/article/change_list.html"
     change_form_template = "admin/diagnostics/article/change_form.html"
+    form = stepforms.ArticleForm
     formfield_overrides = stepforms.text_overrides(rows=6)
     fieldsets = [
         (None, {"fields": ["slug", "status", "error_codes", "title_ja", "title_en"]}),
