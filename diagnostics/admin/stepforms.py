@@ -401,7 +401,21 @@ class ArticleForm(forms.ModelForm):
 
     class Meta:
         model = Article
-        fields = "__all__"
+        fields = [
+            "slug",
+            "status",
+            "error_codes",
+            "title_ja",
+            "title_en",
+            *(
+                f"{part}_{lang}"
+                for part in ("summary", "causes", "steps", "notes")
+                for lang in ("ja", "en")
+            ),
+            "inferred",
+            "manual_steps",
+            "sources",
+        ]
 
 
 # --- the check form -------------------------------------------------------------------------
