@@ -13,6 +13,12 @@ from tests.conftest import ROOT
 SEED = "l2tp-ipsec-psk-negotiation"
 
 
+@pytest.fixture(autouse=True)
+def english(client):
+    """Pages in English, so these tests can quote them (test_i18n keeps the Japanese)."""
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"
+
+
 def change_url(article) -> str:
     return reverse("admin:diagnostics_article_change", args=[article.pk])
 

@@ -12,7 +12,8 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from diagnostics import access, kbindex, kbversions, matching
-from diagnostics.admin import stepforms
+from diagnostics.admin import articleforms, stepforms
+from diagnostics.admin import fields as kbfields
 from diagnostics.models import (
     Article,
     AuditEntry,
@@ -93,11 +94,11 @@ class MachineAdmin(admin.ModelAdmin):
 
 class SignatureInline(admin.TabularInline):
     model = Signature
-    formset = stepforms.SignatureFormSet
+    formset = articleforms.SignatureFormSet
     extra = 0
     classes = ["collapse"]
     fields = ["lang", "text", "source", "verified"]
-    formfield_overrides = stepforms.text_overrides(rows=2)
+    formfield_overrides = kbfields.text_overrides(rows=2)
 
 
 class CheckInline(admin.StackedInline):
@@ -105,12 +106,12 @@ class CheckInline(admin.StackedInline):
 
     model = Check
     form = stepforms.CheckForm
-    formset = stepforms.CheckFormSet
+    formset = articleforms.CheckFormSet
     template = "admin/diagnostics/edit_inline/stacked_steps.html"
     fieldsets = stepforms.CHECK_FIELDSETS
     extra = 0
     classes = ["collapse"]
-    formfield_overrides = stepforms.text_overrides(rows=3)
+    formfield_overrides = kbfields.text_overrides(rows=3)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("article")  # each row's title
@@ -131,7 +132,7 @@ class CheckInline(admin.StackedInline):
 class FixInline(admin.StackedInline):
     model = Fix
     form = stepforms.FixForm
-    formset = stepforms.FixFormSet
+    formset = articleforms.FixFormSet
     template = "admin/diagnostics/edit_inline/stacked_steps.html"
     fieldsets = stepforms.FIX_FIELDSETS
     extra = 0
@@ -158,8 +159,8 @@ class ArticleAdmin(admin.ModelAdmin):
     inlines = [SignatureInline, FixInline, CheckInline]
     change_list_template = "admin/diagnostics/article/change_list.html"
     change_form_template = "admin/diagnostics/article/change_form.html"
-    form = stepforms.ArticleForm
-    formfield_overrides = stepforms.text_overrides(rows=6)
+    form = articleforms.ArticleForm
+    formfield_overrides = kbfields.text_overrides(rows=6)
     fieldsets = [
         (None, {"fields": ["slug", "status", "error_codes", "title_ja", "title_en"]}),
         (
@@ -187,7 +188,7 @@ class ArticleAdmin(admin.ModelAdmin):
         js = ["diagnostics/kb-editor.js"]
 
     def add_view(self, request, form_url="", extra_context=None):
-        extra = {"facts": stepforms.facts_by_kind(), **(extra_context or {})}
+        extra = {"facts": kbfields.facts_by_kind(), **(extra_context or {})}
         return super().add_view(request, form_url, extra)
 
     def get_inlines(self, request, obj):
@@ -213,7 +214,7 @@ class ArticleAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         article = self.get_object(request, object_id)
-        extra = {"awaiting_fixes": [], "versions_count": 0, "facts": stepforms.facts_by_kind()}
+        extra = {"awaiting_fixes": [], "versions_count": 0, "facts": kbfields.facts_by_kind()}
         if article is not None:
             awaiting = article.fixes.filter(steps_author__isnull=False, steps_approved_by=None)
             extra["awaiting_fixes"] = [
