@@ -247,3 +247,14 @@ def test_the_admin_refuses_an_article_kb_import_would_refuse_in_its_words(client
     assert "causes.en: missing or empty" in response.text
     article.refresh_from_db()
     assert article.causes_en
+
+
+def test_only_a_superuser_gets_the_raw_json_form(client, kb_admin, django_user_model, kb):
+    url = change_url(kb[SMALL]) + "?raw=1"
+    client.force_login(kb_admin)
+    typed = client.get(url).text
+    assert 'name="checks-0-args"' not in typed and 'name="checks-0-service__name"' in typed
+
+    client.force_login(django_user_model.objects.create_superuser("root", password="pw-root-1"))
+    raw = client.get(url).text
+    assert 'name="checks-0-args"' in raw and 'name="fixes-0-steps"' in raw
