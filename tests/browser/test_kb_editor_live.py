@@ -198,3 +198,11 @@ def test_the_seed_articles_editor_fits_1280_px_and_reorders_checks_without_posit
     expect(page.locator(".messagelist .success")).to_be_visible()
     keys = [c.key for c in article.checks.order_by("position")[:2]]
     assert keys == [second, first]
+
+    # Another kind for a saved check: its fields come in, its facts replace the old kind's.
+    _open_sections(page)
+    page.select_option("#id_checks-0-kind", "registry_value")
+    expect(page.locator("#id_checks-0-registry_value__path")).to_be_enabled()
+    expect(page.locator("#id_checks-0-service__name")).to_be_hidden()
+    facts = page.locator("select[name='checks-0-expect_0_fact'] option")
+    expect(facts).to_have_text(["—", "exists", "value", "type"])
