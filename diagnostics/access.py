@@ -20,7 +20,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 
-from diagnostics.models import HandOver, Job, Machine
+from diagnostics.models import Fix, HandOver, Job, Machine
 
 APPROVE_FIX = "diagnostics.approve_fix"  # Job's own permission, given to the helpdesk
 
@@ -115,6 +115,23 @@ def may_approve(user: Any, job: Job) -> Decision:
         return Decision(
             False, _("You requested this fix: another member of the helpdesk must approve it.")
         )
+    wrote = Fix.objects.filter(article_id=job.article_id, key__in=job.fix_keys, steps_author=user)
+    if wrote.exists():
+        return Decision(
+            False, _("You wrote this fix's steps: another member of the helpdesk must approve it.")
+        )
+    return Decision(True)
+
+
+def may_approve_steps(user: Any, fix: Fix) -> Decision:
+    """Whether ``user`` may approve a fix's changed steps in the admin: a second KB admin,
+    never the one who changed them (#16: what runs on employees' machines takes four eyes)."""
+    if not can_edit_kb(user):
+        return Decision(False, _("Only KB admins approve a fix's steps."))
+    if not fix.awaits_second_admin:
+        return Decision(False, _("These steps need no approval."))
+    if fix.steps_author_id == user.pk:
+        return Decision(False, _("You changed these steps: another KB admin must approve them."))
     return Decision(True)
 
 

@@ -284,6 +284,25 @@ class Fix(Bilingual, models.Model):
     steps = models.JSONField(default=list)  # [{"kind": ..., "args": {...}}]
     restart_required = models.BooleanField(default=False)
     needs_approval = models.BooleanField(default=False)
+    # Four eyes on what runs on employees' machines (#16, #17): whoever last changed the steps
+    # (or turned needs_approval off) in the admin, and the second KB admin who approved that.
+    # No author: the steps came from the KB files (kb_import), reviewed where those are.
+    steps_author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    steps_approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["article", "position"]
@@ -291,6 +310,15 @@ class Fix(Bilingual, models.Model):
 
     def __str__(self) -> str:
         return f"{self.article.slug}/{self.key}"
+
+    @property
+    def awaits_second_admin(self) -> bool:
+        """Changed steps nobody but their author has approved yet: not publishable."""
+        return self.steps_author_id is not None and self.steps_approved_by_id is None
+
+    def steps_changed_by(self, user: Any) -> None:
+        """An edit of the steps (or approval turned off) resets any earlier approval."""
+        self.steps_author, self.steps_approved_by = user, None
 
 
 class Check(Bilingual, models.Model):
@@ -326,6 +354,33 @@ class Check(Bilingual, models.Model):
 
     def __str__(self) -> str:
         return f"{self.article.slug}/{self.key}"
+
+
+class ArticleVersion(models.Model):
+    """An article as one admin save left it, in its file form (``kb.dump``): who, when, what.
+
+    Consecutive versions diff as text; restoring one writes it back as a draft.
+    """
+
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    saved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    )
+    saved_at = models.DateTimeField(default=timezone.now)
+    note = models.CharField(max_length=200, blank=True)  # e.g. "restored version 1"
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["article", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["article", "number"], name="uniq_article_version")
+        ]
+        verbose_name = _("article version")
+        verbose_name_plural = _("article versions")
+
+    def __str__(self) -> str:
+        return f"{self.article_id} v{self.number}"
 
 
 class Scan(models.Model):

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from diagnostics.views import events, handovers, pages
+from diagnostics.views import events, handovers, kb, pages
 
 app_name = "diagnostics"
 
@@ -23,6 +23,7 @@ urlpatterns = [
     path("helpdesk/handovers/<int:pk>/reply/", handovers.inbox_reply, name="inbox-reply"),
     path("helpdesk/handovers/<int:pk>/take/", handovers.inbox_take, name="inbox-take"),
     path("helpdesk/handovers/<int:pk>/close/", handovers.inbox_close, name="inbox-close"),
+    path("kb/articles/<int:pk>/try/", kb.try_on_machine, name="kb-try-machine"),
     path("approvals/", pages.approvals, name="approvals"),
     path("approvals/<int:pk>/", pages.approval_decide, name="approval-decide"),
     path("helpdesk/", include("diagnostics.history_urls")),

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import translation
 
 from diagnostics import access, jobs
-from diagnostics.models import Article, AuditEntry, Job
+from diagnostics.models import Article, AuditEntry, Fix, Job
 from diagnostics.roles import HELPDESK, ensure_groups
 from diagnostics.workflows import fixes
 
@@ -210,3 +210,27 @@ def test_the_diagnose_command_refuses_a_user_who_may_not_act_on_the_machine(
             "diagnose", "--machine", "pc-idle", "--article", article.slug, "--user", "other"
         )
     assert not Job.objects.exists()
+
+
+def test_the_author_of_a_fixs_steps_cannot_approve_that_fix_for_anyone(
+    helpdesk, colleague, idle_machine, article
+):
+    # A helpdesk member who also writes the KB: four eyes means the steps' author is not the
+    # second pair (#16), however the job was requested.
+    Fix.objects.create(
+        article=article,
+        key="reset-company-psk",
+        title_ja="PSK",
+        title_en="PSK",
+        steps=[{"kind": "set_vpn_psk", "args": {"psk": {"secret": "company-l2tp-psk"}}}],
+        needs_approval=True,
+        steps_author=colleague,
+    )
+    job = _waiting_fix(helpdesk, idle_machine, article)
+    with translation.override("en"):
+        decision = access.may_approve(colleague, job)
+        with pytest.raises(jobs.JobRefused, match="You wrote this fix's steps"):
+            fixes.decide(job, colleague, approve=True)
+    assert not decision
+    job.refresh_from_db()
+    assert job.status == Job.Status.APPROVAL

@@ -150,6 +150,13 @@ EXPECTED: dict[str, Row] = {
     "helpdesk/handovers/<int:pk>/close/": Row(
         "diagnostics:inbox-close", _handover, get=_all(405), post=NOT_HELPDESK
     ),
+    # A KB admin tries a draft's checks on a machine of their own (#17).
+    "kb/articles/<int:pk>/try/": Row(
+        "diagnostics:kb-try-machine",
+        lambda o: {"pk": o["article"].pk},
+        get=_all(405),
+        post=_login_then(employee=404, other_employee=404, helpdesk=404, auditor=404),
+    ),
     "approvals/": Row("diagnostics:approvals", get=APPROVERS_ONLY),
     "approvals/<int:pk>/": Row(
         "diagnostics:approval-decide", _job, get=_all(405), post=NOT_APPROVERS

@@ -39,7 +39,7 @@ from diagnostics.jobs import (
     finish,
     target_for,
 )
-from diagnostics.models import AuditEntry, Fix, Job, StepResult
+from diagnostics.models import Article, AuditEntry, Fix, Job, StepResult
 from diagnostics.plans import preview_changes, rollback_args
 from diagnostics.workflows.diagnosis import check_steps
 
@@ -70,6 +70,8 @@ def offered_fixes(diagnosis: Job) -> list[FixOffer]:
     Never a fix for evidence, for a failure that is not current, or for a setting outside
     the situation it matters in (issue #9): the decision is ``plans.assess``'s.
     """
+    if diagnosis.article.status != Article.Status.PUBLISHED:
+        return []  # a draft is tried on a KB admin's machine read-only (#17): no fix runs
     found = assessment.assess_job(diagnosis)
     if found is None or not found.fixes:
         return []
