@@ -101,6 +101,8 @@ def _child_env(**extra: str) -> dict[str, str]:
         KAIKETSU_RESTART_TIMEOUT="60",
         KAIKETSU_ATTEMPT_TIMEOUT="30",
         KAIKETSU_ATTEMPT_POLL_S="1",
+        KAIKETSU_AGENT_PICKUP_TIMEOUT="6",
+        KAIKETSU_AGENT_POLL_SECONDS="3",
         **extra,
     )
     return env
