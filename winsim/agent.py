@@ -187,6 +187,8 @@ class Agent(threading.Thread):
             log.warning("winsim agent %s: credential refused; stopping", self.host.name)
             self.revoked = True
             return
+        if status == PROTOCOL["status"]["no_work"]:
+            return
         if status == PROTOCOL["status"]["slow_down"]:
             self.stopped.wait(5)
             return
