@@ -13,27 +13,25 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import yaml
 
 from diagnostics import agents, jobs
 from diagnostics.models import AgentTask, Job, Machine
 from diagnostics.workflows import fixes
 from scripts import services
 from tests.conftest import (
-    DEMO_PROFILE,
+    AT_HOME,
+    OFFLINE,
+    OTHER,
     _child_env,
-    _sim_post,
+    agent_machines,
+    agent_state,
     child_database_url,
+    install_agent,
     start_job,
-    start_winsim,
     wait_for_job,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-AT_HOME = "demo-nat-t"  # 809 until AssumeUDP... = 2 and a restart: a fix with a restart
-OFFLINE = "demo-healthy"
-OTHER = "demo-policyagent-stopped"
 
 
 @pytest.fixture(scope="session")
@@ -44,62 +42,6 @@ def portal(django_db_setup, celery_queue, tmp_path_factory):
     web, url = services.start_web(env, log_path=log_path, access_log=False, timeout=30)
     yield url
     web.stop()
-
-
-@pytest.fixture
-def home_fleet(tmp_path):
-    """Three demo hosts, all with the agent: one at home (WinRM cannot reach it), one
-    switched off, one in the office."""
-    profile = yaml.safe_load(DEMO_PROFILE.read_text(encoding="utf-8"))
-    hosts = {n: profile["hosts"][n] for n in (AT_HOME, OFFLINE, OTHER)}
-    for host in hosts.values():
-        host["port"] = 0
-    hosts[AT_HOME]["agent"] = {"at_home": True}
-    hosts[OFFLINE]["agent"] = {"offline": True}
-    hosts[OTHER]["agent"] = {}
-    profile["hosts"] = hosts
-    path = tmp_path / "home.yaml"
-    path.write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
-    fleet, info = start_winsim(path)
-    yield info
-    fleet.stop()
-
-
-def _agent_machines(fleet, owner) -> dict[str, Machine]:
-    from diagnostics.models import Credential
-
-    cred = Credential(name="agent-test-cred", username="kaiketsu")
-    cred.set_password("unused-1")
-    cred.save()
-    machines = {}
-    for name, info in fleet.items():
-        port = int(info["url"].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
-        machine = Machine.objects.create(
-            name=name,
-            address="127.0.0.1",
-            port=port,
-            scheme="http",
-            credential=cred,
-            channel=Machine.Channel.AGENT,
-        )
-        machine.owners.add(owner)
-        machines[name] = machine
-    return machines
-
-
-def install_agent(machine: Machine, portal: str) -> None:
-    """What an administrator does: a one-time token from the portal, given to the installer."""
-    _token, code = agents.create_token(machine=machine)
-    query = urllib.parse.urlencode({"portal": portal, "token": code})
-    status, _body = _sim_post(machine, f"/sim/agent?{query}")
-    assert status == 204
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        machine.refresh_from_db()
-        if machine.agent_enrolled:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{machine.name}'s agent did not enrol")
 
 
 def _call(url: str, credential: str = "", data: bytes | None = None, method: str = "GET"):
@@ -115,7 +57,7 @@ def _call(url: str, credential: str = "", data: bytes | None = None, method: str
 def test_a_laptop_at_home_is_diagnosed_fixed_with_a_restart_and_verified_over_its_agent(
     home_fleet, portal, employee, seed_article, use_worker_queue
 ):
-    machine = _agent_machines(home_fleet, employee)[AT_HOME]
+    machine = agent_machines(home_fleet, employee)[AT_HOME]
     install_agent(machine, portal)
 
     diagnosis = wait_for_job(start_job(machine, seed_article, employee), timeout=60)
@@ -141,7 +83,7 @@ def test_a_laptop_at_home_is_diagnosed_fixed_with_a_restart_and_verified_over_it
 def test_a_job_for_a_switched_off_pc_says_so_and_frees_the_machine(
     home_fleet, portal, employee, seed_article, use_worker_queue
 ):
-    machine = _agent_machines(home_fleet, employee)[OFFLINE]
+    machine = agent_machines(home_fleet, employee)[OFFLINE]
     agents.create_token(machine=machine)  # enrolled long ago, switched off since
 
     job = wait_for_job(start_job(machine, seed_article, employee), timeout=40)
@@ -158,7 +100,7 @@ def test_a_job_for_a_switched_off_pc_says_so_and_frees_the_machine(
 def test_one_machines_credential_cannot_fetch_or_post_for_another(
     home_fleet, portal, employee, seed_article, use_worker_queue
 ):
-    machines = _agent_machines(home_fleet, employee)
+    machines = agent_machines(home_fleet, employee)
     home, other = machines[AT_HOME], machines[OTHER]
     _token, code = agents.create_token(machine=other)
     body = {"token": code, "computer_name": "X", "version": "t", "boot": "b"}
@@ -189,17 +131,10 @@ def test_one_machines_credential_cannot_fetch_or_post_for_another(
     assert not job.steps.exists()
 
 
-def agent_state(machine: Machine) -> dict:
-    """What winsim's agent on ``machine`` did: running, revoked, plans it refused and why."""
-    url = f"http://{machine.address}:{machine.port}/sim/agent"
-    with urllib.request.urlopen(url, timeout=10) as answer:
-        return json.loads(answer.read())
-
-
 def test_a_revoked_agent_is_refused_at_its_next_call_and_stops(
     home_fleet, portal, employee, seed_article, use_worker_queue
 ):
-    machine = _agent_machines(home_fleet, employee)[OTHER]
+    machine = agent_machines(home_fleet, employee)[OTHER]
     install_agent(machine, portal)
     assert agent_state(machine)["running"]
 
@@ -240,7 +175,7 @@ def test_the_agent_refuses_a_tampered_replayed_expired_or_foreign_plan(
 ):
     from winsim.agent import PlanRefused, check_envelope
 
-    machines = _agent_machines(home_fleet, employee)
+    machines = agent_machines(home_fleet, employee)
     home = machines[AT_HOME]
     credential, identity = _enrol_by_hand(portal, home)
     start_job(home, seed_article, employee)
@@ -279,7 +214,7 @@ def test_the_agent_refuses_a_tampered_replayed_expired_or_foreign_plan(
 def test_bad_agent_input_is_refused_clearly_and_changes_nothing(
     home_fleet, portal, employee, seed_article, use_worker_queue
 ):
-    home = _agent_machines(home_fleet, employee)[AT_HOME]
+    home = agent_machines(home_fleet, employee)[AT_HOME]
     credential, _identity = _enrol_by_hand(portal, home)
     job = start_job(home, seed_article, employee)
     status, data = _call(portal + "/agent/v1/work", credential)
