@@ -367,7 +367,7 @@ def execute(job: Job, steps: list[Step]) -> str:
     try:
         outcome = remote.run_plan(target_for(job.machine), to_send, recorder, deadline_s=deadline)
     except remote.RemoteError as exc:
-        if exc.kind == "refused" and machine.channel == Machine.Channel.BOTH:
+        if exc.never_connected and machine.channel == Machine.Channel.BOTH:
             # Nothing ran (no connection): the agent gets the same plan instead.
             return _execute_by_agent(job, steps, record_plan=False)
         _keep_output(job, exc.outcome)  # what arrived before the failure stays readable

@@ -23,6 +23,7 @@ from tests.conftest import (
     OFFLINE,
     OTHER,
     _child_env,
+    _sim_post,
     agent_machines,
     agent_state,
     child_database_url,
@@ -89,7 +90,7 @@ def test_a_job_for_a_switched_off_pc_says_so_and_frees_the_machine(
     job = wait_for_job(start_job(machine, seed_article, employee), timeout=40)
 
     assert job.status == Job.Status.ERROR
-    assert "did not check in" in job.error
+    assert "問い合わせてきませんでした" in job.error  # did not check in
     assert not job.steps.exists()
     assert not Job.objects.filter(machine=machine, status__in=Job.ACTIVE).exists()
     # The machine is free again: a new job may start.
@@ -152,7 +153,9 @@ def test_a_revoked_agent_is_refused_at_its_next_call_and_stops(
     }
     # Nothing picks a job up any more: it ends as "did not check in", nothing ran.
     job = wait_for_job(start_job(machine, seed_article, employee), timeout=40)
-    assert job.status == Job.Status.ERROR and "did not check in" in job.error
+    assert (
+        job.status == Job.Status.ERROR and "問い合わせてきませんでした" in job.error
+    )  # did not check in
     assert not job.steps.exists()
 
 
@@ -246,3 +249,36 @@ def test_bad_agent_input_is_refused_clearly_and_changes_nothing(
         answers = list(pool.map(lambda _: _call(portal + "/agent/v1/work", credential), range(40)))
     statuses = sorted(status for status, _ in answers)
     assert 429 in statuses and statuses.count(429) >= 10, statuses
+
+
+def test_a_machine_with_both_channels_falls_back_to_its_agent_when_winrm_cannot_connect(
+    home_fleet, portal, employee, seed_article, use_worker_queue
+):
+    machine = agent_machines(home_fleet, employee)[AT_HOME]
+    machine.channel = Machine.Channel.BOTH
+    machine.save()
+    install_agent(machine, portal)
+
+    job = wait_for_job(start_job(machine, seed_article, employee), timeout=60)
+
+    assert (job.status, job.outcome) == ("done", "problems"), job.error
+    assert AgentTask.objects.filter(job=job).count() == 1  # WinRM refused: nothing ran there
+    steps = [s["id"] for s in job.plan["steps"]]
+    assert len(steps) == len(set(steps)) == job.steps.count()  # the plan recorded once
+
+
+def test_an_agent_that_dies_mid_plan_ends_the_job_clearly_with_what_arrived(
+    home_fleet, portal, employee, seed_article, use_worker_queue
+):
+    machine = agent_machines(home_fleet, employee)[AT_HOME]
+    install_agent(machine, portal)
+    _sim_post(machine, "/sim/fault?drop_after_lines=2")
+
+    job = wait_for_job(start_job(machine, seed_article, employee), timeout=60)
+
+    assert job.status == Job.Status.ERROR
+    assert (
+        "接続が途中で切れました" in job.error
+    )  # broke off: it came back, polled, and the portal closed that plan
+    assert job.steps.count() == 2
+    assert not Job.objects.filter(machine=machine, status__in=Job.ACTIVE).exists()

@@ -283,7 +283,9 @@ class Fleet:
                 writer.write(HttpAnswer(200, count.encode(), "application/json").encode())
                 await writer.drain()
                 continue
-            if host.is_down():
+            if host.is_down() or (
+                not host.winrm_reachable and not path.lower().startswith("/sim/")
+            ):  # down, or at home: the portal's WinRM never gets through
                 _reset(writer)
                 return
             if host.faults.never_answer:
@@ -336,8 +338,7 @@ class Fleet:
                 return HttpAnswer(400)
             self.start_agent(host, portal, token)
             return HttpAnswer(204)
-        if not host.winrm_reachable:  # at home: the portal's WinRM never gets through
-            return HttpAnswer(503, drop=True)
+
         if path.split("?", 1)[0].lower() != "/wsman":
             return HttpAnswer(404)
         if method != "POST":
