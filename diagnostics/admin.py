@@ -79,10 +79,12 @@ class SecretAdmin(admin.ModelAdmin):
 
 @admin.register(Machine)
 class MachineAdmin(admin.ModelAdmin):
-    list_display = ["name", "address", "port", "scheme", "credential"]
+    list_display = ["name", "address", "port", "scheme", "credential", "channel", "agent_last_seen"]
     search_fields = ["name", "address", "owners__username"]
-    list_filter = ["scheme"]
+    list_filter = ["scheme", "channel"]
     filter_horizontal = ["owners"]
+    # What the agent reports (issue #14); enrolment and revocation are in the console.
+    readonly_fields = ["agent_last_seen", "agent_version"]
 
 
 class CheckForm(forms.ModelForm):
