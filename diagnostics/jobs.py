@@ -562,7 +562,7 @@ def agent_lines(machine: Machine, task_id: int, text: str) -> int:
     task = AgentTask.objects.filter(pk=task_id, machine=machine).select_related("job").first()
     if task is None:  # another machine's task looks exactly like one that does not exist
         raise agents.AgentRefused(404, "no such task for this machine")
-    if task.status != AgentTask.Status.SENT:
+    if task.status != AgentTask.Status.SENT or task.job.is_finished:  # e.g. cancelled, reaped
         raise agents.AgentRefused(409, "this task is not running; its lines are closed")
     lines: list[dict[str, Any]] = []
     for number, raw in enumerate(text.splitlines(), start=1):
