@@ -286,7 +286,7 @@ def in_language(job: Job) -> translation.override:
 # --- executing a plan ----------------------------------------------------------------------------
 
 
-class _Recorder:
+class Recorder:
     """Receives the host's lines as they arrive: saves each step, then tells open pages."""
 
     def __init__(self, job: Job, steps: list[Step], first_position: int):
@@ -362,7 +362,7 @@ def execute(job: Job, steps: list[Step]) -> str:
         return _("The plan could not be built: %(error)s") % {"error": exc}
     _record_plan(job, to_show)
 
-    recorder = _Recorder(job, steps, first_position=job.steps.count())
+    recorder = Recorder(job, steps, first_position=job.steps.count())
     deadline = max(10, settings.KAIKETSU_JOB_TIME_LIMIT - 10)
     try:
         outcome = remote.run_plan(target_for(job.machine), to_send, recorder, deadline_s=deadline)
@@ -416,7 +416,7 @@ def _execute_by_agent(job: Job, steps: list[Step], record_plan: bool = True) -> 
         left = pickup - (now - task.created_at).total_seconds()
         if left > 0:
             raise AwaitAgent(min(left, MAX_WAIT_S))
-        _take(task, failure="offline")
+        take_task(task, failure="offline")
         return _(
             "%(m)s did not check in within %(n)s minutes: it is probably switched off or "
             "offline. Nothing was run on it; try again when it is on."
@@ -425,9 +425,9 @@ def _execute_by_agent(job: Job, steps: list[Step], record_plan: bool = True) -> 
         silent = (now - (task.last_line_at or task.sent_at or now)).total_seconds()
         if silent < settings.KAIKETSU_JOB_TIME_LIMIT:
             raise AwaitAgent(min(settings.KAIKETSU_JOB_TIME_LIMIT - silent, MAX_WAIT_S))
-        _take(task, failure="timeout")
+        take_task(task, failure="timeout")
     else:
-        _take(task)
+        take_task(task)
     task.refresh_from_db()
     sep = "\n" if job.transcript else ""
     job.transcript = (job.transcript + sep + task.transcript)[-MAX_TRANSCRIPT:]
@@ -466,7 +466,8 @@ def _hand_to_agent(job: Job, steps: list[Step], record_plan: bool) -> str:
     raise AwaitAgent(min(settings.KAIKETSU_AGENT_PICKUP_TIMEOUT, MAX_WAIT_S))
 
 
-def _take(task: AgentTask, failure: str = "") -> None:
+def take_task(task: AgentTask, failure: str = "") -> None:
+    """Close an agent task for good (read by its job, or given up): it is never sent again."""
     fields: dict[str, Any] = {"status": AgentTask.Status.TAKEN, "plan_encrypted": ""}
     if failure:
         fields["failure"] = failure
@@ -515,102 +516,6 @@ def wake_job(job_id: int) -> None:
         _send(job_id, turn, 0, only_if=Q(wake_at__isnull=False))
 
 
-def agent_fetch(machine: Machine) -> tuple[AgentTask, dict[str, Any]] | None:
-    """The oldest plan waiting for this machine, now marked sent; None when there is none.
-
-    The plan leaves the database as it leaves for the PC: only its masked copy stays.
-    """
-    waiting = AgentTask.objects.filter(machine=machine, status=AgentTask.Status.WAITING)
-    for task in waiting.select_related("job").order_by("id"):
-        if task.job.status not in Job.ACTIVE:  # the job ended meanwhile (cancelled, reaped)
-            _take(task)
-            continue
-        plan = json.loads(vault.decrypt(task.plan_encrypted))
-        now = timezone.now()
-        if waiting.filter(pk=task.pk).update(
-            status=AgentTask.Status.SENT,
-            sent_at=now,
-            agent_boot=machine.agent_boot,
-            plan_encrypted="",
-        ):
-            task.status, task.sent_at = AgentTask.Status.SENT, now
-            live.publish(task.job_id, "status", {"status": task.job.status, "agent": "sent"})
-            return task, plan
-    return None
-
-
-def agent_broke_off(machine: Machine) -> None:
-    """The agent asks for work while a plan it fetched never ended: it restarted or crashed
-    mid-plan. That plan ends now as a broken connection, and its job goes on."""
-    broken = AgentTask.objects.filter(machine=machine, status=AgentTask.Status.SENT)
-    for task_id, job_id in broken.values_list("pk", "job_id"):
-        if broken.filter(pk=task_id).update(
-            status=AgentTask.Status.DONE, failure="protocol", done_at=timezone.now()
-        ):
-            wake_job(job_id)
-
-
-MAX_AGENT_LINE = 1024 * 1024
-
-
-def agent_lines(machine: Machine, task_id: int, text: str) -> int:
-    """Record result lines the agent posted for one of its tasks; how many were recorded.
-
-    Every line is checked before any is recorded, so a bad batch changes nothing. The last
-    line (``end`` or ``fatal``) ends the task and wakes its job.
-    """
-    task = AgentTask.objects.filter(pk=task_id, machine=machine).select_related("job").first()
-    if task is None:  # another machine's task looks exactly like one that does not exist
-        raise agents.AgentRefused(404, "no such task for this machine")
-    if task.status != AgentTask.Status.SENT or task.job.is_finished:  # e.g. cancelled, reaped
-        raise agents.AgentRefused(409, "this task is not running; its lines are closed")
-    lines: list[dict[str, Any]] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        if len(raw) > MAX_AGENT_LINE:
-            raise agents.AgentRefused(413, f"line {number} is longer than 1 MiB")
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            raise agents.AgentRefused(400, f"line {number} is not JSON") from None
-        if not isinstance(line, dict):
-            raise agents.AgentRefused(400, f"line {number} is not a JSON object")
-        if "end" not in line and "fatal" not in line:
-            problem = parse_line(line, {s["id"] for s in task.steps})
-            if problem:
-                raise agents.AgentRefused(400, f"line {number}: {problem}")
-        lines.append(line)
-    if task.lines + len(lines) > len(task.steps) + 2:
-        raise agents.AgentRefused(413, "more lines than the plan has steps")
-    job = task.job
-    checks = {c.pk: c for c in Check.objects.filter(pk__in=[s["check"] for s in task.steps])}
-    steps = [
-        Step(s["id"], s["kind"], {}, s["phase"], s["title"], checks.get(s["check"]), s["expect"])
-        for s in task.steps
-    ]
-    recorder = _Recorder(job, steps, task.first_position)
-    recorder.known_steps = {s.id for s in steps}
-    for line in lines:
-        recorder(line)
-    transcript = "\n".join(json.dumps(line, ensure_ascii=True) for line in lines)
-    sep = "\n" if task.transcript else ""
-    task.transcript = (task.transcript + sep + transcript)[-MAX_TRANSCRIPT:]
-    task.lines += len(lines)
-    task.last_line_at = timezone.now()
-    task.fatal = task.fatal or recorder.fatal
-    task.bad_lines = [*task.bad_lines, *recorder.bad_lines][:20]
-    task.ended = task.ended or recorder.ended
-    fields = ["transcript", "lines", "last_line_at", "fatal", "bad_lines", "ended"]
-    if task.ended or task.fatal:
-        task.status, task.done_at = AgentTask.Status.DONE, timezone.now()
-        fields += ["status", "done_at"]
-    task.save(update_fields=fields)
-    if task.status == AgentTask.Status.DONE:
-        wake_job(job.pk)
-    return len(lines)
-
-
 def remote_headline(kind: str, machine: str) -> str:
     """One sentence in the reader's language for why the machine could not do the job."""
     texts = {
@@ -636,7 +541,7 @@ def _keep_output(job: Job, outcome: remote.RunOutcome | None) -> None:
     job.save(update_fields=["transcript", "stderr"])
 
 
-def _problems(job: Job, recorder: _Recorder, outcome: remote.RunOutcome) -> str:
+def _problems(job: Job, recorder: Recorder, outcome: remote.RunOutcome) -> str:
     """Why a plan that ran did not report properly, in the job's language ('' when it did)."""
     name = job.machine.name
     if recorder.fatal:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import agents, jobs
+from diagnostics import agent_inbox, agents
 from diagnostics.models import Machine
 
 MAX_ENROL_BODY = 4096
@@ -76,7 +76,7 @@ def enrol(request: HttpRequest) -> HttpResponse:
 def _start_poll(request: HttpRequest) -> Machine:
     try:
         machine = _checked_in(request, "work", WORK_PER_WINDOW)
-        jobs.agent_broke_off(machine)  # a plan it fetched and never ended is over
+        agent_inbox.agent_broke_off(machine)  # a plan it fetched and never ended is over
         return machine
     finally:
         connection.close()
@@ -84,7 +84,7 @@ def _start_poll(request: HttpRequest) -> Machine:
 
 def _fetch(machine: Machine) -> dict[str, Any] | None:
     try:
-        found = jobs.agent_fetch(machine)
+        found = agent_inbox.agent_fetch(machine)
         if found is None:
             return None
         task, plan = found
@@ -125,7 +125,7 @@ def lines(request: HttpRequest, task: int) -> HttpResponse:
             text = request.body.decode("utf-8")
         except UnicodeDecodeError:
             raise agents.AgentRefused(400, "the body is not UTF-8") from None
-        recorded = jobs.agent_lines(machine, task, text)
+        recorded = agent_inbox.agent_lines(machine, task, text)
     except agents.AgentRefused as error:
         return _refused(error)
     return JsonResponse({"recorded": recorded})
