@@ -10,8 +10,8 @@ agent long-polls the web) and ``demo-nat-t`` (WinRM): the time from the job's ro
 step row, both written by the portal's clock. The demo sleeps 200 ms before each step on both.
 
 ``polls``: how many agents one web process holds. It enrols N extra machines in the demo's
-database (credentials made as enrolment makes them), opens N long polls at once over raw
-sockets, and while they are held asks the login page 20 times. It prints how many polls were
+database (credentials made as enrolment makes them), opens N long polls over raw sockets (all
+at once, or spread over ``--ramp`` seconds as a real fleet's polls are), and while they are held asks the login page 20 times. It prints how many polls were
 held to the end (answered 204 after the poll time, not refused or dropped), the web process'
 memory (VmRSS of the process listening on the port) and the page's latency under that load.
 The extra machines are deleted at the end.
@@ -128,15 +128,21 @@ async def _page(host: str, port: int) -> float:
     return (time.monotonic() - started) * 1000
 
 
-async def _hold(host: str, port: int, credentials: list[str]) -> tuple[list, list[float], float]:
-    polls = [asyncio.create_task(_poll(host, port, c)) for c in credentials]
-    await asyncio.sleep(3)  # every poll is in and held
+async def _hold(
+    host: str, port: int, credentials: list[str], ramp: float
+) -> tuple[list, list[float], float]:
+    async def later(n: int, credential: str) -> int | str:
+        await asyncio.sleep(ramp * n / len(credentials))  # arrivals spread over ``ramp`` s
+        return await _poll(host, port, credential)
+
+    polls = [asyncio.create_task(later(n, c)) for n, c in enumerate(credentials)]
+    await asyncio.sleep(ramp + 3)  # every poll is in and held (ramp < the poll time)
     rss = _rss_mb(_web_pid(port))
     pages = [await _page(host, port) for _ in range(20)]
     return list(await asyncio.gather(*polls)), pages, rss
 
 
-def polls(url: str, counts: list[int]) -> None:
+def polls(url: str, counts: list[int], ramp: float) -> None:
     _django()
     import secrets
 
@@ -170,7 +176,7 @@ def polls(url: str, counts: list[int]) -> None:
                     },
                 )
                 credentials.append(f"{machine.pk}.{secret}")
-            answers, pages, rss = asyncio.run(_hold(host, port, credentials))
+            answers, pages, rss = asyncio.run(_hold(host, port, credentials, ramp))
             held = sum(1 for a in answers if a == 204)
             others: dict[str, int] = {}
             for a in answers:
@@ -194,11 +200,14 @@ def main() -> None:
     pol = sub.add_parser("polls")
     pol.add_argument("--url", default="http://127.0.0.1:8000")
     pol.add_argument("--agents", default="250,1000,2000")
+    pol.add_argument(
+        "--ramp", type=float, default=0, help="spread the polls' arrivals over this many seconds"
+    )
     args = parser.parse_args()
     if args.what == "latency":
         latency(args.runs)
     else:
-        polls(args.url, [int(n) for n in args.agents.split(",")])
+        polls(args.url, [int(n) for n in args.agents.split(",")], args.ramp)
 
 
 if __name__ == "__main__":
