@@ -13,6 +13,7 @@ urlpatterns = [
     path("scans/<int:pk>/export.csv", scans.scan_export, name="scan-export"),
     path("machines/import/", console.machines_import, name="machines-import"),
     path("machines/<int:pk>/test/", console.machine_test, name="machine-test"),
+    path("machines/<int:pk>/agent/", console.machine_agent, name="machine-agent"),
     path(
         "machines/<int:pk>/test/<str:token>/",
         console.machine_test_result,

@@ -13,6 +13,8 @@ worker left behind and re-sends what a lost message left waiting.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -30,8 +32,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from diagnostics import live, remote
-from diagnostics.models import AuditEntry, Check, Job, Machine, Secret, StepResult
+from diagnostics import agents, live, remote, vault
+from diagnostics.models import AgentTask, AuditEntry, Check, Job, Machine, Secret, StepResult
 from diagnostics.plans import PlanError, PlanStep, build_plan, evaluate, parse_line
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,19 @@ class Wait:
 
 
 Workflow = Callable[[Job], "Wait | None"]
+
+
+class AwaitAgent(Exception):
+    """``execute`` handed the plan to the machine's agent: end this turn, holding no worker.
+
+    The engine turns it into ``Wait(seconds)``; the agent's last line wakes the job sooner,
+    and the workflow's next turn calls ``execute`` again with the same steps, which then
+    returns what the agent reported (workflows need not know which channel ran them).
+    """
+
+    def __init__(self, seconds: float):
+        super().__init__(f"waiting {seconds:.0f} s for the agent")
+        self.seconds = seconds
 
 
 @dataclass
@@ -212,6 +227,7 @@ def claim(job_id: int, turn: int) -> bool:
 def run_job(job_id: int, turn: int, workflow: Workflow) -> None:
     """One turn of a job: claim it, let the workflow act, then end or schedule the next turn."""
     was = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    began = timezone.now()
     if not claim(job_id, turn):
         log.info("job %s turn %s was already taken or the job ended; nothing to do", job_id, turn)
         return
@@ -221,6 +237,8 @@ def run_job(job_id: int, turn: int, workflow: Workflow) -> None:
     with in_language(job), _heartbeat(job.pk):
         try:
             wait = workflow(job)
+        except AwaitAgent as pause:
+            wait = Wait(pause.seconds)
         except SoftTimeLimitExceeded:
             wait = None
             finish(job, Job.Status.ERROR, Job.Outcome.ERROR, _("The job hit its time limit."))
@@ -238,6 +256,11 @@ def run_job(job_id: int, turn: int, workflow: Workflow) -> None:
     if wait is not None and not job.is_finished:
         Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
         _send(job.pk, job.turn, countdown=min(max(wait.seconds, 0.2), MAX_WAIT_S))
+        # The agent may have reported everything while this turn was still ending (its
+        # wake-up then found no turn to send): go on now rather than after the countdown.
+        done = AgentTask.objects.filter(job=job.pk, status=AgentTask.Status.DONE)
+        if done.filter(done_at__gte=began).exists():
+            wake_job(job.pk)
 
 
 @contextmanager
@@ -271,7 +294,7 @@ def in_language(job: Job) -> translation.override:
 # --- executing a plan ----------------------------------------------------------------------------
 
 
-class _Recorder:
+class Recorder:
     """Receives the host's lines as they arrive: saves each step, then tells open pages."""
 
     def __init__(self, job: Job, steps: list[Step], first_position: int):
@@ -328,28 +351,177 @@ class _Recorder:
 
 
 def execute(job: Job, steps: list[Step]) -> str:
-    """Run steps on the job's machine as ONE WinRM command; '' or what went wrong, in words.
+    """Run steps on the job's machine as ONE plan; '' or what went wrong, in words.
 
-    Each result is saved as it arrives; the plan (secrets masked) and the bounded output are
-    added to the job, whatever happens.
+    Over WinRM the plan is one command; over the agent (``machine.channel``, or WinRM could
+    not connect on a machine with both) it is handed to the agent and this raises
+    ``AwaitAgent`` until the agent has reported. Each result is saved as it arrives; the plan
+    (secrets masked) and the bounded output are added to the job, whatever happens.
     """
+    machine = job.machine
+    if machine.channel == Machine.Channel.AGENT or (
+        machine.channel == Machine.Channel.BOTH and _open_task(job) is not None
+    ):
+        return _execute_by_agent(job, steps)
     plan_steps = [PlanStep(s.id, s.kind, s.args) for s in steps]
     try:
         to_send, to_show = build_plan(job.pk, plan_steps, _resolve_secret)
     except PlanError as exc:
         return _("The plan could not be built: %(error)s") % {"error": exc}
-    job.plan = {**to_show, "steps": [*(job.plan or {}).get("steps", []), *to_show["steps"]]}
-    job.save(update_fields=["plan"])
+    _record_plan(job, to_show)
 
-    recorder = _Recorder(job, steps, first_position=job.steps.count())
+    recorder = Recorder(job, steps, first_position=job.steps.count())
     deadline = max(10, settings.KAIKETSU_JOB_TIME_LIMIT - 10)
     try:
         outcome = remote.run_plan(target_for(job.machine), to_send, recorder, deadline_s=deadline)
     except remote.RemoteError as exc:
+        if exc.never_connected and machine.channel == Machine.Channel.BOTH:
+            # Nothing ran (no connection): the agent gets the same plan instead.
+            return _execute_by_agent(job, steps, record_plan=False)
         _keep_output(job, exc.outcome)  # what arrived before the failure stays readable
         return f"{remote_headline(exc.kind, job.machine.name)}\n{exc}"
     _keep_output(job, outcome)
     return _problems(job, recorder, outcome)
+
+
+def _record_plan(job: Job, to_show: dict[str, Any]) -> None:
+    job.plan = {**to_show, "steps": [*(job.plan or {}).get("steps", []), *to_show["steps"]]}
+    job.save(update_fields=["plan"])
+
+
+# --- the agent channel (issue #14): the same plan, fetched by the PC ---------------------------
+
+
+def _fingerprint(steps: list[Step]) -> str:
+    """What a plan asks (kinds and args, not step ids): a workflow's repeated call matches."""
+    text = json.dumps([[s.kind, s.args] for s in steps], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _open_task(job: Job) -> AgentTask | None:
+    return job.agent_tasks.filter(status__in=AgentTask.OPEN).order_by("-id").first()
+
+
+def awaiting_agent(job: Job, steps: list[Step]) -> bool:
+    """True while these steps are with the agent or reported and not yet read by the job."""
+    task = _open_task(job)
+    return task is not None and task.fingerprint == _fingerprint(steps)
+
+
+def _execute_by_agent(job: Job, steps: list[Step], record_plan: bool = True) -> str:
+    task = _open_task(job)
+    if task is not None and task.fingerprint != _fingerprint(steps):
+        # The workflow moved on (e.g. a restart step it already saw): never send it later.
+        AgentTask.objects.filter(pk=task.pk).update(
+            status=AgentTask.Status.TAKEN, plan_encrypted=""
+        )
+        task = None
+    if task is None:
+        return _hand_to_agent(job, steps, record_plan)
+    now = timezone.now()
+    pickup = settings.KAIKETSU_AGENT_PICKUP_TIMEOUT
+    if task.status == AgentTask.Status.WAITING:
+        left = pickup - (now - task.created_at).total_seconds()
+        if left > 0:
+            raise AwaitAgent(min(left, MAX_WAIT_S))
+        take_task(task, failure="offline")
+        return _(
+            "%(m)s did not check in within %(n)s minutes: it is probably switched off or "
+            "offline. Nothing was run on it; try again when it is on."
+        ) % {"m": job.machine.name, "n": max(1, round(pickup / 60))}
+    if task.status == AgentTask.Status.SENT:
+        silent = (now - (task.last_line_at or task.sent_at or now)).total_seconds()
+        if silent < settings.KAIKETSU_JOB_TIME_LIMIT:
+            raise AwaitAgent(min(settings.KAIKETSU_JOB_TIME_LIMIT - silent, MAX_WAIT_S))
+        take_task(task, failure="timeout")
+    else:
+        take_task(task)
+    task.refresh_from_db()
+    sep = "\n" if job.transcript else ""
+    job.transcript = (job.transcript + sep + task.transcript)[-MAX_TRANSCRIPT:]
+    job.save(update_fields=["transcript"])
+    return _agent_problems(job, task)
+
+
+def _hand_to_agent(job: Job, steps: list[Step], record_plan: bool) -> str:
+    plan_steps = [PlanStep(s.id, s.kind, s.args) for s in steps]
+    try:
+        to_send, to_show = build_plan(job.pk, plan_steps, _resolve_secret)
+    except PlanError as exc:
+        return _("The plan could not be built: %(error)s") % {"error": exc}
+    if record_plan:
+        _record_plan(job, to_show)
+    AgentTask.objects.create(
+        job=job,
+        machine=job.machine,
+        fingerprint=_fingerprint(steps),
+        steps=[
+            {
+                "id": s.id,
+                "kind": s.kind,
+                "phase": s.phase,
+                "title": str(s.title),
+                "check": s.check.pk if s.check else None,
+                "expect": s.expect,
+            }
+            for s in steps
+        ],
+        first_position=job.steps.count(),
+        plan_encrypted=vault.encrypt(json.dumps(to_send)),  # it may carry the PSK
+    )
+    agents.wake(job.machine_id)
+    live.publish(job.pk, "status", {"status": job.status, "agent": "waiting"})
+    raise AwaitAgent(min(settings.KAIKETSU_AGENT_PICKUP_TIMEOUT, MAX_WAIT_S))
+
+
+def take_task(task: AgentTask, failure: str = "") -> None:
+    """Close an agent task for good (read by its job, or given up): it is never sent again."""
+    fields: dict[str, Any] = {"status": AgentTask.Status.TAKEN, "plan_encrypted": ""}
+    if failure:
+        fields["failure"] = failure
+    AgentTask.objects.filter(pk=task.pk).update(**fields)
+
+
+def _agent_problems(job: Job, task: AgentTask) -> str:
+    """Why an agent's report is not complete, in the job's language ('' when it is)."""
+    name = job.machine.name
+    if task.failure:
+        return remote_headline(task.failure, name)
+    if task.fatal:
+        return _("%(m)s: the runner could not run the plan: %(reason)s") % {
+            "m": name,
+            "reason": task.fatal,
+        }
+    if task.bad_lines:
+        return _("%(m)s: the host sent output that is not a step result (%(sample)s)") % {
+            "m": name,
+            "sample": repr(str(task.bad_lines[0])[:120]),
+        }
+    if not task.ended:
+        return _("%(m)s: the output ended before the last step") % {"m": name}
+    return ""
+
+
+def agent_restarted(job: Job) -> bool | None:
+    """After a restart handed to the agent: has the agent checked in from a new boot since?
+
+    None when the job's restart did not go through the agent (ask WinRM instead).
+    """
+    sent = job.agent_tasks.filter(sent_at__isnull=False).order_by("-id")
+    task = next((t for t in sent if any(s["kind"] == "schedule_reboot" for s in t.steps)), None)
+    if task is None:
+        return None
+    now = Machine.objects.filter(pk=job.machine_id).values("agent_boot", "agent_last_seen").get()
+    seen = now["agent_last_seen"]
+    return bool(now["agent_boot"] != task.agent_boot and seen and seen > task.sent_at)
+
+
+def wake_job(job_id: int) -> None:
+    """Send a waiting job's next turn now (the agent reported): CAS on the turn, as always."""
+    row = Job.objects.filter(pk=job_id, status__in=Job.ACTIVE, wake_at__isnull=False)
+    turn = row.values_list("turn", flat=True).first()
+    if turn is not None:
+        _send(job_id, turn, 0, only_if=Q(wake_at__isnull=False))
 
 
 def remote_headline(kind: str, machine: str) -> str:
@@ -378,7 +550,7 @@ def _keep_output(job: Job, outcome: remote.RunOutcome | None) -> None:
     job.save(update_fields=["transcript", "stderr"])
 
 
-def _problems(job: Job, recorder: _Recorder, outcome: remote.RunOutcome) -> str:
+def _problems(job: Job, recorder: Recorder, outcome: remote.RunOutcome) -> str:
     """Why a plan that ran did not report properly, in the job's language ('' when it did)."""
     name = job.machine.name
     if recorder.fatal:

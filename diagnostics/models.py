@@ -121,7 +121,7 @@ def target_signature(address: str, port: int, scheme: str, verify_tls: bool, cre
 
 
 class Machine(models.Model):
-    """A Windows endpoint reachable over WinRM, owned by one or more employees.
+    """A Windows endpoint reached over WinRM or its agent, owned by one or more employees.
 
     Its *target* (address, port, scheme, TLS verification, credential) says where the
     credential's password goes; an administrator binds it (``bind``), and a target changed
@@ -133,6 +133,13 @@ class Machine(models.Model):
     class Scheme(models.TextChoices):
         HTTP = "http", "HTTP (NTLM, encrypted)"
         HTTPS = "https", "HTTPS"
+
+    class Channel(models.TextChoices):
+        WINRM = "winrm", _("WinRM (the portal connects)")
+        AGENT = "agent", _("Agent (the PC checks in)")
+        # WinRM first: it answers at once when the PC is on the company network; the agent
+        # when WinRM cannot connect (nothing has run then), e.g. at home with the VPN down.
+        BOTH = "both", _("WinRM first, then the agent")
 
     name = models.CharField(_("name"), max_length=63, unique=True, validators=[NAME_VALIDATOR])
     address = models.CharField(_("address"), max_length=253, validators=[ADDRESS_VALIDATOR])
@@ -160,6 +167,16 @@ class Machine(models.Model):
         related_name="+",
     )
     bound_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # How the portal reaches it (issue #14): WinRM in, the agent's outbound poll, or both.
+    channel = models.CharField(_("channel"), max_length=12, choices=Channel, default=Channel.WINRM)
+    # The agent's credential: only a SHA-256 of a 256-bit random secret (a fast hash is
+    # enough for a secret nobody chose); empty = never enrolled or revoked.
+    agent_key_hash = models.CharField(max_length=64, blank=True, editable=False)
+    agent_enrolled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    agent_revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    agent_last_seen = models.DateTimeField(_("agent last seen"), null=True, blank=True)
+    agent_version = models.CharField(_("agent version"), max_length=40, blank=True)
+    agent_boot = models.CharField(max_length=64, blank=True, editable=False)  # last boot it told
 
     class Meta:
         ordering = ["name"]
@@ -215,6 +232,94 @@ class Machine(models.Model):
                 "verification), so the portal does not send the credential %(c)s there."
             ) % {"m": self.name, "c": cred.name}
         return ""
+
+    @property
+    def agent_enrolled(self) -> bool:
+        return bool(self.agent_key_hash)
+
+    @property
+    def uses_agent(self) -> bool:
+        return self.channel in (self.Channel.AGENT, self.Channel.BOTH)
+
+
+class EnrolmentToken(models.Model):
+    """A one-time code an administrator gives the agent installer (issue #14).
+
+    For one machine (``machine`` set) or for a batch (``uses`` > 1, the agent's computer
+    name picks or creates the machine). Only a SHA-256 of the code is kept.
+    """
+
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    machine = models.ForeignKey(
+        Machine, on_delete=models.CASCADE, null=True, blank=True, related_name="enrolment_tokens"
+    )
+    uses_left = models.PositiveIntegerField(default=1)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("enrolment token")
+        verbose_name_plural = _("enrolment tokens")
+
+    def __str__(self) -> str:
+        return f"token #{self.pk} for {self.machine_id or 'a batch'}"
+
+
+class AgentTask(models.Model):
+    """One plan handed to a machine's agent: the agent-channel twin of one WinRM command.
+
+    The worker creates it and ends its turn (``jobs.Wait``); the agent fetches the plan
+    (signed at fetch time), posts the result lines, and its last line wakes the job. The plan
+    (which may carry a secret) is kept encrypted only until it is fetched.
+    """
+
+    class Status(models.TextChoices):
+        WAITING = "waiting", _("Waiting for the PC")
+        SENT = "sent", _("Running on the PC")
+        DONE = "done", _("Reported")
+        TAKEN = "taken", _("Read by the job")
+
+    OPEN = (Status.WAITING, Status.SENT, Status.DONE)
+
+    job = models.ForeignKey("Job", on_delete=models.CASCADE, related_name="agent_tasks")
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="agent_tasks")
+    status = models.CharField(max_length=8, choices=Status, default=Status.WAITING)
+    fingerprint = models.CharField(max_length=64)  # what was asked: kinds and args
+    steps = models.JSONField(default=list)  # [{id, kind, phase, title, check, expect}]
+    first_position = models.PositiveIntegerField(default=0)
+    plan_encrypted = models.TextField(blank=True, editable=False)  # emptied once fetched
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_line_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    agent_boot = models.CharField(max_length=64, blank=True)  # the boot that fetched it
+    lines = models.PositiveIntegerField(default=0)
+    ended = models.BooleanField(default=False)
+    fatal = models.TextField(blank=True)
+    bad_lines = models.JSONField(default=list, blank=True)
+    failure = models.CharField(max_length=20, blank=True)  # why it ended early (a kind)
+    transcript = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["machine", "status"], name="agenttask_machine_status")]
+
+    def __str__(self) -> str:
+        return f"agent task #{self.pk} of job {self.job_id}"
+
+
+class SigningKey(models.Model):
+    """The portal's RSA key that signs agent plans; one row, created on first use, encrypted."""
+
+    slot = models.PositiveSmallIntegerField(default=1, unique=True)
+    private_pem_encrypted = models.TextField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"signing key {self.slot}"
 
 
 class Article(Bilingual, models.Model):

@@ -74,6 +74,8 @@ class RemoteError(Exception):
     """A run that could not be carried out; ``str()`` names the machine, ``kind`` says why.
 
     ``outcome`` holds what was received before the failure, when anything was.
+    ``never_connected``: no connection was ever made, so nothing can have run on the host
+    (a machine with both channels then hands the same plan to its agent).
     """
 
     def __init__(self, kind: str, message: str, outcome: RunOutcome | None = None) -> None:
@@ -82,6 +84,7 @@ class RemoteError(Exception):
         super().__init__(message)
         self.kind = kind
         self.outcome = outcome
+        self.never_connected = kind in ("refused", "untrusted")  # nothing was contacted
 
 
 @dataclass
@@ -292,7 +295,10 @@ def _map_error(exc: BaseException, target: Target, connected: bool) -> RemoteErr
             f"TLS error talking to {who}: the certificate or TLS setup was rejected ({_short(exc)})",
         )
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return RemoteError("timeout", f"{who} did not accept a connection in time")
+        # A laptop outside the company network usually looks like this, not like a refusal.
+        error = RemoteError("timeout", f"{who} did not accept a connection in time")
+        error.never_connected = True
+        return error
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return RemoteError("timeout", f"{who} stopped answering (no reply within the read timeout)")
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):

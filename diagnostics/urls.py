@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from diagnostics.views import events, handovers, kb, pages
+from diagnostics.views import agent, events, handovers, kb, pages
 
 app_name = "diagnostics"
 
@@ -28,4 +28,8 @@ urlpatterns = [
     path("approvals/<int:pk>/", pages.approval_decide, name="approval-decide"),
     path("helpdesk/", include("diagnostics.history_urls")),
     path("console/", include("diagnostics.console_urls")),
+    # The agent's endpoints (agent/protocol.json): the only ones the internet must reach.
+    path("agent/v1/enrol", agent.enrol, name="agent-enrol"),
+    path("agent/v1/work", agent.work, name="agent-work"),
+    path("agent/v1/tasks/<int:task>/lines", agent.lines, name="agent-lines"),
 ]

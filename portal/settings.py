@@ -224,6 +224,12 @@ KAIKETSU_RESTART_DELAYS = (5, 15, 30)  # minutes the employee may choose
 # often it reads the event log meanwhile (issue #9).
 KAIKETSU_ATTEMPT_TIMEOUT = env.int("KAIKETSU_ATTEMPT_TIMEOUT", default=600)
 KAIKETSU_ATTEMPT_POLL_S = env.int("KAIKETSU_ATTEMPT_POLL_S", default=5)
+# The agent channel (issue #14): how long a job waits for an agent PC to check in before it
+# says the PC is offline and frees the machine; how long a signed plan stays valid; how long
+# the portal holds one long poll open (under common proxies' 60 s idle limit).
+KAIKETSU_AGENT_PICKUP_TIMEOUT = env.int("KAIKETSU_AGENT_PICKUP_TIMEOUT", default=300)
+KAIKETSU_AGENT_PLAN_TTL = env.int("KAIKETSU_AGENT_PLAN_TTL", default=120)
+KAIKETSU_AGENT_POLL_SECONDS = env.int("KAIKETSU_AGENT_POLL_SECONDS", default=25)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": 4 * (KAIKETSU_JOB_TIME_LIMIT + 60),
     # kombu prefixes every broker key (queues, unacked, control fan-out) with this.

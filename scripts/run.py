@@ -152,6 +152,13 @@ def report_death(service: Service) -> None:
         echo_child(service.name, line)
 
 
+def agent_hosts(profile: Path) -> list[str]:
+    """The hosts of a winsim profile whose agent is switched on."""
+    from winsim.hosts import load_profile  # deferred: needs the venv
+
+    return [h.name for h in load_profile(profile) if h.has_agent and not h.agent_offline]
+
+
 def start_everything(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
     """Prepare the database and start the services; return (portal URL, demo login text)."""
     host = env.get("HOST", "127.0.0.1")
@@ -183,6 +190,13 @@ def start_everything(sup: Supervisor, env: dict[str, str]) -> tuple[str, str]:
     try:
         expected = profile_host_count(profile)
         argv = winsim_argv(profile)
+        # The laptops with an online agent (issue #14): as an administrator would, give each
+        # a one-time code; they enrol and poll once the web below answers (they back off).
+        for name in agent_hosts(profile):
+            code = manage(env, "agent_token", "--machine", name, "--hours", "1", capture=True)
+            argv += ["--agent-token", f"{name}={code.strip()}"]
+        if "--agent-token" in argv:
+            argv += ["--portal", f"http://{host}:{port}"]
         service = Service("winsim", argv, env=env, sink=echo_child, history=expected + 500)
         hosts = wait_for_winsim(sup.start(service), expected)
         say(f"winsim serves {len(hosts)} demo hosts")

@@ -22,6 +22,7 @@ from winsim import shell as winsim_shell
 POWERSHELL = Path(__file__).resolve().parent.parent / "diagnostics" / "powershell"
 RUNNER = POWERSHELL / "runner.ps1"
 BOOTSTRAP = POWERSHELL / "bootstrap.ps1"
+AGENT_SCRIPTS = sorted((POWERSHELL.parent.parent / "agent").glob("*.ps1"))  # issue #14
 
 _PARSER = Parser(Language(tree_sitter_powershell.language()))
 
@@ -73,12 +74,12 @@ def comments_and_strings_removed(source: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-@pytest.mark.parametrize("script", [RUNNER, BOOTSTRAP], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [RUNNER, BOOTSTRAP, *AGENT_SCRIPTS], ids=lambda p: p.name)
 def test_script_parses_without_error_nodes(script: Path) -> None:
     assert syntax_errors(script.read_text(encoding="utf-8")) == []
 
 
-@pytest.mark.parametrize("script", [RUNNER, BOOTSTRAP], ids=lambda p: p.name)
+@pytest.mark.parametrize("script", [RUNNER, BOOTSTRAP, *AGENT_SCRIPTS], ids=lambda p: p.name)
 def test_script_uses_no_powershell7_only_syntax(script: Path) -> None:
     assert ps7_only_syntax(script.read_text(encoding="utf-8")) == []
 

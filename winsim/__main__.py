@@ -38,6 +38,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--cert", help="PEM certificate for HTTPS hosts (default: self-signed)")
     parser.add_argument("--key", help="PEM private key matching --cert")
+    parser.add_argument(
+        "--portal", help="portal URL the hosts' agents enrol with and poll (with --agent-token)"
+    )
+    parser.add_argument(
+        "--agent-token",
+        action="append",
+        default=[],
+        metavar="HOST=CODE",
+        help="install the agent on HOST with this one-time enrolment code (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -46,6 +56,12 @@ async def _serve(args: argparse.Namespace) -> None:
     cert = (Path(args.cert), Path(args.key)) if args.cert and args.key else None
     fleet = Fleet(hosts, cert=cert, listen=args.listen)
     await fleet.start()
+    by_name = {host.name: host for host in fleet.hosts}
+    for item in args.agent_token:
+        name, _eq, code = item.partition("=")
+        if name not in by_name or not code or not args.portal:
+            raise ValueError(f"--agent-token {name}: needs --portal, a host of the profile, a code")
+        fleet.start_agent(by_name[name], args.portal, code)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

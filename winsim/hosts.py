@@ -106,6 +106,9 @@ class Host:
     network_category: str = "Private"  # the active firewall profile
     firewall_profiles: dict[str, FirewallProfile] = field(default_factory=dict)
     boot_count: int = 0
+    has_agent: bool = False
+    agent_offline: bool = False
+    winrm_reachable: bool = True
     _boot_values: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _reboot_at: float | None = field(default=None, repr=False)
     _reboot_delay: int | None = field(default=None, repr=False)
@@ -258,8 +261,12 @@ _HOST_FIELDS = {
     "step_latency_ms", "reboot_seconds", "shutdown_seconds", "os", "services", "registry", "vpn_connections",
     "firewall_rules", "network", "vpn_server", "events", "faults", "template",
     "account", "language_mode", "ipsec_policy_as_numbers", "module_logging", "network_category",
-    "firewall_profiles",
+    "firewall_profiles", "agent",
 }  # fmt: skip
+# ``agent:`` (issue #14): the PC runs the Kaiketsu agent. ``at_home``: WinRM cannot reach it
+# (its VPN is down; only the /sim/ controls answer); ``offline``: it is switched off, its agent
+# never calls (it enrolled long ago).
+_AGENT_FIELDS = {"at_home", "offline"}
 
 # A host whose profile names no VPN connection gets this one.
 DEFAULT_CONNECTIONS: dict[str, Any] = {"Corp VPN": {}}
@@ -301,6 +308,11 @@ def build_host(name: str, spec: dict[str, Any]) -> Host:
     language_mode = str(spec.get("language_mode", "FullLanguage"))
     if language_mode not in LANGUAGE_MODES:
         raise ProfileError(f"host {name}: language_mode must be one of {', '.join(LANGUAGE_MODES)}")
+    agent_spec = spec.get("agent")
+    if agent_spec is not None and (
+        not isinstance(agent_spec, dict) or set(agent_spec) - _AGENT_FIELDS
+    ):
+        raise ProfileError(f"host {name}: agent takes only {', '.join(sorted(_AGENT_FIELDS))}")
     category = str(spec.get("network_category", "Private"))
     if category not in FIREWALL_PROFILES:
         raise ProfileError(f"host {name}: network_category must be Domain, Private or Public")
@@ -332,6 +344,9 @@ def build_host(name: str, spec: dict[str, Any]) -> Host:
         module_logging=bool(spec.get("module_logging", False)),
         network_category=category,
         firewall_profiles=parse_firewall_profiles(spec.get("firewall_profiles")),
+        has_agent=agent_spec is not None,
+        agent_offline=bool((agent_spec or {}).get("offline", False)),
+        winrm_reachable=not (agent_spec or {}).get("at_home", False),
     )
     # The profile describes the machine as it is now, booted with its current registry.
     host.snapshot_boot_values()

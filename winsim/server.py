@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from winsim import auth, tls, wsman
@@ -84,8 +84,14 @@ CONNECT_PATH = "/sim/connect"
 FAULT_PATH = "/sim/fault"  # ?drop_after_lines=N arms a fault at run time (tests)
 
 
+AGENT_PATH = "/sim/agent"  # ?portal=URL&token=CODE installs the agent (as install.ps1 does)
+
+
 def _set_fault(host: Host, path: str) -> HttpAnswer:
     for name, values in parse_qs(urlsplit(path).query).items():
+        if name == "agent_offline":  # the PC is switched off or back on
+            host.agent_offline = values[0] == "1"
+            continue
         if name not in ("drop_after_lines", "slow_step_ms"):
             return HttpAnswer(400)
         setattr(host.faults, name, int(values[0]))
@@ -144,6 +150,7 @@ class Fleet:
         self._credentials: dict[str, Path] = {}
         # HTTP requests each host received (NTLM handshake legs included), by host name.
         self.requests: dict[str, int] = {host.name: 0 for host in self.hosts}
+        self.agents: dict[str, Any] = {}  # host name -> its running winsim.agent.Agent
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -180,6 +187,8 @@ class Fleet:
 
     async def stop(self) -> None:
         """Stop listening and reset every open connection."""
+        for agent in self.agents.values():
+            agent.stop()
         for server in self._servers:
             server.close()
         for sock in self._idle_sockets:
@@ -194,6 +203,18 @@ class Fleet:
                 shells.delete(shell)
         if self._tempdir is not None:
             self._tempdir.cleanup()
+
+    def start_agent(self, host: Host, portal: str, token: str) -> None:
+        """Install the agent on ``host``: it enrols with ``token`` and polls ``portal``."""
+        from winsim.agent import Agent  # the agent half is a client; the server needs none
+
+        old = self.agents.pop(host.name, None)
+        if old is not None:
+            old.stop()
+        host.has_agent = True
+        agent = Agent(host, portal, token)
+        self.agents[host.name] = agent
+        agent.start()
 
     def describe(self, host: Host) -> dict[str, str]:
         """The ``--print-json`` line for a host: how a client reaches it."""
@@ -262,7 +283,9 @@ class Fleet:
                 writer.write(HttpAnswer(200, count.encode(), "application/json").encode())
                 await writer.drain()
                 continue
-            if host.is_down():
+            if host.is_down() or (
+                not host.winrm_reachable and not path.lower().startswith("/sim/")
+            ):  # down, or at home: the portal's WinRM never gets through
                 _reset(writer)
                 return
             if host.faults.never_answer:
@@ -298,6 +321,24 @@ class Fleet:
             return _employee_connects(host, path)
         if path.split("?", 1)[0].lower() == FAULT_PATH and method == "POST":
             return _set_fault(host, path)
+        if path.split("?", 1)[0].lower() == AGENT_PATH and method == "GET":
+            agent = self.agents.get(host.name)
+            state = {
+                "installed": agent is not None,
+                "running": bool(agent and agent.is_alive()),
+                "revoked": bool(agent and agent.revoked),
+                "polls": agent.polls if agent else 0,
+                "refused": list(agent.refused) if agent else [],
+            }
+            return HttpAnswer(200, json.dumps(state).encode(), "application/json")
+        if path.split("?", 1)[0].lower() == AGENT_PATH and method == "POST":
+            query = parse_qs(urlsplit(path).query)
+            portal, token = (query.get("portal") or [""])[0], (query.get("token") or [""])[0]
+            if not portal.startswith(("http://", "https://")) or not token:
+                return HttpAnswer(400)
+            self.start_agent(host, portal, token)
+            return HttpAnswer(204)
+
         if path.split("?", 1)[0].lower() != "/wsman":
             return HttpAnswer(404)
         if method != "POST":

@@ -129,12 +129,23 @@ class MachineAdmin(BoundedIdsMixin, admin.ModelAdmin):
     audited (``targets.save``).
     """
 
-    list_display = ["name", "address", "port", "scheme", "credential", "approved"]
+    list_display = [
+        "name",
+        "address",
+        "port",
+        "scheme",
+        "credential",
+        "approved",
+        "channel",
+        "agent_last_seen",
+    ]
     list_select_related = ["credential"]
     search_fields = ["name", "address", "owners__username"]
-    list_filter = ["scheme"]
+    list_filter = ["scheme", "channel"]
     filter_horizontal = ["owners"]
     actions = ["approve_targets"]
+    # What the agent reports (issue #14); enrolment and revocation are in the console.
+    REPORTED = ["agent_last_seen", "agent_version"]
 
     @admin.display(boolean=True, description=_("approved"))
     def approved(self, obj: Machine) -> bool:
@@ -142,8 +153,8 @@ class MachineAdmin(BoundedIdsMixin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         if access.can_change_machine_targets(request.user):
-            return ["bound_by", "bound_at"]
-        return [*Machine.TARGET_FIELDS, "bound_by", "bound_at"]
+            return ["bound_by", "bound_at", *self.REPORTED]
+        return [*Machine.TARGET_FIELDS, "bound_by", "bound_at", *self.REPORTED]
 
     def has_add_permission(self, request):
         return super().has_add_permission(request) and access.can_change_machine_targets(

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import get_language, gettext, ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from diagnostics import access, charts, connectivity, dashboard, machine_import
+from diagnostics import access, agents, charts, connectivity, dashboard, machine_import
 from diagnostics.models import Job, Machine, active_lang
 
 MACHINES_PER_PAGE = 50
@@ -236,6 +236,31 @@ def machine_test(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("diagnostics:machine-test-result", pk=machine.pk, token=token)
     ctx = {"machine": machine, "token": token, "test": connectivity.result(machine.pk, token)}
     return render(request, "diagnostics/console/machines.html#test-result", ctx)
+
+
+@require_POST
+@access.required(access.can_import_machines)
+def machine_agent(request: HttpRequest, pk: int) -> HttpResponse:
+    """Give a machine a one-time agent enrolment code (shown once), or revoke its agent."""
+    machine = get_object_or_404(Machine, pk=pk)
+    if request.POST.get("action") == "revoke":
+        agents.revoke(machine)
+        messages.success(
+            request,
+            gettext("The agent of %(name)s is revoked: it is refused from its next call.")
+            % {"name": machine.name},
+        )
+    else:
+        _token, code = agents.create_token(created_by=request.user, machine=machine)
+        messages.success(
+            request,
+            gettext(
+                "Enrolment code for %(name)s (single use, valid for 72 hours, shown only "
+                "now): %(code)s"
+            )
+            % {"name": machine.name, "code": code},
+        )
+    return redirect("diagnostics:machines")
 
 
 @require_GET

@@ -22,7 +22,7 @@ from diagnostics import (
     match_words,
     workflows,
 )
-from diagnostics.models import Article, Check, Job, StepResult, active_lang
+from diagnostics.models import AgentTask, Article, Check, Job, StepResult, active_lang
 from diagnostics.workflows import fixes
 from diagnostics.workflows.diagnosis import start_diagnosis
 
@@ -162,6 +162,9 @@ def job_context(job: Job) -> dict:
         "offers": fixes.offered_fixes(job) if job.outcome == Job.Outcome.PROBLEMS else [],
         "children": list(job.children.order_by("-created_at")),
         "handover": handovers.for_job(job),
+        # A plan handed to the machine's agent and not fetched yet (issue #14).
+        "agent_waiting": not job.is_finished
+        and job.agent_tasks.filter(status=AgentTask.Status.WAITING).exists(),
         "can_roll_back": job.kind == Job.Kind.FIX
         and job.is_finished
         and any(r.phase == "fix" and r.changed for r in results.values()),

@@ -32,6 +32,8 @@ from diagnostics.jobs import (
     Phase,
     Step,
     Wait,
+    agent_restarted,
+    awaiting_agent,
     busy_message,
     create_job,
     enqueue,
@@ -348,7 +350,10 @@ def _after_restart(job: Job) -> Wait | None:
 
 
 def _run_fix(job: Job) -> Wait | None:
-    already_applied = job.steps.filter(phase=Phase.FIX).exists()  # resumed after "later"
+    # Resumed after "later" (not: back from the agent with the fix's own report).
+    already_applied = job.steps.filter(phase=Phase.FIX).exists() and not awaiting_agent(
+        job, fix_steps(job)
+    )
     if not already_applied:
         error = execute(job, fix_steps(job))
         # Every fix line that arrived is recorded (by execute) and audited, whatever happened.
@@ -485,7 +490,13 @@ def _restart_turn(job: Job) -> Wait | None:
     due = job.stage_until - timedelta(seconds=GRACE_S)
     if job.stage == GOING_DOWN and now < due - timedelta(seconds=POLL_S):
         return Wait((due - now).total_seconds())  # a delayed restart: nothing to ask yet
-    answering = _answers(job)
+    back = agent_restarted(job) if job.machine.uses_agent else None
+    if back is not None:  # the agent checks in from a new boot: it went away and came back
+        answering = back
+        if back:
+            job.stage = COMING_UP
+    else:
+        answering = _answers(job)
     if job.stage == GOING_DOWN and not answering:
         _set_stage(job, COMING_UP, now + timedelta(seconds=settings.KAIKETSU_RESTART_TIMEOUT))
         return Wait(POLL_S)

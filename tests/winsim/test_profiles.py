@@ -30,6 +30,8 @@ EXPECTED_CODES = {
     "demo-dns": 868,
     "demo-bad-password": 691,
     "demo-stock-healthy": None,  # no AssumeUDP..., but the server is not behind NAT
+    "demo-at-home": 809,  # as demo-nat-t, reached through its agent (issue #14)
+    "demo-offline-laptop": None,  # healthy, but switched off
 }
 
 # The seed article's fixes, as the portal would send them; True = Windows needs a restart.
@@ -92,6 +94,8 @@ def test_demo_profile_has_the_hosts_the_portal_expects(demo: dict[str, Host]) ->
     assert sum(h.locale == "ja-JP" for h in demo.values()) > len(demo) / 2
     assert demo["demo-unreachable"].faults.refuse_connections is True
     assert demo["demo-hang"].faults.never_answer is True
+    assert demo["demo-at-home"].has_agent and not demo["demo-at-home"].winrm_reachable
+    assert demo["demo-offline-laptop"].agent_offline is True
     assert all(h.username == "kaiketsu" and h.password for h in demo.values())
     assert all(150 <= h.step_latency_ms <= 300 for h in load_profile(DEMO))
 

@@ -1,11 +1,14 @@
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
+from diagnostics import agents
 from diagnostics.models import Credential, Machine, Secret
 from diagnostics.roles import EMPLOYEE, HELPDESK, KB_ADMIN, ensure_groups
 from winsim.hosts import load_profile
@@ -80,6 +83,8 @@ class Command(BaseCommand):
             machine.bind(None)  # the demo's own set-up, by whoever runs this command
             machine.save(update_fields=["bound_target", "bound_by", "bound_at"])
             machine.owners.add(*owners)
+            if host.has_agent:
+                _agent_laptop(machine, offline=host.agent_offline)
         if hosts:
             # The company PSK that set_vpn_psk fixes send: the demo VPN server's own key.
             secret, _ = Secret.objects.get_or_create(
@@ -91,3 +96,16 @@ class Command(BaseCommand):
         self.stdout.write("Demo logins (passwords are new on every load):")
         for username, password, role in logins:
             self.stdout.write(f"  {username:<10} {password:<14} {role}")
+
+
+def _agent_laptop(machine: Machine, offline: bool) -> None:
+    """A laptop reached through its agent (issue #14). ``make run`` enrols the online ones with
+    a fresh code each start; an offline one enrolled long ago and has been off for two days
+    (its credential is a random one nobody holds)."""
+    machine.channel = Machine.Channel.AGENT
+    if offline:
+        machine.agent_key_hash = agents.digest(secrets.token_urlsafe(32))
+        machine.agent_enrolled_at = timezone.now() - timedelta(days=30)
+        machine.agent_last_seen = timezone.now() - timedelta(days=2)
+        machine.agent_version = "kaiketsu-agent/1"
+    machine.save()
