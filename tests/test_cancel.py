@@ -118,10 +118,13 @@ def test_a_queued_job_whose_message_was_never_sent_is_sent_by_the_reaper(
     try:
         assert jobs.reap_stale_jobs() == 1
         assert jobs.reap_stale_jobs() == 0  # sent once
-        waiting = redis.Redis.from_url(django_settings.CELERY_BROKER_URL).llen(queue)
+        key = django_settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] + queue
+        waiting = redis.Redis.from_url(django_settings.CELERY_BROKER_URL).llen(key)
     finally:
         app.conf.task_default_queue = "kaiketsu"
-        redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(queue)
+        redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(
+            django_settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] + queue
+        )
     assert waiting == 1
     job.refresh_from_db()
     assert job.status == Job.Status.QUEUED and job.wake_at is not None
