@@ -49,8 +49,16 @@ def test_admin_and_kb_import_refuse_a_run_key_step_with_one_message(client, kb_a
     client.force_login(kb_admin)
     article = kb[SEED]
     j = _inline_index(_change_form_data(client, article), "fixes", fix["key"])
-    page = _admin_refusal(client, article, f"fixes-{j}-steps", [RUN_KEY])
-    assert REFUSAL in page
+    typed = f"fixes-{j}-s0_set_registry_value__"  # the editor's typed fields (#17), no JSON
+    page = _admin_refusal(
+        client,
+        article,
+        {
+            f"fixes-{j}-s0_kind": RUN_KEY["kind"],
+            **{typed + name: str(value) for name, value in RUN_KEY["args"].items()},
+        },
+    )
+    assert REFUSAL.removeprefix("steps[0].args: ") in page
     assert Fix.objects.get(article=article, key=fix["key"]).steps == fix["steps"]
 
 
