@@ -137,7 +137,13 @@ def test_helpdesk_cannot_move_a_machine_in_the_admin_and_its_password_goes_nowhe
 
     answer = client.post(
         url,
-        {"name": "pc1", "owners": [employee.pk], "scheme": "https", **_point_at(listener)},
+        {
+            "name": "pc1",
+            "owners": [employee.pk],
+            "scheme": "https",
+            "channel": "winrm",
+            **_point_at(listener),
+        },
     )
 
     assert answer.status_code == 302
@@ -211,6 +217,7 @@ def test_an_administrators_change_is_bound_and_audited(client, admin_user, pc, e
         "address": "pc1-new.corp.example",
         "port": 5986,
         "scheme": "https",
+        "channel": "winrm",
         "verify_tls": "on",
         "credential": pc.credential_id,
         "owners": [employee.pk],
@@ -237,7 +244,7 @@ def test_an_administrators_change_is_bound_and_audited(client, admin_user, pc, e
 def test_an_address_that_is_not_a_host_is_refused_in_the_admin(client, admin_user, pc, address):
     client.force_login(admin_user)
     url = reverse("admin:diagnostics_machine_change", args=[pc.pk])
-    data = {"name": "pc1", "address": address, "port": 5986, "scheme": "https"}
+    data = {"name": "pc1", "address": address, "port": 5986, "scheme": "https", "channel": "winrm"}
     data |= {"credential": pc.credential_id}
 
     answer = client.post(url, data)
