@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from diagnostics import access, kbindex, kbversions, matching
@@ -248,7 +249,8 @@ class ArticleAdmin(admin.ModelAdmin):
             ),
             path(
                 "<int:object_id>/preview/",
-                view(self.preview_view),
+                # Shown in a frame beside the edit form (same origin only), or on its own.
+                view(xframe_options_sameorigin(self.preview_view)),
                 name="diagnostics_article_preview",
             ),
             path(
@@ -294,6 +296,7 @@ class ArticleAdmin(admin.ModelAdmin):
             "pages": [(lang, name, _employee_page(request, article, lang)) for lang, name in LANGS],
             "text": text,
             "result": result,
+            "embed": bool(request.GET.get("embed")),
             "rank": next(
                 (i for i, m in enumerate(result.matches, 1) if m.article == article.slug), None
             )
