@@ -189,6 +189,22 @@ def test_the_preview_shows_the_employee_page_in_both_languages_sanitised(client,
     assert 'id="preview-rank"' in page and 'id="ranking"' in page
 
 
+def test_the_preview_sits_beside_the_edit_form_in_a_same_origin_frame(client, kb_admin, kb):
+    article = kb[SMALL]
+    client.force_login(kb_admin)
+    url = reverse("admin:diagnostics_article_preview", args=[article.pk])
+
+    form = client.get(reverse("admin:diagnostics_article_change", args=[article.pk])).text
+    framed = client.get(url, {"embed": "1"})
+
+    assert f'<iframe src="{url}?embed=1"' in form  # on the edit page, in a panel beside it
+    assert framed["X-Frame-Options"] == "SAMEORIGIN"  # the site's DENY would blank the frame
+    assert "frame-ancestors 'self'" in framed["Content-Security-Policy"]  # not the site's 'none'
+    assert 'id="header"' not in framed.text and 'id="preview-ja"' in framed.text
+    assert 'name="embed"' in framed.text  # "Try a text" stays in the frame
+    assert 'id="header"' in client.get(url).text  # on its own it is a whole admin page
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_kb_admin_tries_a_draft_on_their_own_machine_and_no_fix_is_offered(
     client, kb_admin, employee, kb, winsim_fleet, use_worker_queue

@@ -1,5 +1,7 @@
 """Django admin: machines and credentials, the knowledge base, and (read-only) jobs."""
 
+from csp.constants import SELF
+from csp.decorators import csp_replace
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -11,6 +13,7 @@ from django.urls import path
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from diagnostics import access, kbindex, kbversions, matching, targets
@@ -64,6 +67,10 @@ class BoundedIdsMixin:
     def formfield_for_manytomany(self, db_field, request, **kwargs):
         kwargs.setdefault("form_class", BoundedModelMultipleChoiceField)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+# The article preview may be framed by the portal's own edit page (CSP and X-Frame-Options).
+FRAMED_BY_SELF = {"frame-ancestors": [SELF]}
 
 
 class WriteOnlyForm(forms.ModelForm):
@@ -349,7 +356,8 @@ class ArticleAdmin(admin.ModelAdmin):
             ),
             path(
                 "<int:object_id>/preview/",
-                view(self.preview_view),
+                # Shown in a frame beside the edit form (same origin only), or on its own.
+                view(csp_replace(FRAMED_BY_SELF)(xframe_options_sameorigin(self.preview_view))),
                 name="diagnostics_article_preview",
             ),
             path(
@@ -395,6 +403,7 @@ class ArticleAdmin(admin.ModelAdmin):
             "pages": [(lang, name, _employee_page(request, article, lang)) for lang, name in LANGS],
             "text": text,
             "result": result,
+            "embed": bool(request.GET.get("embed")),
             "rank": next(
                 (i for i, m in enumerate(result.matches, 1) if m.article == article.slug), None
             )
