@@ -274,3 +274,53 @@ def test_a_form_that_arrives_over_the_event_stream_carries_a_token_that_posts(
     assert browser.post(url, {"csrfmiddlewaretoken": token}).status_code == 302
     fix.refresh_from_db()
     assert fix.handed_over_at is not None
+
+
+@pytest.fixture
+def not_fixed(machine, seed_article, employee):
+    """A fix whose verification found the IPsec Policy Agent still stopped; the rest never ran."""
+    from diagnostics.workflows import fixes
+
+    job = Job.objects.create(
+        user=employee, machine=machine, article=seed_article, kind=Job.Kind.FIX,
+        status=Job.Status.DONE, outcome=Job.Outcome.NOT_FIXED,
+    )  # fmt: skip
+    step = next(
+        s for s in fixes.verify_steps(job) if s.check and s.check.key == "policyagent-running"
+    )
+    StepResult.objects.create(
+        job=job, step_id=step.id, phase=StepResult.Phase.VERIFY, position=0, kb_check=step.check,
+        kind=step.kind, facts={"exists": True, "status": "Stopped", "start_type": None,
+        "display_name": "IPsec Policy Agent " * 6}, verdict="fail",
+    )  # fmt: skip
+    return job
+
+
+def test_a_problem_is_headed_by_what_is_wrong_not_by_the_healthy_condition(
+    client, employee, not_fixed
+):
+    client.force_login(employee)
+    page = client.get(reverse("diagnostics:job-detail", args=[not_fixed.pk])).content.decode()
+    headings = re.findall(r'<li class="finding finding-problem">\s*<h3>(.*?)</h3>', page, re.S)
+    assert headings == ["IPsec Policy Agent (PolicyAgent) が停止しているか無効になっています。"]
+    assert "IPsec Policy Agent サービスが起動している" not in headings[0]  # the check's title
+
+
+def test_the_helpdesk_details_show_facts_as_json_not_python(client, employee, not_fixed):
+    client.force_login(employee)
+    page = client.get(reverse("diagnostics:job-detail", args=[not_fixed.pk])).content.decode()
+    details = page[page.index("ヘルプデスク向けの詳細") :]
+    assert "<th>exists</th><td><code>true</code>" in details
+    assert "<th>start_type</th><td><code>null</code>" in details
+    assert "<th>status</th><td><code>&quot;Stopped&quot;</code>" in details
+    # One string stays one value: pprint would split it into '…' '…' pieces.
+    assert '"' + "IPsec Policy Agent " * 6 + '"' in page.replace("&quot;", '"')
+    assert "True" not in details and "None" not in details and "&#x27;" not in details
+
+
+def test_an_ended_job_says_its_steps_did_not_run_instead_of_waiting(client, employee, not_fixed):
+    client.force_login(employee)
+    page = client.get(reverse("diagnostics:job-detail", args=[not_fixed.pk])).content.decode()
+    rows = page[page.index('id="job-steps"') :]
+    assert "実行されず" in rows
+    assert "待機中" not in rows and 'sse-swap="step-' not in rows

@@ -11,7 +11,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import access, dashboard, jobs, kbindex, live, match_words, workflows
+from diagnostics import (
+    access,
+    assessment,
+    dashboard,
+    jobs,
+    kbindex,
+    live,
+    match_words,
+    plans,
+    workflows,
+)
 from diagnostics.models import Article, Check, Job, StepResult, active_lang
 from diagnostics.workflows import fixes
 from diagnostics.workflows.diagnosis import start_diagnosis
@@ -124,11 +134,27 @@ def _rows(job: Job, results: dict[str, StepResult]) -> list[dict]:
     return rows
 
 
-def job_context(job: Job) -> dict:
-    """Everything the job page and its live fragments need, from the database."""
-    results = {r.step_id: r for r in job.steps.select_related("kb_check__fix")}
-    rows = _rows(job, results)
-    done = sum(1 for r in rows if r["result"] is not None)
+def _finding(row: dict | None, kind: str, fix_title: str = "", inferred: dict | None = None):
+    """One entry of the verdict: the problem in the employee's words, its cause, the action."""
+    if inferred is not None:  # a cause no check reads: its title already names the problem
+        problem = inferred["title"].get(active_lang()) or inferred["title"].get("en", "")
+        cause = inferred["explanation"].get(active_lang()) or inferred["explanation"].get("en", "")
+    elif row["check"] is not None:
+        problem, cause = assessment.problem_words(row["check"])
+    else:
+        problem, cause = row["title"], ""
+    return {"kind": kind, "problem": problem, "cause": cause, "fix": fix_title, "row": row}
+
+
+def _findings(
+    job: Job, rows: list[dict], offers: list, found: plans.Assessment | None
+) -> list[dict]:
+    """What the verdict lists: proven problems first, then suspects, then what could not tell.
+
+    A diagnosis is read through its assessment, so a failed check that does not apply here
+    (``when``) or that no current error points to is never called a problem; a fix job's
+    verification lists every check that still fails.
+    """
     failed = [
         r
         for r in rows
@@ -136,16 +162,49 @@ def job_context(job: Job) -> dict:
         and r["result"].verdict in ("fail", "error", "unknown")
         and r["phase"] in ("check", "verify")
     ]
+    cannot = [_finding(r, "cannot") for r in failed if r["result"].verdict != "fail"]
+    if found is None:
+        return [_finding(r, "problem") for r in failed if r["result"].verdict == "fail"] + cannot
+    offered = {o.fix.key: o.fix.tr("title") for o in offers}
+    status = {f.key: f for f in found.findings}
+    out = []
+    for row in failed:
+        finding = status.get(row["check"].key) if row["check"] is not None else None
+        if finding is not None and finding.status == plans.CauseStatus.PROVEN:
+            out.append(_finding(row, "problem", offered.get(finding.fix or "", "")))
+    inferred = {c["key"]: c for c in job.article.inferred or []}
+    for finding in found.with_status(plans.CauseStatus.PROVEN):
+        if finding.inferred and finding.key in inferred:
+            out.append(
+                _finding(None, "problem", offered.get(finding.fix or "", ""), inferred[finding.key])
+            )
+    for row in failed:
+        finding = status.get(row["check"].key) if row["check"] is not None else None
+        if finding is not None and finding.status == plans.CauseStatus.SUSPECT:
+            out.append(_finding(row, "suspect"))
+    return out + cannot
+
+
+def job_context(job: Job) -> dict:
+    """Everything the job page and its live fragments need, from the database."""
+    results = {r.step_id: r for r in job.steps.select_related("kb_check__fix")}
+    rows = _rows(job, results)
+    done = sum(1 for r in rows if r["result"] is not None)
+    offers = fixes.offered_fixes(job) if job.outcome == Job.Outcome.PROBLEMS else []
+    found = assessment.assess_job(job)  # None unless a finished diagnosis
+    findings = _findings(job, rows, offers, found) if job.status == Job.Status.DONE else []
     return {
         "job": job,
         "rows": rows,
         "done": done,
         "total": len(rows),
         "percent": int(100 * done / len(rows)) if rows else 100,
-        "failed": failed,
-        # Checks that proved a problem; the others in ``failed`` could not tell or not run.
-        "proven": [r for r in failed if r["result"].verdict == "fail"],
-        "offers": fixes.offered_fixes(job) if job.outcome == Job.Outcome.PROBLEMS else [],
+        "findings": findings,
+        "problems": [f for f in findings if f["kind"] == "problem"],
+        "cannot_tell": any(f["kind"] == "cannot" for f in findings),
+        # The evidence and what it means, worded now in the reader's language.
+        "verdict_text": assessment.verdict_text(found) if found else "",
+        "offers": offers,
         "children": list(job.children.order_by("-created_at")),
         "can_roll_back": job.kind == Job.Kind.FIX
         and job.is_finished
