@@ -204,7 +204,7 @@ def after_fix_note(diagnosis: Job, new: int | None) -> str:
     ) % {"old": found.evidence.code, "new": new}
 
 
-_EN_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\"'])")
+_EN_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
 
 
 def first_sentence(text: str) -> tuple[str, str]:

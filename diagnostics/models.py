@@ -127,6 +127,14 @@ class Article(Bilingual, models.Model):
     steps_en = models.TextField(blank=True)
     notes_ja = models.TextField(blank=True)
     notes_en = models.TextField(blank=True)
+    # How the article is judged and why (issue #11): for the people who edit it, never shown
+    # to employees.
+    editor_notes_ja = models.TextField(
+        _("notes for KB editors (Japanese)"), blank=True, help_text=_("Never shown to employees.")
+    )
+    editor_notes_en = models.TextField(
+        _("notes for KB editors (English)"), blank=True, help_text=_("Never shown to employees.")
+    )
     manual_steps = models.JSONField(default=list, blank=True)
     sources = models.JSONField(default=list, blank=True)
     # Causes no check can read (the PSK), each {key, title, codes, explanation, fix}: proven
