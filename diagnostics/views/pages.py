@@ -206,9 +206,14 @@ def job_context(job: Job) -> dict:
         "verdict_text": assessment.verdict_text(found) if found else "",
         "offers": offers,
         "children": list(job.children.order_by("-created_at")),
-        "can_roll_back": job.kind == Job.Kind.FIX
-        and job.is_finished
-        and any(r.phase == "fix" and r.changed for r in results.values()),
+        "can_retry": fixes.may_retry_with_restart(job),
+        "restart_now_seconds": settings.KAIKETSU_RESTART_NOW_SECONDS,
+        # What a finished roll-back could not put back (a PSK), so the page never claims all.
+        "kept": fixes.rollback_preview(job.parent)[1]
+        if job.kind == Job.Kind.ROLLBACK and job.is_finished
+        else [],
+        "rollback_target": fixes.rollback_target(job),
+        "rollback_waits": fixes.rollback_waits_for_restart(job) and job.is_finished,
     }
 
 
@@ -274,14 +279,38 @@ def fix_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@require_POST
 @login_required
 def job_rollback(request: HttpRequest, pk: int) -> HttpResponse:
-    fix_job = access.job_to_act_on(
-        request.user, pk
-    )  # the employee's own fixes, or the helpdesk for any
+    """Say what a roll-back puts back, what it cannot and whether it restarts; on POST, do it."""
+    fix_job = access.job_to_act_on(request.user, pk)  # own fixes, or the helpdesk for any
+    if request.method == "POST":
+        try:
+            job = fixes.request_rollback(request.user, fix_job)
+        except jobs.JobRefused as exc:
+            messages.error(request, str(exc))
+            return redirect("diagnostics:job-detail", pk=fix_job.pk)
+        return redirect("diagnostics:job-detail", pk=job.pk)
+    steps, kept = fixes.rollback_preview(fix_job)
+    return render(
+        request,
+        "diagnostics/rollback_confirm.html",
+        {
+            "job": fix_job,
+            "steps": steps,
+            "kept": kept,
+            "restarts": fix_job.restart in (Job.Restart.NOW, Job.Restart.DELAY),
+            "restart_now_seconds": settings.KAIKETSU_RESTART_NOW_SECONDS,
+        },
+    )
+
+
+@require_POST
+@login_required
+def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """Run a fix that ended Not fixed again with a restart now (it needed one)."""
+    fix_job = access.job_to_act_on(request.user, pk)
     try:
-        job = fixes.request_rollback(request.user, fix_job)
+        job = fixes.retry_with_restart(request.user, fix_job)
     except jobs.JobRefused as exc:
         messages.error(request, str(exc))
         return redirect("diagnostics:job-detail", pk=fix_job.pk)
