@@ -166,6 +166,8 @@ class Signature(models.Model):
 
     class Meta:
         ordering = ["article", "id"]
+        verbose_name = _("signature")
+        verbose_name_plural = _("signatures")
 
     def __str__(self) -> str:
         return self.text[:60]
@@ -186,6 +188,8 @@ class Fix(Bilingual, models.Model):
     class Meta:
         ordering = ["article", "position"]
         constraints = [models.UniqueConstraint(fields=["article", "key"], name="uniq_fix_key")]
+        verbose_name = _("fix")
+        verbose_name_plural = _("fixes")  # not Django's default "Fixs"
 
     def __str__(self) -> str:
         return f"{self.article.slug}/{self.key}"
@@ -221,6 +225,8 @@ class Check(Bilingual, models.Model):
     class Meta:
         ordering = ["article", "position"]
         constraints = [models.UniqueConstraint(fields=["article", "key"], name="uniq_check_key")]
+        verbose_name = _("check")
+        verbose_name_plural = _("checks")
 
     def __str__(self) -> str:
         return f"{self.article.slug}/{self.key}"

@@ -117,3 +117,12 @@ def change_rows(result) -> list[tuple[str, str, str]]:
     before, after = _flat(result.before), _flat(result.after)
     keys = list(dict.fromkeys([*before, *after]))
     return [(key, _json(before.get(key)), _json(after.get(key))) for key in keys]
+
+
+@register.filter
+def error_parts(error: str) -> tuple[str, str]:
+    """``{{ job.error|error_parts }}``: the sentence for the employee (written in their language
+    where the error was made) and the technical rest (often Windows' or WinRM's English), which
+    the page folds into the helpdesk's details."""
+    headline, _sep, detail = (error or "").strip().partition("\n")
+    return headline, detail.strip()

@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from diagnostics import access, assessment, live, plans, remote
@@ -340,9 +340,29 @@ def fix_steps(job: Job) -> list[Step]:
     return steps
 
 
+def pc_user_language(job: Job) -> str:
+    """The language of whoever sits at the machine: the warning before a restart is for them.
+
+    The owner's language (their own request, else their latest job anywhere), else the
+    Windows locale the last connection test read, else the portal's default. The requester
+    may be the helpdesk, in another language.
+    """
+    owners = job.machine.owners.all()
+    if job.language and owners.filter(pk=job.user_id).exists():
+        return job.language
+    latest = Job.objects.filter(user__in=owners).exclude(language="").order_by("-created_at")
+    if (owner_job := latest.first()) is not None:
+        return owner_job.language
+    locale = str((job.machine.preflight or {}).get("locale") or "")
+    if locale:
+        return "ja" if locale.lower().startswith("ja") else "en"
+    return settings.LANGUAGE_CODE
+
+
 def reboot_step(job: Job, prefix: str = "f") -> Step:
     delay = (job.restart_delay_min or 0) * 60 or settings.KAIKETSU_RESTART_NOW_SECONDS
-    message = _("Kaiketsu will restart this computer to finish fixing the VPN. Save your work.")
+    with translation.override(pc_user_language(job)):
+        message = _("Kaiketsu will restart this computer to finish fixing the VPN. Save your work.")
     return Step(
         f"{prefix}-restart",
         "schedule_reboot",
