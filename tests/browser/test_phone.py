@@ -1,6 +1,8 @@
 """A phone is enough: paste, article, job and fix pages at 390×844 (issue #11, item 3)."""
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -39,6 +41,12 @@ def phone(browser):
     context.close()
 
 
+def _screenshot(page, name: str) -> None:
+    """With KAIKETSU_SCREENSHOTS=DIR, keep what the phone shows (docs/ holds the README's)."""
+    if folder := os.environ.get("KAIKETSU_SCREENSHOTS"):
+        page.screenshot(path=str(Path(folder) / name))
+
+
 def _fits(page, what: str) -> None:
     scroll_width, inner_width, wide = page.evaluate(WIDTHS)
     assert inner_width == PHONE["width"]
@@ -61,11 +69,16 @@ def test_employee_on_a_phone_pastes_diagnoses_and_reaches_the_fix_without_side_s
     page.click("#diagnose")
     page.wait_for_url(re.compile(r"/jobs/\d+/$"))
     _fits(page, "job page while running")
+    _screenshot(page, "phone-job.png")
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # following the steps
 
     verdict = page.locator("#job-verdict h2")
     expect(verdict).to_be_visible(timeout=30_000)
-    expect(page.locator("#fix-button")).to_be_in_viewport()  # brought into view on arrival
+    # The reader had scrolled down to follow the steps: the verdict is brought into view.
+    expect(verdict).to_be_in_viewport(ratio=1)
+    expect(page.locator("#fix-button")).to_be_in_viewport()
     _fits(page, "job page with its verdict")
+    _screenshot(page, "phone-verdict.png")
     bottom = page.evaluate(VERDICT_BOTTOM)
     assert bottom <= 2 * PHONE["height"], f"the verdict ends {bottom:.0f} px down the page"
 
