@@ -28,7 +28,7 @@ ENGLISH_UI = [
     "Problem", "problems? found", "waiting", "Could not", "Details", "Step", "Result",
     "Fix it", "Roll back", "Restart", "Verify", "Approve", "Decline", "Search", "Filter",
     "Export", "Log out", "Job", "Machine", "Article", "History", "Dashboard", "score",
-    "phrase", "similarity", "error code", "minutes ago", "hours ago", "days ago", "seconds",
+    "phrase", "similarity", "match", "error code", "minutes ago", "hours ago", "days ago", "seconds",
     "not set", "published", "draft", "Fixs", "Fixes", "Checks", "Signatures", "Running",
     "Queued", "Not fixed", "Fixed", "True", "False", "None", "before", "facts", "What to do",
     "Could not connect", "Connection refused", "timed out", "Access denied",
