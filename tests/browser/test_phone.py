@@ -47,9 +47,16 @@ def _screenshot(page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / name))
 
 
+def _fits_every_phone(page, what: str) -> None:
+    """The narrowest and widest common phones too (issue #11: 360–414 px), then back to 390."""
+    for width in (360, 414, PHONE["width"]):
+        page.set_viewport_size({"width": width, "height": PHONE["height"]})
+        _fits(page, f"{what} at {width} px")
+
+
 def _fits(page, what: str) -> None:
     scroll_width, inner_width, wide = page.evaluate(WIDTHS)
-    assert inner_width == PHONE["width"]
+    assert inner_width == page.viewport_size["width"]
     assert scroll_width <= inner_width, f"{what}: {scroll_width} px at {inner_width} px: {wide}"
 
 
@@ -62,10 +69,10 @@ def test_employee_on_a_phone_pastes_diagnoses_and_reaches_the_fix_without_side_s
     page.select_option("#machine", label="demo-nat-t")
     best = page.locator("ol.matches li.best a")
     expect(best).to_be_visible()
-    _fits(page, "paste page with results")
+    _fits_every_phone(page, "paste page with results")
     best.click()
     page.wait_for_url(re.compile(r"/articles/"))
-    _fits(page, "article page")
+    _fits_every_phone(page, "article page")
     page.click("#diagnose")
     page.wait_for_url(re.compile(r"/jobs/\d+/$"))
     _fits(page, "job page while running")
@@ -82,7 +89,9 @@ def test_employee_on_a_phone_pastes_diagnoses_and_reaches_the_fix_without_side_s
     bottom = page.evaluate(VERDICT_BOTTOM)
     assert bottom <= 2 * PHONE["height"], f"the verdict ends {bottom:.0f} px down the page"
 
+    _fits_every_phone(page, "job page with its verdict")
+
     page.click("#fix-button")
     page.wait_for_url(re.compile(r"/fix/$"))
     expect(page.locator("#apply-fixes")).to_be_visible()
-    _fits(page, "fix confirmation page")
+    _fits_every_phone(page, "fix confirmation page")
