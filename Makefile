@@ -43,7 +43,7 @@ lint: install
 	$(VPY) -m ruff format --check .
 
 test: install
-	bash scripts/ensure-prereqs.sh gettext chromium
+	bash scripts/ensure-prereqs.sh gettext chromium node
 	$(VPY) -m ruff check .
 	$(VPY) -m ruff format --check .
 	$(VPY) scripts/test.py $(PYTEST_ARGS)

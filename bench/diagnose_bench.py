@@ -213,6 +213,7 @@ def configure_environment(directory: Path, redis_url: str) -> None:
         ALLOWED_HOSTS="127.0.0.1,localhost",
         SESSION_COOKIE_SECURE="false",  # plain http on loopback
         CSRF_COOKIE_SECURE="false",
+        SECURE_SSL_REDIRECT="false",
         DATABASE_URL=f"sqlite:///{directory / 'bench.sqlite3'}",
         REDIS_URL=redis_url,
         KAIKETSU_QUEUE=f"kaiketsu-bench-{uuid.uuid4().hex[:8]}",
@@ -254,6 +255,7 @@ def point_machines(hosts: dict[str, dict]) -> dict[str, int]:
         )
         cred.username = info["username"]
         cred.set_password(info["password"])
+        cred.address_pattern, cred.allow_unverified = "127.0.0.1", True  # the winsim lab
         cred.save()
         scheme, rest = info["url"].split("://", 1)
         port = int(rest.split("/", 1)[0].rsplit(":", 1)[1])
@@ -278,7 +280,8 @@ def clear_live_streams(redis_url: str) -> None:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        for key in client.scan_iter("kaiketsu:job:*"):
+        prefix = os.environ.get("KAIKETSU_REDIS_PREFIX", "kaiketsu")
+        for key in client.scan_iter(f"{prefix}:job:*"):
             client.delete(key)
     finally:
         client.close()

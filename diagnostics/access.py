@@ -20,7 +20,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 
-from diagnostics.models import Job, Machine
+from diagnostics.models import HandOver, Job, Machine
 
 APPROVE_FIX = "diagnostics.approve_fix"  # Job's own permission, given to the helpdesk
 
@@ -33,6 +33,11 @@ def can_see_all_jobs(user: Any) -> bool:
     return user.has_perm("diagnostics.view_job")
 
 
+def can_cancel_jobs(user: Any) -> bool:
+    """Stop a queued or waiting job of any machine (and free the machine): the helpdesk."""
+    return can_see_all_jobs(user)
+
+
 def can_see_dashboard(user: Any) -> bool:
     return user.has_perm("diagnostics.view_job")
 
@@ -41,6 +46,16 @@ def can_scan_fleet(user: Any) -> bool:
     """Start fleet scans (read-only checks on many machines) and read their results: the
     helpdesk, who may already re-run any machine's diagnosis."""
     return can_see_all_jobs(user)
+
+
+def can_answer_handovers(user: Any) -> bool:
+    """The hand-over inbox: read, take, reply and close what employees hand over."""
+    return can_see_all_jobs(user)
+
+
+def can_see_blind_spots(user: Any) -> bool:
+    """The texts nothing matched: the helpdesk, and KB admins who write the missing articles."""
+    return can_see_dashboard(user) or can_edit_kb(user)
 
 
 def can_approve_fixes(user: Any) -> bool:
@@ -56,6 +71,13 @@ def can_see_machines(user: Any) -> bool:
 def can_import_machines(user: Any) -> bool:
     """The CSV import creates machines and, with "update", changes existing ones."""
     return user.has_perm("diagnostics.add_machine") and user.has_perm("diagnostics.change_machine")
+
+
+def can_change_machine_targets(user: Any) -> bool:
+    """Decide where a credential goes: a machine's address, port, scheme, TLS verification
+    and credential. Administrators only (superusers, or whoever holds this permission): the
+    helpdesk manages owners and metadata, never where secrets are sent (issue #16)."""
+    return user.has_perm("diagnostics.change_machine_target")
 
 
 def can_edit_kb(user: Any) -> bool:
@@ -129,6 +151,25 @@ def job_for(user: Any, pk: int) -> Job:
     return get_object_or_404(visible_jobs(user), pk=pk)
 
 
+def own_job(user: Any, pk: int) -> Job:
+    """The job, for the employee who started it only (hand it over); 404 for everyone else."""
+    return get_object_or_404(Job.objects.select_related("machine", "article"), pk=pk, user=user)
+
+
+def own_handover(user: Any, pk: int) -> HandOver:
+    """A hand-over, for the employee who made it only; 404 for everyone else (the helpdesk
+    answers in its inbox)."""
+    return get_object_or_404(HandOver.objects.select_related("job", "machine"), pk=pk, user=user)
+
+
+def handover_to_answer(user: Any, pk: int) -> HandOver:
+    """A hand-over, for the helpdesk; 404 for everyone else."""
+    if not can_answer_handovers(user):
+        raise Http404
+    related = ("user", "assignee", "job__article", "machine")
+    return get_object_or_404(HandOver.objects.select_related(*related), pk=pk)
+
+
 def job_to_act_on(user: Any, pk: int) -> Job:
     """A job whose machine ``user`` may act on (``can_act_on_job``); 404 for everyone else."""
     job = job_for(user, pk)
@@ -174,8 +215,11 @@ class _Can:
 
 _NAV_RULES: dict[str, Callable[[Any], bool]] = {
     "see_all_jobs": can_see_all_jobs,
+    "cancel_jobs": can_cancel_jobs,
     "see_dashboard": can_see_dashboard,
     "approve_fixes": can_approve_fixes,
+    "answer_handovers": can_answer_handovers,
+    "see_blind_spots": can_see_blind_spots,
     "scan_fleet": can_scan_fleet,
     "see_machines": can_see_machines,
     "import_machines": can_import_machines,

@@ -1,12 +1,14 @@
 """Django admin: machines and credentials, the knowledge base, and (read-only) jobs."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from diagnostics import catalog, kbindex, matching
+from diagnostics import access, catalog, kbindex, matching, targets
 from diagnostics.models import (
     Article,
     AuditEntry,
@@ -21,6 +23,40 @@ from diagnostics.models import (
     UnmatchedPaste,
     active_lang,
 )
+
+
+def _fits(value) -> bool:
+    """Whether ``value`` could be a database id; text that is no number at all is left to
+    Django's own check ("select a valid choice")."""
+    try:
+        return -(2**63) <= int(str(value)) < 2**63
+    except ValueError:
+        return True
+
+
+class BoundedModelMultipleChoiceField(forms.ModelMultipleChoiceField):
+    """A choice whose id is past any database integer is simply not a valid choice: for
+    ``pk__in`` SQLite raised OverflowError, a 500. (A single choice is fine: Django finds no
+    row for an out-of-range id.)"""
+
+    def _check_values(self, value):
+        for pk in value:
+            if not _fits(pk):
+                raise forms.ValidationError(
+                    self.error_messages["invalid_pk_value"],
+                    code="invalid_pk_value",
+                    params={"pk": pk},
+                )
+        return super()._check_values(value)
+
+
+class BoundedIdsMixin:
+    """Admin forms whose many-to-many fields refuse ids past a database integer (found by
+    tests/test_fuzz.py, issue #16)."""
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        kwargs.setdefault("form_class", BoundedModelMultipleChoiceField)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
 
 class WriteOnlyForm(forms.ModelForm):
@@ -45,7 +81,7 @@ class WriteOnlyForm(forms.ModelForm):
 class CredentialForm(WriteOnlyForm):
     class Meta:
         model = Credential
-        fields = ["name", "username"]
+        fields = ["name", "username", "address_pattern", "allow_unverified"]
 
 
 class SecretForm(WriteOnlyForm):
@@ -78,11 +114,65 @@ class SecretAdmin(admin.ModelAdmin):
 
 
 @admin.register(Machine)
-class MachineAdmin(admin.ModelAdmin):
-    list_display = ["name", "address", "port", "scheme", "credential"]
+class MachineAdmin(BoundedIdsMixin, admin.ModelAdmin):
+    """Owners for the helpdesk; where the credential goes (the target) for administrators.
+
+    The helpdesk sees the target read-only and adds machines by CSV import, where the
+    credential's address pattern decides; every target an administrator saves is bound and
+    audited (``targets.save``).
+    """
+
+    list_display = ["name", "address", "port", "scheme", "credential", "approved"]
+    list_select_related = ["credential"]
     search_fields = ["name", "address", "owners__username"]
     list_filter = ["scheme"]
     filter_horizontal = ["owners"]
+    actions = ["approve_targets"]
+
+    @admin.display(boolean=True, description=_("approved"))
+    def approved(self, obj: Machine) -> bool:
+        return obj.bound_target == obj.target_signature() or obj.credential.covers(obj.address)
+
+    def get_readonly_fields(self, request, obj=None):
+        if access.can_change_machine_targets(request.user):
+            return ["bound_by", "bound_at"]
+        return [*Machine.TARGET_FIELDS, "bound_by", "bound_at"]
+
+    def has_add_permission(self, request):
+        return super().has_add_permission(request) and access.can_change_machine_targets(
+            request.user
+        )
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not access.can_change_machine_targets(request.user):
+            actions.pop("approve_targets", None)
+        return actions
+
+    def save_model(self, request, obj, form, change):
+        before = None
+        if change:
+            before = targets.snapshot(Machine.objects.select_related("credential").get(pk=obj.pk))
+        targets.save(obj, request.user, before)
+
+    @admin.action(description=_("Approve the connection settings of the selected machines"))
+    def approve_targets(self, request, queryset):
+        try:
+            for machine in queryset.select_related("credential"):
+                targets.approve(machine, request.user)
+        except PermissionDenied as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        count = queryset.count()
+        self.message_user(
+            request,
+            ngettext(
+                "Approved the connection settings of %(n)s machine.",
+                "Approved the connection settings of %(n)s machines.",
+                count,
+            )
+            % {"n": count},
+        )
 
 
 class CheckForm(forms.ModelForm):

@@ -325,6 +325,65 @@ KINDS: dict[str, StepKind] = {
 CHECK_KINDS = tuple(k for k, v in KINDS.items() if not v.fix)
 FIX_KINDS = tuple(k for k, v in KINDS.items() if v.fix)
 
+# --- what a fix may change: a list in code, not free text in the KB (issue #16) --------------
+# A fix runs with administrator rights on every machine that applies it, so a KB admin may
+# only choose among these: the seed article's PolicyAgent/RasMan values and the services of
+# the VPN. Growing the list is a code change with its review, never a KB edit.
+FIX_SERVICES = ("PolicyAgent", "IKEEXT", "BFE", "RasMan", "SstpSvc")
+FIX_REGISTRY_VALUES: dict[tuple[str, str], tuple[str, tuple[int, ...]]] = {
+    # (path, value name): (type, the values a fix may write); removing it is always allowed.
+    # 0/1/2 as KB926179 defines them (facts/windows-vpn.md).
+    (
+        "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\PolicyAgent",
+        "AssumeUDPEncapsulationContextOnSendRule",
+    ): ("DWord", (0, 1, 2)),
+    # 1 turns IPsec off for L2TP; the article only ever removes it (facts/windows-vpn.md).
+    ("HKLM:\\SYSTEM\\CurrentControlSet\\Services\\RasMan\\Parameters", "ProhibitIpSec"): (
+        "DWord",
+        (0, 1),
+    ),
+}
+
+
+def _allowed_value(path: str, name: str) -> tuple[str, tuple[int, ...]] | None:
+    """The allow-list entry for a registry value; paths and names compare as Windows does,
+    without regard to case."""
+    key = (path.lower(), name.lower())
+    return next(
+        (v for (p, n), v in FIX_REGISTRY_VALUES.items() if (p.lower(), n.lower()) == key), None
+    )
+
+
+def fix_target_problems(kind: str, args: dict[str, Any], values: bool = True) -> list[str]:
+    """What a fix step would touch outside the allow-list ([] when it stays inside).
+
+    ``values``: also hold the written value to the list (save time). A roll-back restores
+    whatever the machine had, so the plan builder checks only the key (``values=False``).
+    """
+    if kind == "set_service":
+        name = args.get("name")
+        if isinstance(name, str) and name.lower() not in {s.lower() for s in FIX_SERVICES}:
+            return [f"set_service may not change the service {name!r}: fixes may change only "
+                    f"{', '.join(FIX_SERVICES)}"]  # fmt: skip
+    if kind != "set_registry_value":
+        return []
+    path, name = args.get("path"), args.get("name")
+    if not isinstance(path, str) or not isinstance(name, str):
+        return []  # the schema says what is wrong with them
+    entry = _allowed_value(path, name)
+    if entry is None:
+        listed = "; ".join(f"{p}\\{n}" for p, n in FIX_REGISTRY_VALUES)
+        return [f"set_registry_value may not write {path}\\{name}: fixes may change only {listed}"]
+    kind_of, allowed = entry
+    if not values or args.get("absent"):
+        return []
+    value = args.get("value")
+    whole = isinstance(value, int) and not isinstance(value, bool)  # true == 1 in Python
+    if args.get("type") != kind_of or not whole or value not in allowed:
+        shown = ", ".join(str(v) for v in allowed)
+        return [f"set_registry_value may write {name} only as {kind_of} {shown}"]
+    return []
+
 
 def _check_value(kind: str, arg: Arg, value: Any) -> None:
     where = f"{kind}.{arg.name}"
@@ -518,6 +577,8 @@ def step_problems(where: str, step: Any, fix: bool) -> list[str]:
         validate_args(kind, _without_secrets(args))
     except StepArgsError as exc:
         problems.append(f"{_at(where, 'args')}: {exc}")
+    else:
+        problems += [f"{_at(where, 'args')}: {p}" for p in fix_target_problems(kind, args)]
     return problems
 
 

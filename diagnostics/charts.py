@@ -55,8 +55,10 @@ def _n(value: float) -> str:
 
 def _svg(title: str, body: str, width: int, height: int) -> SafeString:
     return format_html(
-        '<svg class="chart" viewBox="0 0 {w} {h}" width="100%" role="img" '
-        'xmlns="http://www.w3.org/2000/svg" style="max-width:{w}px;font:11px sans-serif">'
+        # Sized by attributes and the stylesheet: the Content-Security-Policy refuses inline
+        # style attributes.
+        '<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" role="img" '
+        'xmlns="http://www.w3.org/2000/svg">'
         "<title>{t}</title>{b}</svg>",
         w=width,
         h=height,
@@ -263,7 +265,8 @@ def legend(series: Sequence[Series]) -> SafeString:
         '<ul class="legend">{}</ul>',
         format_html_join(
             "",
-            '<li><span class="swatch" style="background:{}"></span>{}</li>',
+            '<li><svg class="swatch" viewBox="0 0 1 1" aria-hidden="true">'
+            '<rect width="1" height="1" fill="{}"/></svg>{}</li>',
             ((s.color, s.label) for s in series),
         ),
     )

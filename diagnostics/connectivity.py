@@ -8,6 +8,7 @@ again. Nothing here talks to a machine.
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import TypedDict
 
@@ -19,6 +20,7 @@ from diagnostics.models import Machine
 
 TASK = "diagnostics.tasks.test_connection"
 TTL_S = 300
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what secrets.token_urlsafe gives
 
 
 class Outcome(TypedDict, total=False):
@@ -36,6 +38,8 @@ def key(machine_id: int, token: str) -> str:
 
 def result(machine_id: int, token: str) -> Outcome | None:
     """What the test has come to, or None for an unknown (or expired) token."""
+    if not TOKEN_SHAPE.fullmatch(token):  # never ours: no cache key from arbitrary URL text
+        return None
     return cache.get(key(machine_id, token))
 
 

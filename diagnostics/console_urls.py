@@ -7,6 +7,7 @@ from diagnostics.views import console, scans
 urlpatterns = [
     path("", console.dashboard_view, name="dashboard"),
     path("machines/", console.machines, name="machines"),
+    path("unmatched/", console.unmatched_view, name="unmatched"),
     path("scans/", scans.scan_list, name="scans"),
     path("scans/<int:pk>/", scans.scan_detail, name="scan"),
     path("scans/<int:pk>/export.csv", scans.scan_export, name="scan-export"),

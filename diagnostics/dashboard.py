@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Max, Min, Q
 from django.db.models.functions import TruncDate, TruncWeek
 from django.urls import reverse
 from django.utils import timezone
 
 from diagnostics import matching
 from diagnostics.matching import THRESHOLD
-from diagnostics.models import Job, StepResult, UnmatchedPaste
+from diagnostics.models import HandOver, Job, StepResult, UnmatchedPaste
 
 DAYS = 30
 WEEKS = 12
@@ -238,3 +238,23 @@ def draft_article_url(text: str) -> str:
         f"summary_{lang}": text,
     }
     return reverse("admin:diagnostics_article_add") + "?" + urlencode(params)
+
+
+def handover_counts(now: dt.datetime, days: int = DAYS) -> dict:
+    """Hand-overs still open (how many nobody took, how long they wait) and, for those closed
+    in the last ``days`` days, the median hours from hand-over to close."""
+    day_ago = now - dt.timedelta(days=1)
+    waiting = HandOver.objects.exclude(status=HandOver.Status.CLOSED).filter(created_at__lte=now)
+    counts = waiting.aggregate(
+        open=Count("id"),
+        untaken=Count("id", filter=Q(status=HandOver.Status.OPEN)),
+        over_a_day=Count("id", filter=Q(created_at__lt=day_ago)),
+        oldest=Min("created_at"),
+    )
+    closed = HandOver.objects.filter(
+        status=HandOver.Status.CLOSED, closed_at__gte=window_start(now, days), closed_at__lte=now
+    ).values_list("created_at", "closed_at")
+    hours = sorted((end - start).total_seconds() / 3600 for start, end in closed)
+    counts["closed"] = len(hours)
+    counts["median_hours"] = round(hours[len(hours) // 2], 1) if hours else None
+    return counts

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from django.contrib.auth import get_user_model
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
@@ -49,10 +50,11 @@ class Cursor:
 
 @dataclass
 class Filters:
-    """What the helpdesk asked for; ids already resolved from the names in the URL."""
+    """What the helpdesk asked for. User and machine match any part of the name, in any case
+    (``tanaka`` finds ``TANAKA-H``); the article is resolved to its id from the URL's slug."""
 
-    user_id: int | None = None
-    machine_id: int | None = None
+    user: str = ""
+    machine: str = ""
     article_id: int | None = None
     status: str = ""
     kind: str = ""
@@ -85,7 +87,7 @@ def decode_cursor(token: str) -> Cursor | None:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         micros, pk = raw.split(".")
         created = EPOCH + timedelta(microseconds=int(micros))
-        return Cursor(created, int(pk)) if int(pk) > 0 else None
+        return Cursor(created, int(pk)) if 0 < int(pk) < 2**63 else None  # a database id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError, OSError):
         return None
 
@@ -99,10 +101,14 @@ def filtered(filters: Filters) -> QuerySet[Job]:
     qs = Job.objects.all()
     if filters.empty:
         return qs.none()
-    for name in ("user_id", "machine_id", "article_id"):
-        value = getattr(filters, name)
-        if value is not None:
-            qs = qs.filter(**{name: value})
+    if filters.user:
+        users = get_user_model().objects.filter(username__icontains=filters.user)
+        qs = qs.filter(user_id__in=users.values("pk"))
+    if filters.machine:
+        machines = Machine.objects.filter(name__icontains=filters.machine)
+        qs = qs.filter(machine_id__in=machines.values("pk"))
+    if filters.article_id is not None:
+        qs = qs.filter(article_id=filters.article_id)
     if filters.status:
         qs = qs.filter(status=filters.status)
     if filters.kind:

@@ -9,4 +9,5 @@ urlpatterns = [
     path("jobs/export.csv", history.job_export, name="history-export"),
     path("jobs/<int:pk>/", history.job_detail, name="helpdesk-job"),
     path("jobs/<int:pk>/rerun/", history.job_rerun, name="helpdesk-job-rerun"),
+    path("jobs/<int:pk>/cancel/", history.job_cancel, name="helpdesk-job-cancel"),
 ]

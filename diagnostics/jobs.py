@@ -31,7 +31,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from diagnostics import live, remote
-from diagnostics.models import Check, Job, Machine, Secret, StepResult
+from diagnostics.models import AuditEntry, Check, Job, Machine, Secret, StepResult
 from diagnostics.plans import PlanError, PlanStep, build_plan, evaluate, parse_line
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,15 @@ class Step:
 
 
 def target_for(machine: Machine) -> remote.Target:
-    """Connection details for a machine; the password is decrypted only here, for the call."""
+    """Connection details for a machine; the password is decrypted only here, for the call.
+
+    Every plan, test and poll goes through here, so this is where the portal refuses to send
+    the credential (and with it any secret of the plan) to a target no administrator approved
+    or whose identity is unverified: RemoteError kind "untrusted", nothing contacted.
+    """
+    refusal = machine.credential_refusal()
+    if refusal:
+        raise remote.RemoteError("untrusted", refusal)
     cred = machine.credential
     return remote.Target(
         name=machine.name,
@@ -354,6 +362,7 @@ def remote_headline(kind: str, machine: str) -> str:
         "protocol": _("The connection to %(m)s broke off."),
         "garbage": _("%(m)s sent output the portal does not understand."),
         "exit": _("The runner on %(m)s stopped with an error."),
+        "untrusted": _("The portal did not contact %(m)s, to keep its credential safe."),
     }
     return texts.get(kind, _("%(m)s could not run the job.")) % {"m": machine}
 
@@ -397,6 +406,42 @@ def finish(job: Job, status: Job.Status, outcome: Job.Outcome, error: str = "") 
         live.publish(job.pk, "done", {"status": status, "outcome": outcome})
 
 
+def cancel(job: Job, user: Any) -> None:
+    """The helpdesk stops a job no turn is running (queued, waiting for a restart or for the
+    employee): it ends as cancelled, the machine is free, and a late turn finds nothing to do
+    (``claim`` wants an active job). Refused, with the reason, for any other state."""
+    with in_language(job):
+        reason = _("Cancelled by %(user)s before its next step.") % {"user": user.get_username()}
+    if not job.cancel(reason):
+        job.refresh_from_db(fields=["status"])
+        raise JobRefused(
+            _("Job #%(id)s is %(status)s: only a queued or waiting job can be cancelled.")
+            % {"id": job.pk, "status": job.get_status_display()}
+        )
+    AuditEntry.objects.create(
+        actor=user, action=AuditEntry.Action.CANCELLED, job=job, machine_id=job.machine_id
+    )
+    live.publish(job.pk, "done", {"status": job.status, "outcome": job.outcome})
+
+
+def turn_lost(job_id: int, turn: int, why: str) -> bool:
+    """Celery saw turn ``turn`` die with its process (a pool child killed, a hard time limit):
+    end the job now rather than when the reaper notices the silence. Only if that turn is
+    still the job's latest and running, so a turn that had handed over does nothing."""
+    job = Job.objects.filter(
+        pk=job_id, turn=turn + 1, wake_at__isnull=True, status__in=Job.ACTIVE
+    ).first()
+    if job is None:
+        return False
+    with in_language(job):
+        reason = _("The worker running this job stopped; the steps above are what arrived.")
+    log.warning("job %s turn %s was lost with its worker process: %s", job_id, turn, why)
+    if job.mark_interrupted(reason):
+        live.publish(job.pk, "done", {"status": job.status, "outcome": job.outcome})
+        return True
+    return False
+
+
 def reap_stale_jobs(now: Any = None) -> int:
     """Tidy what dead workers and lost messages left behind; returns how many jobs it touched.
 
@@ -405,6 +450,8 @@ def reap_stale_jobs(now: Any = None) -> int:
     - A queued or paused job whose next turn is overdue by KAIKETSU_RESEND_AFTER seconds lost
       its message (a worker killed while holding it, Redis restarted without its data): the
       turn is sent again. A duplicate is harmless: only one message can claim a turn.
+    - A job queued that long ago whose first message was never sent (the web process died
+      between its commit and the send) is sent now, so it cannot hold its machine forever.
     """
     now = now or timezone.now()
     touched = 0
@@ -413,6 +460,12 @@ def reap_stale_jobs(now: Any = None) -> int:
     for job_id, turn in late.values_list("pk", "turn"):
         if _send(job_id, turn, 0, only_if=Q(wake_at__lt=overdue)):
             log.warning("job %s: turn %s was overdue; sent it again", job_id, turn)
+            touched += 1
+    unsent = Q(status=Job.Status.QUEUED, wake_at__isnull=True)
+    never_sent = Job.objects.filter(unsent, turn=0, created_at__lt=overdue)
+    for job_id in never_sent.values_list("pk", flat=True):
+        if _send(job_id, 0, 0, only_if=unsent):
+            log.warning("job %s: its first turn was never sent; sent it now", job_id)
             touched += 1
     cutoff = now - timedelta(seconds=settings.KAIKETSU_REAP_AFTER)
     stale = Job.objects.filter(

@@ -10,18 +10,23 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils.translation import gettext as _
 
-from diagnostics.models import NAME_VALIDATOR, Credential, Machine
+from diagnostics import targets
+from diagnostics.models import ADDRESS_VALIDATOR, NAME_VALIDATOR, Credential, Machine
 
 COLUMNS = ("name", "address", "port", "scheme", "owner", "credential")
 MAX_BYTES = 2 * 1024 * 1024
 MAX_ROWS = 10_000
+# Names looked up per query: one IN list, well under SQLite's 32,766 bound variables, where
+# one OR per e-mail (the old way) broke past ~1,000 owners (SQLite's expression depth).
+LOOKUP_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -110,35 +115,44 @@ def _read(text: str, report: Report) -> list[tuple[int, dict[str, str]]]:
     return rows
 
 
-def _lookups(rows: list[tuple[int, dict[str, str]]]) -> tuple[dict, dict, dict, set[str]]:
-    """Every user, credential and existing machine the rows name: four queries in all."""
+def _chunks(values: set[str]) -> list[list[str]]:
+    ordered = sorted(values)
+    return [ordered[i : i + LOOKUP_CHUNK] for i in range(0, len(ordered), LOOKUP_CHUNK)]
+
+
+def _lookups(rows: list[tuple[int, dict[str, str]]]) -> tuple[dict, dict, dict, dict]:
+    """Every user, credential and existing machine the rows name, a few queries per 500."""
     wanted_owners = {o for _l, r in rows for o in _split_owners(r.get("owner", ""))}
     User = get_user_model()
     by_name: dict[str, list] = {}
     by_email: dict[str, list] = {}
-    if wanted_owners:
-        emails = [o for o in wanted_owners if "@" in o]
-        query = Q(username__in=wanted_owners)
-        for email in emails:
-            query |= Q(email__iexact=email)
-        for user in User.objects.filter(query):
-            by_name.setdefault(user.get_username(), []).append(user)
-            if user.email:
-                by_email.setdefault(user.email.lower(), []).append(user)
+    users = {}
+    for chunk in _chunks(wanted_owners):
+        users.update({u.pk: u for u in User.objects.filter(username__in=chunk)})
+    emails = {o.lower() for o in wanted_owners if "@" in o}
+    for chunk in _chunks(emails):
+        matched = User.objects.annotate(email_lower=Lower("email")).filter(email_lower__in=chunk)
+        users.update({u.pk: u for u in matched})
+    for user in users.values():
+        by_name.setdefault(user.get_username(), []).append(user)
+        if user.email:
+            by_email.setdefault(user.email.lower(), []).append(user)
     credentials = {
         c.name: c
         for c in Credential.objects.filter(name__in={r.get("credential", "") for _l, r in rows})
     }
-    existing = set(
-        Machine.objects.filter(name__in={r.get("name", "") for _l, r in rows}).values_list(
-            "name", flat=True
+    names = {r.get("name", "") for _l, r in rows}
+    existing = {}
+    for chunk in _chunks(names):
+        existing.update(
+            {m.name: m for m in Machine.objects.select_related("credential").filter(name__in=chunk)}
         )
-    )
     return by_name, by_email, credentials, existing
 
 
-def check(text: str, *, update: bool = False) -> Report:
-    """Parse and check the CSV text; the report lists every bad row (nothing is written)."""
+def check(text: str, *, user: Any, update: bool = False) -> Report:
+    """Parse and check the CSV text as ``user`` would import it; the report lists every bad
+    row (nothing is written). Where a credential goes is ``targets.refusal``'s rule."""
     report = Report()
     if len(text.encode("utf-8")) > MAX_BYTES:
         report.errors.append(RowError(1, _("The file is too large (at most 2 MB).")))
@@ -148,6 +162,8 @@ def check(text: str, *, update: bool = False) -> Report:
     seen: dict[str, int] = {}
     for line, r in rows:
         reasons = _row_errors(r, by_name, by_email, credentials, existing, seen, line, update)
+        if not reasons:
+            reasons = _target_refusal(user, r, existing.get(r["name"]), credentials)
         report.errors.extend(RowError(line, reason) for reason in reasons)
         if not reasons:
             report.rows.append(
@@ -167,6 +183,19 @@ def check(text: str, *, update: bool = False) -> Report:
     return report
 
 
+def _target_refusal(user: Any, r: dict[str, str], machine: Machine | None, credentials: dict):
+    """The row's target, refused unless ``user`` may send the credential there."""
+    after = {
+        "address": r["address"],
+        "port": str(int(r["port"])),
+        "scheme": r["scheme"].lower(),
+        "verify_tls": str(machine.verify_tls if machine else True),
+        "credential": r["credential"],
+    }
+    reason = targets.refusal(user, machine, after, credentials[r["credential"]])
+    return [reason] if reason else []
+
+
 def _owner(key: str, by_name: dict, by_email: dict):
     users = by_name.get(key) or by_email.get(key.lower()) or []
     return users[0] if len(users) == 1 else None
@@ -177,7 +206,7 @@ def _row_errors(
     by_name: dict,
     by_email: dict,
     credentials: dict,
-    existing: set[str],
+    existing: dict[str, Machine],
     seen: dict[str, int],
     line: int,
     update: bool,
@@ -202,10 +231,20 @@ def _row_errors(
             seen[name] = line
         if name in existing and not update:
             reasons.append(_("machine %(name)s already exists") % {"name": name})
-    if len(r.get("address", "")) > 253:
+    address = r.get("address", "")
+    if len(address) > 253:
         reasons.append(_("address too long"))
+    elif address:
+        try:
+            ADDRESS_VALIDATOR(address)
+        except ValidationError:
+            reasons.append(
+                _("bad address %(address)s (a host name or an IP address only)")
+                % {"address": address[:80]}
+            )
     port = r.get("port", "")
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+    # isdigit() alone takes "²" and "①", which int() then refuses: ASCII digits only.
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         reasons.append(_("bad port %(port)s (1 to 65535)") % {"port": port})
     scheme = r.get("scheme", "")
     if scheme and scheme.lower() not in Machine.Scheme.values:
@@ -233,26 +272,24 @@ class ImportRefused(Exception):
 
 
 @transaction.atomic
-def import_machines(text: str, *, update: bool = False) -> ImportResult:
+def import_machines(text: str, *, user: Any, update: bool = False) -> ImportResult:
     """Check the text again (never trust what a browser sent back) and write every row, or none.
 
     An updated machine keeps its id and jobs; its owners become exactly the file's owners.
+    A new or changed target is saved through ``targets.save`` (bound and audited).
     """
-    report = check(text, update=update)
+    report = check(text, user=user, update=update)
     if not report.ok:
         raise ImportRefused(report)
     created = updated = 0
     for row in report.rows:
-        machine, was_created = Machine.objects.select_for_update().update_or_create(
-            name=row.name,
-            defaults={
-                "address": row.address,
-                "port": row.port,
-                "scheme": row.scheme,
-                "credential": row.credential,
-            },
-        )
+        machine = Machine.objects.select_for_update().filter(name=row.name).first()
+        before = targets.snapshot(machine) if machine else None
+        machine = machine or Machine(name=row.name)
+        machine.address, machine.port, machine.scheme = row.address, row.port, row.scheme
+        machine.credential = row.credential
+        targets.save(machine, user, before)
         machine.owners.set(row.owners)
-        created += was_created
-        updated += not was_created
+        created += before is None
+        updated += before is not None
     return ImportResult(created=created, updated=updated)

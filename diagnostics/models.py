@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 from typing import Any
 
 from django.conf import settings
@@ -10,12 +12,18 @@ from django.db import models
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
-from django.utils.translation import get_language
+from django.utils.translation import get_language, gettext
 from django.utils.translation import gettext_lazy as _
 
 from diagnostics import vault
 
 NAME_VALIDATOR = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", _("Letters, digits, . _ -"))
+# A host name, an IPv4 address or an IPv6 one (bracketed or not): never a URL, so no
+# "user:pass@", path, fragment, markup or control character reaches the WinRM endpoint.
+ADDRESS_VALIDATOR = RegexValidator(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]{2,45}\]?)\Z",
+    _("Give a host name or an IP address only (letters, digits, . - and : for IPv6)."),
+)
 
 
 def active_lang() -> str:
@@ -33,11 +41,35 @@ class Bilingual:
 
 
 class Credential(models.Model):
-    """A WinRM account. The password is encrypted at rest and never rendered back."""
+    """A WinRM account. The password is encrypted at rest and never rendered back.
+
+    Where it may be sent is an administrator's decision (issue #16): the machines they bound
+    to it (``Machine.bind``) and the addresses matching ``address_pattern``, and only over a
+    channel that proves the machine's identity unless ``allow_unverified`` says it is a lab.
+    """
 
     name = models.CharField(_("name"), max_length=100, unique=True)
     username = models.CharField(_("user name"), max_length=200)
     password_encrypted = models.TextField(editable=False)
+    address_pattern = models.CharField(
+        _("address pattern"),
+        max_length=253,
+        blank=True,
+        help_text=_(
+            "Machines whose address matches this pattern (* and ? as wildcards, e.g. "
+            "*.pc.example.co.jp) may use this credential without an administrator binding "
+            "each one. Blank: only machines an administrator bound to it."
+        ),
+    )
+    allow_unverified = models.BooleanField(
+        _("lab: allow unverified machines"),
+        default=False,
+        help_text=_(
+            "Lab only (the winsim demo): send this credential, and the secrets fixes send "
+            "with it, to machines whose identity is not verified (plain HTTP, or HTTPS without "
+            "certificate verification). Leave off for real machines."
+        ),
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -52,6 +84,11 @@ class Credential(models.Model):
 
     def get_password(self) -> str:
         return vault.decrypt(self.password_encrypted)
+
+    def covers(self, address: str) -> bool:
+        """Whether ``address`` matches the administrator's pattern (case-insensitive)."""
+        pattern = self.address_pattern.strip().lower()
+        return bool(pattern) and fnmatch.fnmatchcase(address.strip().lower(), pattern)
 
 
 class Secret(models.Model):
@@ -76,15 +113,29 @@ class Secret(models.Model):
         return vault.decrypt(self.value_encrypted)
 
 
+def target_signature(address: str, port: int, scheme: str, verify_tls: bool, cred: Any) -> str:
+    """A digest of a machine's target: any change of address, port, scheme, TLS or credential
+    gives another one, so an approval never carries over to a target nobody approved."""
+    text = "\n".join(str(p) for p in (address.strip().lower(), port, scheme, verify_tls, cred))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class Machine(models.Model):
-    """A Windows endpoint reachable over WinRM, owned by one or more employees."""
+    """A Windows endpoint reachable over WinRM, owned by one or more employees.
+
+    Its *target* (address, port, scheme, TLS verification, credential) says where the
+    credential's password goes; an administrator binds it (``bind``), and a target changed
+    by anyone else is unbound until one approves it (``credential_refusal``).
+    """
+
+    TARGET_FIELDS = ("address", "port", "scheme", "verify_tls", "credential")
 
     class Scheme(models.TextChoices):
         HTTP = "http", "HTTP (NTLM, encrypted)"
         HTTPS = "https", "HTTPS"
 
     name = models.CharField(_("name"), max_length=63, unique=True, validators=[NAME_VALIDATOR])
-    address = models.CharField(_("address"), max_length=253)
+    address = models.CharField(_("address"), max_length=253, validators=[ADDRESS_VALIDATOR])
     port = models.PositiveIntegerField(
         _("port"), default=5986, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
@@ -97,14 +148,73 @@ class Machine(models.Model):
     # rows ({kind, status, reason, need, detail}) and the account they were found for.
     preflight = models.JSONField(null=True, blank=True, editable=False)
     preflight_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The target an administrator approved (``target_signature``), by whom and when; a
+    # different current target is not approved.
+    bound_target = models.CharField(max_length=64, blank=True, editable=False)
+    bound_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+    bound_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
         verbose_name = _("machine")
         verbose_name_plural = _("machines")
+        permissions = [
+            (
+                "change_machine_target",
+                _("Can change where a machine's credential is sent (address, scheme, TLS)"),
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def target_signature(self) -> str:
+        return target_signature(
+            self.address, self.port, self.scheme, self.verify_tls, self.credential_id
+        )
+
+    def bind(self, user: Any) -> None:
+        """Record that ``user`` (an administrator; None for the portal's own set-up) approved
+        the current target. The caller saves."""
+        self.bound_target = self.target_signature()
+        self.bound_by = user
+        self.bound_at = timezone.now()
+
+    @property
+    def identity_verified(self) -> bool:
+        """HTTPS with certificate verification proves the host is who it says it is."""
+        return (
+            self.scheme == self.Scheme.HTTPS
+            and self.verify_tls
+            and settings.KAIKETSU_WINRM_VERIFY_TLS
+        )
+
+    def credential_refusal(self) -> str:
+        """Why the credential (and any secret) must not be sent to this target; '' if it may.
+
+        Two conditions, both needed: the target is bound (by an administrator, or by the
+        credential's address pattern), and the host's identity is verified (or the
+        credential is a lab one).
+        """
+        cred = self.credential
+        if self.bound_target != self.target_signature() and not cred.covers(self.address):
+            return gettext(
+                "%(m)s: its connection settings were not approved by an administrator, so "
+                "the portal does not send the credential %(c)s there."
+            ) % {"m": self.name, "c": cred.name}
+        if not self.identity_verified and not cred.allow_unverified:
+            return gettext(
+                "%(m)s: its identity is not verified (use HTTPS with certificate "
+                "verification), so the portal does not send the credential %(c)s there."
+            ) % {"m": self.name, "c": cred.name}
+        return ""
 
 
 class Article(Bilingual, models.Model):
@@ -266,7 +376,8 @@ class Job(models.Model):
     Status moves only through the methods below, the engine (jobs.py) and the workflows:
     APPROVAL -> QUEUED (approved) | DECLINED;  QUEUED -> RUNNING;
     RUNNING -> RESTARTING (the machine restarts, then verification) | WAITING (restart later)
-            -> DONE | ERROR | INTERRUPTED.
+            -> DONE | ERROR | INTERRUPTED;
+    QUEUED | WAITING | CONNECT -> CANCELLED (the helpdesk, between turns).
     The outcome says what a finished job found. At most one job per machine is ACTIVE
     (a database constraint), and the reaper ends active jobs whose worker died.
     """
@@ -289,6 +400,7 @@ class Job(models.Model):
         ERROR = "error", _("Could not run")
         INTERRUPTED = "interrupted", _("Interrupted")
         DECLINED = "declined", _("Declined")
+        CANCELLED = "cancelled", _("Cancelled")
 
     class Outcome(models.TextChoices):
         NONE = "", "-"
@@ -306,8 +418,10 @@ class Job(models.Model):
         DELAY = "delay", _("Restart in a few minutes")
         LATER = "later", _("I will restart later")
 
-    TERMINAL = (Status.DONE, Status.ERROR, Status.INTERRUPTED, Status.DECLINED)
+    TERMINAL = (Status.DONE, Status.ERROR, Status.INTERRUPTED, Status.DECLINED, Status.CANCELLED)
     ACTIVE = (Status.QUEUED, Status.RUNNING, Status.RESTARTING, Status.CONNECT)
+    # No turn is on a host in these: stopping one leaves nothing half done on the machine.
+    CANCELLABLE = (Status.QUEUED, Status.WAITING, Status.CONNECT)
     STEP_ERRORS_MAX = 8000
 
     user = models.ForeignKey(
@@ -356,6 +470,9 @@ class Job(models.Model):
         related_name="decided_jobs",
     )
     decided_at = models.DateTimeField(null=True, blank=True)
+    # What the helpdesk wrote when deciding on a fix: the employee reads it on the job. A
+    # database default too, as for turn and stage: bulk SQL inserts jobs without it.
+    decision_note = models.TextField(blank=True, default="", db_default="")
     handed_over_at = models.DateTimeField(null=True, blank=True)  # sent to the helpdesk
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -428,6 +545,27 @@ class Job(models.Model):
         )
         self.step_errors = f"{self.step_errors}\n{line}" if self.step_errors else line
 
+    def cancel(self, reason: str) -> bool:
+        """End a job no turn is running (``CANCELLABLE``) as cancelled, once; False if it had
+        moved on (a worker claimed it meanwhile) or already ended. Frees the machine."""
+        now = timezone.now()
+        updated = Job.objects.filter(pk=self.pk, status__in=self.CANCELLABLE).update(
+            status=self.Status.CANCELLED,
+            outcome=self.Outcome.NONE,
+            error=reason[:4000],
+            finished_at=now,
+            heartbeat_at=now,
+            wake_at=None,
+        )
+        if updated:
+            self.status, self.outcome, self.error, self.finished_at = (
+                self.Status.CANCELLED,
+                self.Outcome.NONE,
+                reason,
+                now,
+            )
+        return bool(updated)
+
     def mark_interrupted(self, reason: str) -> bool:
         return self.finish(self.Status.INTERRUPTED, self.Outcome.ERROR, reason)
 
@@ -441,7 +579,8 @@ class Job(models.Model):
 
 
 class AuditEntry(models.Model):
-    """Who did what to which machine: every fix request, approval, decline, fix and roll-back."""
+    """Who did what to which machine: every fix request, approval, decline, fix and roll-back,
+    and every change of where a machine's credential is sent."""
 
     class Action(models.TextChoices):
         FIX_REQUESTED = "fix_requested", _("Fix requested")
@@ -451,13 +590,17 @@ class AuditEntry(models.Model):
         ROLLBACK = "rollback", _("Rolled back")
         AUTO_ROLLBACK = "auto_rollback", _("Rolled back automatically")
         HANDED_OVER = "handed_over", _("Handed to the helpdesk")
+        CANCELLED = "cancelled", _("Cancelled")
+        TARGET_CHANGED = "target_changed", _("Connection settings changed")  # no job
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True
     )  # null: the portal itself
     action = models.CharField(max_length=20, choices=Action)
-    job = models.ForeignKey(Job, on_delete=models.PROTECT, related_name="audit")
+    job = models.ForeignKey(
+        Job, on_delete=models.PROTECT, null=True, blank=True, related_name="audit"
+    )  # null: an act on the machine itself (its connection settings)
     machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="audit")
     changes = models.JSONField(default=list, blank=True)  # [{"setting", "from", "to"}]
     detail = models.TextField(blank=True)
@@ -541,3 +684,82 @@ class UnmatchedPaste(models.Model):
 
     def __str__(self) -> str:
         return self.text[:60]
+
+
+class HandOver(models.Model):
+    """An employee's case for the helpdesk: a job (or a text nothing matched) and its thread.
+
+    Status moves only through ``handovers.py``: OPEN -> TAKEN (someone of the helpdesk holds
+    it) -> CLOSED. ``language`` is the employee's when they handed it over: the e-mails they
+    get are written in it.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", _("Waiting for the helpdesk")
+        TAKEN = "taken", _("The helpdesk is on it")
+        CLOSED = "closed", _("Closed")
+
+    NOTE_MAX = 4000
+    POLL_SECONDS = 10  # how often an open hand-over's page asks for the helpdesk's answer
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="handovers"
+    )
+    job = models.ForeignKey(
+        Job, on_delete=models.PROTECT, null=True, blank=True, related_name="handovers"
+    )
+    machine = models.ForeignKey(
+        Machine, on_delete=models.PROTECT, null=True, blank=True, related_name="handovers"
+    )
+    pasted_text = models.TextField(blank=True)
+    status = models.CharField(max_length=8, choices=Status, default=Status.OPEN)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="assigned_handovers",
+    )
+    language = models.CharField(max_length=8, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)  # the last message or move
+    taken_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("hand-over")
+        verbose_name_plural = _("hand-overs")
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="handover_status_created"),
+            models.Index(fields=["assignee", "status"], name="handover_assignee_status"),
+        ]
+        constraints = [
+            # One hand-over per job: a second click finds the first.
+            models.UniqueConstraint(
+                fields=["job"], condition=models.Q(job__isnull=False), name="one_handover_per_job"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"hand-over #{self.pk} {self.status}"
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status == self.Status.CLOSED
+
+
+class HandOverMessage(models.Model):
+    """One message of a hand-over's thread: the employee's note or the helpdesk's reply."""
+
+    handover = models.ForeignKey(HandOver, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    from_helpdesk = models.BooleanField(default=False)
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.body[:60]

@@ -18,6 +18,7 @@ from diagnostics.catalog import (
     OPERATORS,
     RIGHTS,
     StepArgsError,
+    fix_target_problems,
     secret_args,
     validate_args,
 )
@@ -134,6 +135,11 @@ def build_plan(
             validate_args(step.kind, real)
         except StepArgsError as exc:
             raise PlanError(str(exc)) from None
+        # A fix saved before the allow-list (or written around it) still never runs: the key
+        # is checked again here; the value is not, as a roll-back restores what was there.
+        outside = fix_target_problems(step.kind, real, values=False)
+        if outside:
+            raise PlanError(outside[0])
         to_send.append({"id": step.id, "kind": step.kind, "args": real})
         to_show.append({"id": step.id, "kind": step.kind, "args": shown})
     header = {"version": PLAN_VERSION, "job": str(job_id)}

@@ -44,7 +44,10 @@ STDERR_HALF = 8 * 1024
 # WinRM's default MaxEnvelopeSizekb is 500; stay well below it per Send.
 STDIN_CHUNK = 128 * 1024
 
-ERROR_KINDS = frozenset({"refused", "timeout", "auth", "tls", "protocol", "garbage", "exit"})
+# "untrusted": the portal itself refused to send the credential there (never contacted).
+ERROR_KINDS = frozenset(
+    {"refused", "timeout", "auth", "tls", "protocol", "garbage", "exit", "untrusted"}
+)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ CPU-heavy work (the KB's matcher index, CSV import and export) runs in the web p
 asks for it and is not a task.
 """
 
+from billiard.exceptions import WorkerLostError
 from celery import shared_task
+from celery.exceptions import TimeLimitExceeded
+from celery.signals import task_failure
 from django.conf import settings
 
 from diagnostics import jobs, workflows
@@ -22,6 +25,14 @@ from diagnostics.workflows import connection, scan
 def run_job_task(job_id: int, turn: int = 0) -> None:
     # Never retried: a fix may have run. A redelivered message finds its turn taken and stops.
     jobs.run_job(job_id, turn, workflows.run)
+
+
+@task_failure.connect(sender=run_job_task)
+def _turn_lost(sender=None, exception=None, args=None, **kwargs) -> None:
+    # Celery's parent process knows at once when a pool child dies under a turn (prefork's
+    # WorkerLostError) or a hard time limit kills it; the reaper is the net for the rest.
+    if isinstance(exception, WorkerLostError | TimeLimitExceeded) and args:
+        jobs.turn_lost(int(args[0]), int(args[1]) if len(args) > 1 else 0, repr(exception))
 
 
 @shared_task(name="diagnostics.tasks.reap_jobs", soft_time_limit=50, time_limit=60)

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from diagnostics.views import events, pages
+from diagnostics.views import events, handovers, pages
 
 app_name = "diagnostics"
 
@@ -14,7 +14,16 @@ urlpatterns = [
     path("jobs/<int:pk>/rollback/", pages.job_rollback, name="job-rollback"),
     path("jobs/<int:pk>/resume/", pages.job_resume, name="job-resume"),
     path("jobs/<int:pk>/retry/", pages.job_retry, name="job-retry"),
-    path("jobs/<int:pk>/handover/", pages.job_handover, name="job-handover"),
+    path("jobs/<int:pk>/handover/", handovers.job_handover, name="job-handover"),
+    path("mine/", handovers.my_jobs, name="my-jobs"),
+    path("handovers/", handovers.handover_create, name="handover-create"),
+    path("handovers/<int:pk>/", handovers.handover_detail, name="handover"),
+    path("handovers/<int:pk>/reply/", handovers.handover_reply, name="handover-reply"),
+    path("helpdesk/handovers/", handovers.inbox, name="inbox"),
+    path("helpdesk/handovers/<int:pk>/", handovers.inbox_detail, name="inbox-detail"),
+    path("helpdesk/handovers/<int:pk>/reply/", handovers.inbox_reply, name="inbox-reply"),
+    path("helpdesk/handovers/<int:pk>/take/", handovers.inbox_take, name="inbox-take"),
+    path("helpdesk/handovers/<int:pk>/close/", handovers.inbox_close, name="inbox-close"),
     path("approvals/", pages.approvals, name="approvals"),
     path("approvals/<int:pk>/", pages.approval_decide, name="approval-decide"),
     path("helpdesk/", include("diagnostics.history_urls")),

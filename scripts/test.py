@@ -12,6 +12,7 @@ turned into a failure: a suite that ran nothing must not pass.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -22,6 +23,7 @@ from services import ROOT, compilemessages_argv, ensure_redis  # noqa: E402
 
 PYTEST_NO_TESTS = 5
 OWN_TESTS = "scripts/test_services.py"
+OIDC_PROVIDER = ROOT / "tests" / "oidc"  # the SSO tests' OpenID provider (node, oidc-provider)
 
 
 def pytest_options() -> dict:
@@ -41,6 +43,23 @@ def run(argv: list[str], env: dict[str, str]) -> int:
     shown = ["python", *argv[1:]] if argv[0] == sys.executable else argv
     print("test: " + " ".join(shown), flush=True)
     return subprocess.run(argv, cwd=ROOT, env=env, check=False).returncode
+
+
+def ensure_oidc_provider(env: dict[str, str]) -> int:
+    """`npm ci` the SSO tests' provider when its node_modules is missing or older than the lock.
+
+    npm writes node_modules/.package-lock.json on every install: it is the stamp. Without npm
+    the step is skipped with a note, and the SSO tests fail saying what to install.
+    """
+    lock = OIDC_PROVIDER / "package-lock.json"
+    stamp = OIDC_PROVIDER / "node_modules" / ".package-lock.json"
+    if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
+        return 0
+    if shutil.which("npm") is None:
+        print("test: npm not found: the SSO tests will fail (apt-get install nodejs npm)")
+        return 0
+    print("test: npm ci (tests/oidc: the OpenID provider of the SSO tests)", flush=True)
+    return subprocess.run(["npm", "ci"], cwd=OIDC_PROVIDER, env=env, check=False).returncode
 
 
 def main(pytest_args: list[str]) -> int:
@@ -67,6 +86,9 @@ def main(pytest_args: list[str]) -> int:
             status = run([sys.executable, "manage.py", *compile_argv], env)
             if status != 0:
                 return status
+        status = ensure_oidc_provider(env)
+        if status != 0:
+            return status
         # With no arguments pytest would run testpaths only: name them and add ours.
         paths = [] if pytest_args else default_pytest_paths()
         status = run([sys.executable, "-m", "pytest", *paths, *pytest_args], env)

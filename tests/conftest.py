@@ -30,6 +30,11 @@ DEMO_PROFILE = ROOT / "winsim" / "profiles" / "demo.yaml"
 TEST_JOB_TIME_LIMIT = "25"
 
 
+# What an administrator sets on a credential for the winsim lab on this host: any machine at
+# 127.0.0.1 may use it, over plain HTTP or a self-signed certificate (issue #16).
+LAB = {"address_pattern": "127.0.0.1", "allow_unverified": True}
+
+
 # --- personas ------------------------------------------------------------------------------
 
 
@@ -66,7 +71,7 @@ def idle_machine(db, employee):
     """A machine of `employee` where nothing answers: for tests that never reach a host."""
     from diagnostics.models import Credential, Machine
 
-    cred = Credential(name="idle-cred", username="kaiketsu")
+    cred = Credential(name="idle-cred", username="kaiketsu", **LAB)
     cred.set_password("idle-password-1")
     cred.save()
     machine = Machine.objects.create(name="pc-idle", address="127.0.0.1", port=1, credential=cred)
@@ -203,7 +208,7 @@ def machines_for(fleet: dict[str, dict], owner) -> dict:
 
     machines = {}
     for name, info in fleet.items():
-        cred = Credential(name=f"{name}-cred", username=info["username"])
+        cred = Credential(name=f"{name}-cred", username=info["username"], **LAB)
         cred.set_password(info["password"])
         cred.save()
         scheme, rest = info["url"].split("://", 1)

@@ -8,6 +8,7 @@ os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1vbmx5LWZpZWxkLWtleS1rYWlrZ
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
 os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")  # the test servers speak plain HTTP
 # Short waits: winsim restarts in seconds, and jobs against a hung host give up sooner.
 os.environ.setdefault("KAIKETSU_JOB_TIME_LIMIT", "25")
 os.environ.setdefault("KAIKETSU_RESTART_NOW_SECONDS", "1")

@@ -14,8 +14,8 @@ UNKNOWN = "プリンターに印刷できません。スプーラーが停止し
 
 def test_a_submitted_search_without_a_confident_match_is_counted(client, employee, kb):
     client.force_login(employee)
-    client.get(reverse("diagnostics:home"), {"q": UNKNOWN})
-    client.get(reverse("diagnostics:home"), {"q": f"  {UNKNOWN}\n"})  # the same text, pasted again
+    client.post(reverse("diagnostics:home"), {"q": UNKNOWN})
+    client.post(reverse("diagnostics:home"), {"q": f"  {UNKNOWN}\n"})  # the same text, again
 
     paste = UnmatchedPaste.objects.get()
     assert paste.count == 2 and paste.text == UNKNOWN
@@ -26,8 +26,26 @@ def test_a_submitted_search_without_a_confident_match_is_counted(client, employe
 
 def test_live_suggestions_and_confident_matches_are_not_counted(client, employee, kb):
     client.force_login(employee)
-    client.get(reverse("diagnostics:home"), {"q": UNKNOWN}, HTTP_HX_REQUEST="true")
-    client.get(reverse("diagnostics:home"), {"q": "エラー 789"})
+    client.post(reverse("diagnostics:home"), {"q": UNKNOWN}, HTTP_HX_REQUEST="true")
+    client.post(reverse("diagnostics:home"), {"q": "エラー 789"})
+    assert not UnmatchedPaste.objects.exists()
+
+
+def test_a_get_never_adds_to_the_blind_spots(client, employee, kb):
+    # A cross-site link or image (GET, no CSRF token) must not write to the dashboard.
+    client.force_login(employee)
+    answer = client.get(reverse("diagnostics:home"), {"q": UNKNOWN, "go": "1"})
+    assert answer.status_code == 200 and 'class="nomatch"' in answer.content.decode()
+    assert not UnmatchedPaste.objects.exists()
+
+
+def test_a_submitted_search_without_the_csrf_token_is_refused_and_counts_nothing(employee, kb):
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(employee)
+    answer = browser.post(reverse("diagnostics:home"), {"q": UNKNOWN, "go": "1"})
+    assert answer.status_code == 403
     assert not UnmatchedPaste.objects.exists()
 
 

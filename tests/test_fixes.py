@@ -18,6 +18,8 @@ from diagnostics.models import (
 from diagnostics.workflows import fixes
 from tests.conftest import COMPANY_PSK, diagnose, wait_for_job
 
+RASMAN = "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\RasMan\\Parameters"
+
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 # Each demo host whose fault has an automated fix, and the article fix that mends it.
@@ -169,8 +171,7 @@ def test_a_check_broken_by_a_fix_is_rolled_back_automatically(
         title_en="x",
         steps=[
             {"kind": "set_registry_value", "args": {
-                "path": "HKLM:\\SOFTWARE\\Kaiketsu\\Test", "name": "Flag",
-                "type": "DWord", "value": 1}},
+                "path": RASMAN, "name": "ProhibitIpSec", "type": "DWord", "value": 1}},
             {"kind": "set_service", "args": {"name": "PolicyAgent", "action": "stop"}},
         ],
     )  # fmt: skip
@@ -181,7 +182,7 @@ def test_a_check_broken_by_a_fix_is_rolled_back_automatically(
     )  # fmt: skip
     Check.objects.create(
         article=article, key="flag", position=1, title_ja="f", title_en="flag set",
-        kind="registry_value", args={"path": "HKLM:\\SOFTWARE\\Kaiketsu\\Test", "name": "Flag"},
+        kind="registry_value", args={"path": RASMAN, "name": "ProhibitIpSec"},
         expect=[{"fact": "value", "op": "eq", "value": 1}], fix=bad_fix,
     )  # fmt: skip
     diagnosis = diagnose(fresh_machines["demo-psk-mismatch"], article, employee)

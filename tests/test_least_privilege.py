@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from diagnostics.models import Job, Machine
-from tests.conftest import DEMO_PROFILE, diagnose, machines_for, start_winsim
+from tests.conftest import DEMO_PROFILE, LAB, diagnose, machines_for, start_winsim
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -148,7 +148,7 @@ def test_preflight_kinds_left_unanswered_at_the_deadline_say_cannot_timeout(monk
     hosts = hosts_from_profile({"hosts": {"slow": {"faults": {"slow_step_ms": 1000}}}})
     monkeypatch.setattr(connection, "PREFLIGHT_DEADLINE_S", 3)
     with FleetThread(hosts):
-        cred = Credential(name="slow", username=hosts[0].username)
+        cred = Credential(name="slow", username=hosts[0].username, **LAB)
         cred.set_password(hosts[0].password)
         cred.save()
         machine = Machine.objects.create(

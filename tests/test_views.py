@@ -126,6 +126,7 @@ def test_diagnose_creates_a_queued_job_and_puts_it_on_the_broker(
     queue = f"kaiketsu-view-test-{os.getpid()}"
     app.conf.task_default_queue = queue
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    key = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] + queue  # the install's
     client.force_login(employee)
     try:
         with django_capture_on_commit_callbacks(execute=True):
@@ -133,10 +134,10 @@ def test_diagnose_creates_a_queued_job_and_puts_it_on_the_broker(
                 reverse("diagnostics:job-create"),
                 {"article": SEED, "machine": machine.pk, "q": SEED_JA, "score": "0.95"},
             )
-        messages = [json.loads(m) for m in broker.lrange(queue, 0, -1)]
+        messages = [json.loads(m) for m in broker.lrange(key, 0, -1)]
     finally:
         app.conf.task_default_queue = "kaiketsu"
-        broker.delete(queue)
+        broker.delete(key)
     job = Job.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("diagnostics:job-detail", args=[job.pk])

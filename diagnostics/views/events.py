@@ -10,11 +10,14 @@ resumes where it stopped.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.template.loader import render_to_string
+from django.utils.translation import gettext as _
 
 from diagnostics import access, live
 from diagnostics.models import Job
@@ -22,6 +25,10 @@ from diagnostics.views.pages import job_context, step_row_context
 
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 FINAL_PARTS = ("progress", "steps-table", "verdict")
+
+# Streams open in this process, per user: a person needs one per job page they watch;
+# hundreds are a script or a loop, and each costs the process a socket and renders.
+_open_streams: Counter[int] = Counter()
 
 
 def _sse(event: str, html: str, event_id: str | None = None) -> str:
@@ -62,6 +69,15 @@ async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[s
         yield _sse("steps", table)
         yield _sse("done", verdict)
         return
+    try:
+        async for chunk in _followed(request, job, after):
+            yield chunk
+    except live.LiveUnavailable:
+        return  # Redis stalled or went away: the browser reconnects after `retry` and resumes
+
+
+async def _followed(request: HttpRequest, job: Job, after: str) -> AsyncIterator[str]:
+    """The events of a job still under way, as they arrive, until its end."""
     async for item in live.follow(job.pk, after):
         if item is None:
             yield ": keep-alive\n\n"
@@ -87,16 +103,61 @@ async def _events(request: HttpRequest, job: Job, after: str) -> AsyncIterator[s
         return
 
 
+class _Counted:
+    """A user's event stream, counted among their open streams from the view on until it ends,
+    fails, is cancelled (the page closed) or is dropped unsent: counting at the view, not at
+    the first byte, so that pages opened at the same moment cannot all pass the cap."""
+
+    def __init__(self, user_id: int, events: AsyncIterator[str]) -> None:
+        self.user_id, self.events, self.counted = user_id, events, True
+        _open_streams[user_id] += 1
+
+    def __aiter__(self) -> _Counted:
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            return await anext(self.events)
+        except BaseException:  # the end, an error or a cancelled page: no longer open
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self.counted:
+            self.counted = False
+            _open_streams[self.user_id] -= 1
+            if not _open_streams[self.user_id]:
+                del _open_streams[self.user_id]
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _refusal(user_id: int) -> HttpResponse | None:
+    """A 429 when this user, or everyone together, already holds the most streams allowed."""
+    if _open_streams[user_id] >= settings.KAIKETSU_SSE_PER_USER:
+        why = _("You have too many live job pages open. Close some and reload this one.")
+    elif _open_streams.total() >= settings.KAIKETSU_SSE_TOTAL:
+        why = _("The portal is following too many live job pages. Reload in a minute.")
+    else:
+        return None
+    return HttpResponse(why, status=429, content_type="text/plain; charset=utf-8")
+
+
 async def job_events(request: HttpRequest, pk: int) -> HttpResponse:
     user = await request.auser()
     if not user.is_authenticated:
         raise Http404
     request.user = user
     job = await sync_to_async(access.job_for)(user, pk)
+    refusal = _refusal(user.pk)
+    if refusal is not None:
+        return refusal
     after = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
     if not STREAM_ID.match(after):
         after = "0"
-    response = StreamingHttpResponse(_events(request, job, after), content_type="text/event-stream")
+    events = _Counted(user.pk, _events(request, job, after))
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

@@ -7,13 +7,13 @@ pages do not exist (404), as employees have their own job page.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from collections.abc import Iterator
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -21,13 +21,26 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
-from diagnostics import access, history, jobs
-from diagnostics.models import Article, AuditEntry, Job, Machine
+from diagnostics import access, audit_words, handovers, history, jobs
+from diagnostics.models import Article, AuditEntry, Job
 from diagnostics.workflows.diagnosis import start_diagnosis
 
 OUTCOME_NONE = "none"  # the URL's word for Job.Outcome.NONE (""), which a select cannot carry
 POLL_SECONDS = 2
 STILL_CHANGING = {*Job.ACTIVE, Job.Status.APPROVAL, Job.Status.WAITING}  # rows that poll
+
+
+# The dates a filter may name. Outside them the day's bounds overflow Python's datetime in
+# the time zone (0001-01-01, 9999-12-31), and no job of this portal lies there anyway.
+FIRST_DAY, LAST_DAY = dt.date(2000, 1, 1), dt.date(2099, 12, 31)
+
+
+def _in_range(day: dt.date) -> None:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise forms.ValidationError(
+            _("Give a date between %(first)s and %(last)s.")
+            % {"first": FIRST_DAY.isoformat(), "last": LAST_DAY.isoformat()}
+        )
 
 
 class HistoryFilterForm(forms.Form):
@@ -53,10 +66,16 @@ class HistoryFilterForm(forms.Form):
         + [(v, label) for v, label in Job.Outcome.choices if v],
     )
     date_from = forms.DateField(
-        label=gettext_lazy("From"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label=gettext_lazy("From"),
+        required=False,
+        validators=[_in_range],
+        widget=forms.DateInput(attrs={"type": "date"}),
     )
     date_to = forms.DateField(
-        label=gettext_lazy("To"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label=gettext_lazy("To"),
+        required=False,
+        validators=[_in_range],
+        widget=forms.DateInput(attrs={"type": "date"}),
     )
     q = forms.CharField(
         label=gettext_lazy("Search"),
@@ -79,7 +98,7 @@ class HistoryFilterForm(forms.Form):
         return text
 
     def to_filters(self) -> history.Filters:
-        """The filters with names resolved to ids (one query per name given)."""
+        """The filters, the article's slug resolved to its id (one query when given)."""
         # An invalid field (a too-short search) is left out; the valid ones still apply.
         data: dict = {}
         if self.is_bound:
@@ -95,18 +114,12 @@ class HistoryFilterForm(forms.Form):
         outcome = data.get("outcome", "")
         if outcome:
             f.outcome = "" if outcome == OUTCOME_NONE else outcome
-        lookups = (
-            ("user", "user_id", get_user_model().objects, "username"),
-            ("machine", "machine_id", Machine.objects, "name"),
-            ("article", "article_id", Article.objects, "slug"),
-        )
-        for key, attr, manager, field_name in lookups:
-            name = (data.get(key) or "").strip()
-            if name:
-                pk = manager.filter(**{field_name: name}).values_list("pk", flat=True).first()
-                if pk is None:
-                    f.empty = True
-                setattr(f, attr, pk)
+        f.user = (data.get("user") or "").strip()
+        f.machine = (data.get("machine") or "").strip()
+        slug = (data.get("article") or "").strip()
+        if slug:
+            f.article_id = Article.objects.filter(slug=slug).values_list("pk", flat=True).first()
+            f.empty = f.article_id is None
         return f
 
 
@@ -177,12 +190,18 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         }
         return render(request, "diagnostics/history/list.html#history-row", ctx)
     steps = _steps_with_diffs(job)
-    audit = AuditEntry.objects.filter(job=job).select_related("actor").order_by("at", "id")
+    entries = AuditEntry.objects.filter(job=job).select_related("actor", "job__article")
+    audit = [
+        {"entry": e, "sentence": audit_words.sentence(e), "changes": audit_words.changes(e)}
+        for e in entries.order_by("at", "id")
+    ]
     ctx = {
         "job": job,
+        "cancellable": job.status in Job.CANCELLABLE,
         "steps": steps,
         "timeline": _timeline(job, steps),
-        "audit": list(audit),
+        "audit": audit,
+        "handover": handovers.for_job(job),
         "plan_json": json.dumps(job.plan, indent=2, ensure_ascii=False),
         "transcript": history.bounded(job.transcript),
         "stderr": history.bounded(job.stderr),
@@ -202,6 +221,23 @@ def job_rerun(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(exc))
         return redirect("diagnostics:helpdesk-job", pk=job.pk)
     return redirect("diagnostics:job-detail", pk=new.pk)
+
+
+@require_POST
+@access.required(access.can_cancel_jobs)
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = access.job_for(request.user, pk)
+    try:
+        jobs.cancel(job, request.user)
+    except jobs.JobRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            _("Job #%(id)s was cancelled; %(machine)s is free.")
+            % {"id": job.pk, "machine": job.machine.name},
+        )
+    return redirect("diagnostics:helpdesk-job", pk=job.pk)
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -261,7 +297,15 @@ def _csv_chunks(filters: history.Filters) -> Iterator[str]:
 @require_GET
 @access.required(access.can_see_all_jobs)
 def job_export(request: HttpRequest) -> HttpResponse:
-    filters = _filter_form(request).to_filters()
+    form = _filter_form(request)
+    if not form.is_valid():
+        # The page leaves a bad filter out and says so beside it; a download cannot say it,
+        # and exporting more than was asked for is worse than exporting nothing.
+        problems = [f"{form[name].label}: {' '.join(errs)}" for name, errs in form.errors.items()]
+        return HttpResponse(
+            "\n".join(problems), status=400, content_type="text/plain; charset=utf-8"
+        )
+    filters = form.to_filters()
     response = StreamingHttpResponse(_csv_chunks(filters), content_type="text/csv; charset=utf-8")
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
     response["Content-Disposition"] = f'attachment; filename="kaiketsu-jobs-{stamp}.csv"'

@@ -6,15 +6,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Prefetch
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from diagnostics import (
     access,
     assessment,
+    audit_words,
     dashboard,
+    handovers,
     jobs,
     kbindex,
     live,
@@ -29,8 +31,8 @@ from diagnostics.workflows.diagnosis import start_diagnosis
 MAX_PASTE_CHARS = 100_000
 
 
-def _search_context(request: HttpRequest) -> dict:
-    text = request.GET.get("q", "")
+def _search_context(data: QueryDict) -> dict:
+    text = data.get("q", "")
     ctx: dict = {"q": text, "result": None, "error": None}
     if len(text) > MAX_PASTE_CHARS:
         ctx["error"] = _(
@@ -47,19 +49,23 @@ def _search_context(request: HttpRequest) -> dict:
     return ctx
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    ctx = _search_context(request)
+    """The paste box. The form POSTs (a long paste never travels in a URL, and only a
+    request carrying the CSRF token may add to the blind spots); a GET link still searches."""
+    data = request.POST if request.method == "POST" else request.GET
+    ctx = _search_context(data)
     result = ctx["result"]
-    submitted = "go" in request.GET or not request.htmx  # the button, with or without htmx
+    # The button, with or without htmx; never a keystroke of the live suggestions, never a GET
+    # (a cross-site link must not write to the dashboard).
+    submitted = request.method == "POST" and ("go" in data or not request.htmx)
     if result is not None and not result.confident and submitted:
-        # A submitted search (not a keystroke of the live suggestions) that found nothing
-        # good: the dashboard lists these as the knowledge base's blind spots.
+        # A submitted search that found nothing good: the dashboard lists these as the
+        # knowledge base's blind spots.
         dashboard.record_unmatched(ctx["q"], result.matches[0].score if result.matches else None)
     ctx["machines"] = request.user.machines.all()
-    ctx["helpdesk_email"] = settings.KAIKETSU_HELPDESK_EMAIL
-    ctx["machine_id"] = request.GET.get("machine", "")
+    ctx["machine_id"] = data.get("machine", "")
     if request.htmx:
         return render(request, "diagnostics/home.html#results", ctx)
     return render(request, "diagnostics/home.html", ctx)
@@ -214,6 +220,7 @@ def job_context(job: Job) -> dict:
         else [],
         "rollback_target": fixes.rollback_target(job),
         "rollback_waits": fixes.rollback_waits_for_restart(job) and job.is_finished,
+        "handover": handovers.for_job(job),
     }
 
 
@@ -328,27 +335,19 @@ def job_resume(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("diagnostics:job-detail", pk=job.pk)
 
 
-@require_POST
-@login_required
-def job_handover(request: HttpRequest, pk: int) -> HttpResponse:
-    job = access.job_for(request.user, pk)
-    fixes.hand_over(job, request.user)
-    messages.success(request, _("The helpdesk has this job with its whole transcript."))
-    return redirect("diagnostics:job-detail", pk=job.pk)
-
-
 @require_GET
 @access.required(access.can_approve_fixes)
 def approvals(request: HttpRequest) -> HttpResponse:
     """The helpdesk's queue of fixes waiting for approval."""
     waiting = list(
         Job.objects.filter(status=Job.Status.APPROVAL)
-        .select_related("machine", "article", "user")
+        .select_related("machine", "article", "user", "parent__article")
         .prefetch_related("audit")
         .order_by("created_at")
     )
     for job in waiting:  # one's own request shows why, instead of a button that is refused
         job.approval = access.may_approve(request.user, job)
+        job.card = audit_words.approval_card(job)
     return render(request, "diagnostics/approvals.html", {"jobs": waiting})
 
 

@@ -172,7 +172,13 @@ def decide(job: Job, user: Any, approve: bool, note: str = "") -> None:
         raise JobRefused(allowed.reason)
     now = timezone.now()
     new = Job.Status.QUEUED if approve else Job.Status.DECLINED
-    fields: dict[str, Any] = {"status": new, "decided_by": user, "decided_at": now}
+    note = note.strip()[:4000]
+    fields: dict[str, Any] = {
+        "status": new,
+        "decided_by": user,
+        "decided_at": now,
+        "decision_note": note,
+    }
     if not approve:
         fields.update(outcome=Job.Outcome.NONE, finished_at=now, error=note[:4000])
     try:
@@ -311,14 +317,6 @@ def resume(job: Job, user: Any, restart_now: bool) -> None:
     except IntegrityError:
         raise JobRefused(busy_message(job.machine)) from None
     live.publish(job.pk, "status", {"status": Job.Status.QUEUED})
-
-
-def hand_over(job: Job, user: Any) -> None:
-    """Flag an unfixed job for the helpdesk; the job's page and history carry everything."""
-    if Job.objects.filter(pk=job.pk, handed_over_at__isnull=True).update(
-        handed_over_at=timezone.now()
-    ):
-        _audit(job, AuditEntry.Action.HANDED_OVER, user)
 
 
 # --- steps ---------------------------------------------------------------------------------

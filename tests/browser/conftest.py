@@ -1,5 +1,7 @@
 """Browser fixtures: uvicorn serving the portal on a free port, and Debian's Chromium."""
 
+import email
+import email.policy
 import os
 
 import pytest
@@ -22,9 +24,29 @@ def log_in(page, web_server: str, username: str, password: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def web_server(django_db_setup, django_db_blocker, celery_queue, tmp_path_factory):
+def mail_dir(tmp_path_factory):
+    """Where the web server's e-mails land: Django's file backend, one file per connection."""
+    return tmp_path_factory.mktemp("mail")
+
+
+def sent_mail(directory) -> list:
+    """Every e-mail the web server wrote to ``directory``, parsed, oldest first."""
+    messages = []
+    for path in sorted(directory.iterdir(), key=lambda p: p.stat().st_mtime_ns):
+        for chunk in path.read_bytes().split(b"\n" + b"-" * 79 + b"\n"):
+            if chunk.strip():
+                messages.append(email.message_from_bytes(chunk, policy=email.policy.default))
+    return messages
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup, django_db_blocker, celery_queue, tmp_path_factory, mail_dir):
     """uvicorn with the ASGI app (SSE needs it) against the test database."""
-    env = _child_env(DATABASE_URL=child_database_url(), KAIKETSU_QUEUE=celery_queue)
+    env = _child_env(
+        DATABASE_URL=child_database_url(),
+        KAIKETSU_QUEUE=celery_queue,
+        EMAIL_URL=f"filemail:///{mail_dir}",  # an absolute path after the scheme's three
+    )
     log_path = tmp_path_factory.mktemp("web") / "web.log"
     web, url = services.start_web(env, log_path=log_path, access_log=False, timeout=30)
     yield url

@@ -50,6 +50,7 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(9)
             user.set_password(password)
             user.is_staff, user.is_superuser = staff, superuser
+            user.email = f"{username}@example.com"  # hand-over e-mails (console in the demo)
             user.save()
             if role:
                 user.groups.add(groups[role])
@@ -62,6 +63,9 @@ class Command(BaseCommand):
             )
             cred.username = host.username
             cred.set_password(host.password)
+            # A lab: winsim's hosts answer over plain HTTP or with a self-signed certificate,
+            # so their identity cannot be verified (README, "Where credentials go").
+            cred.allow_unverified = True
             cred.save()
             machine, _ = Machine.objects.update_or_create(
                 name=host.name,
@@ -73,6 +77,8 @@ class Command(BaseCommand):
                     "credential": cred,
                 },
             )
+            machine.bind(None)  # the demo's own set-up, by whoever runs this command
+            machine.save(update_fields=["bound_target", "bound_by", "bound_at"])
             machine.owners.add(*owners)
         if hosts:
             # The company PSK that set_vpn_psk fixes send: the demo VPN server's own key.

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnostics', '0015_job_waits_for_the_employees_attempt'),
+        ('diagnostics', '0018_seccore_cancel_jobs'),
     ]
 
     operations = [
