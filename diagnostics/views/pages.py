@@ -298,6 +298,9 @@ def job_rollback(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("diagnostics:job-detail", pk=fix_job.pk)
         return redirect("diagnostics:job-detail", pk=job.pk)
     steps, kept = fixes.rollback_preview(fix_job)
+    if fix_job.kind != Job.Kind.FIX or not steps:
+        messages.error(request, _("This fix changed nothing that can be rolled back."))
+        return redirect("diagnostics:job-detail", pk=fix_job.pk)
     return render(
         request,
         "diagnostics/rollback_confirm.html",
