@@ -8,6 +8,7 @@ request always agree on what a diagnosis found.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,3 +202,28 @@ def after_fix_note(diagnosis: Job, new: int | None) -> str:
         "The fix cleared error %(old)s, but the connection now fails with %(new)s: a second "
         "cause was hidden behind the first. Run the diagnosis again to find and fix it."
     ) % {"old": found.evidence.code, "new": new}
+
+
+_EN_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
+
+
+def first_sentence(text: str) -> tuple[str, str]:
+    """Split KB wording into its first sentence and the rest.
+
+    Every shipped check's explanation opens with the problem as the employee meets it ("The
+    IPsec Policy Agent service is stopped."); the rest is the cause and the way out. The page
+    heads each problem with that sentence instead of the check's title, which states the
+    healthy condition (tests/test_kb_files.py keeps the convention).
+    """
+    text = (text or "").strip()
+    end = text.find("。")  # Japanese wording ends its sentences with 。
+    if end >= 0:
+        return text[: end + 1], text[end + 1 :].strip()
+    parts = _EN_SENTENCE_END.split(text, maxsplit=1)
+    return parts[0], parts[1] if len(parts) > 1 else ""
+
+
+def problem_words(check: Check) -> tuple[str, str]:
+    """A failed check as (the problem, its cause and what to do) in the active language."""
+    problem, rest = first_sentence(check.tr("explanation"))
+    return (problem or check.tr("title")), rest

@@ -35,6 +35,7 @@ ARTICLE_KEYS = (
     "causes",
     "steps",
     "notes",
+    "editor_notes",
     "checks",
     "inferred",
     "fixes",
@@ -72,7 +73,8 @@ EXPECT_KEYS = catalog.EXPECT_KEYS
 FIX_KEYS = ("key", "title", "steps", "restart_required", "needs_approval")
 STEP_KEYS = ("kind", "args")
 MANUAL_STEP_KEYS = ("title", "body")
-TEXT_FIELDS = ("title", "summary", "causes", "steps", "notes")
+TEXT_FIELDS = ("title", "summary", "causes", "steps", "notes", "editor_notes")
+OPTIONAL_TEXT_FIELDS = ("notes", "editor_notes")
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -284,7 +286,8 @@ def validate(article: dict[str, Any]) -> list[str]:
     elif len(set(codes)) != len(codes):
         problems.append("error_codes: a code is listed twice")
     for field in TEXT_FIELDS:
-        problems += _text_problems(field, article.get(field), required=field != "notes")
+        required = field not in OPTIONAL_TEXT_FIELDS
+        problems += _text_problems(field, article.get(field), required=required)
     problems += _signature_problems(article.get("signatures"))
 
     fixes = article.get("fixes") or []

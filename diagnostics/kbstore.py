@@ -10,7 +10,7 @@ from django.db import transaction
 from diagnostics import kb, kbindex
 from diagnostics.models import Article, Check, Fix, Signature
 
-BILINGUAL = ("summary", "causes", "steps", "notes")
+BILINGUAL = ("summary", "causes", "steps", "notes", "editor_notes")
 
 
 class KBError(ValueError):
@@ -100,8 +100,9 @@ def article_data(article: Article) -> dict[str, Any]:
         "causes": _pair(article, "causes"),
         "steps": _pair(article, "steps"),
     }
-    if article.notes_ja or article.notes_en:
-        data["notes"] = _pair(article, "notes")
+    for field in kb.OPTIONAL_TEXT_FIELDS:  # written only when there is something to say
+        if getattr(article, f"{field}_ja") or getattr(article, f"{field}_en"):
+            data[field] = _pair(article, field)
     checks = []
     for c in article.checks.select_related("fix").order_by("position", "id"):
         check = {"key": c.key, "title": _pair(c, "title"), "kind": c.kind, "args": c.args}

@@ -342,6 +342,14 @@ class Article(Bilingual, models.Model):
     steps_en = models.TextField(blank=True)
     notes_ja = models.TextField(blank=True)
     notes_en = models.TextField(blank=True)
+    # How the article is judged and why (issue #11): for the people who edit it, never shown
+    # to employees.
+    editor_notes_ja = models.TextField(
+        _("notes for KB editors (Japanese)"), blank=True, help_text=_("Never shown to employees.")
+    )
+    editor_notes_en = models.TextField(
+        _("notes for KB editors (English)"), blank=True, help_text=_("Never shown to employees.")
+    )
     manual_steps = models.JSONField(default=list, blank=True)
     sources = models.JSONField(default=list, blank=True)
     # Causes no check can read (the PSK), each {key, title, codes, explanation, fix}: proven
@@ -373,6 +381,8 @@ class Signature(models.Model):
 
     class Meta:
         ordering = ["article", "id"]
+        verbose_name = _("signature")
+        verbose_name_plural = _("signatures")
 
     def __str__(self) -> str:
         return self.text[:60]
@@ -412,6 +422,8 @@ class Fix(Bilingual, models.Model):
     class Meta:
         ordering = ["article", "position"]
         constraints = [models.UniqueConstraint(fields=["article", "key"], name="uniq_fix_key")]
+        verbose_name = _("fix")
+        verbose_name_plural = _("fixes")  # not Django's default "Fixs"
 
     def __str__(self) -> str:
         return f"{self.article.slug}/{self.key}"
@@ -456,6 +468,8 @@ class Check(Bilingual, models.Model):
     class Meta:
         ordering = ["article", "position"]
         constraints = [models.UniqueConstraint(fields=["article", "key"], name="uniq_check_key")]
+        verbose_name = _("check")
+        verbose_name_plural = _("checks")
 
     def __str__(self) -> str:
         return f"{self.article.slug}/{self.key}"

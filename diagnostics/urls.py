@@ -13,6 +13,7 @@ urlpatterns = [
     path("jobs/<int:pk>/fix/", pages.fix_confirm, name="fix-confirm"),
     path("jobs/<int:pk>/rollback/", pages.job_rollback, name="job-rollback"),
     path("jobs/<int:pk>/resume/", pages.job_resume, name="job-resume"),
+    path("jobs/<int:pk>/retry/", pages.job_retry, name="job-retry"),
     path("jobs/<int:pk>/handover/", handovers.job_handover, name="job-handover"),
     path("mine/", handovers.my_jobs, name="my-jobs"),
     path("handovers/", handovers.handover_create, name="handover-create"),

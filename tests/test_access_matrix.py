@@ -120,9 +120,14 @@ EXPECTED: dict[str, Row] = {
         get={**OWNER_ONLY, "employee": 302, "helpdesk": 302, "auditor": 302, "admin": 302},
         post=NOT_THE_OWNERS,
     ),
+    # GET asks first (what goes back, what cannot); a diagnosis has nothing to roll back.
     "jobs/<int:pk>/rollback/": Row(
-        "diagnostics:job-rollback", _job, get=_all(405), post=NOT_THE_OWNERS
+        "diagnostics:job-rollback",
+        _job,
+        get={**NOT_THE_OWNERS, "employee": 302, "helpdesk": 302, "auditor": 302, "admin": 302},
+        post=NOT_THE_OWNERS,
     ),
+    "jobs/<int:pk>/retry/": Row("diagnostics:job-retry", _job, get=_all(405), post=NOT_THE_OWNERS),
     "jobs/<int:pk>/resume/": Row(
         "diagnostics:job-resume", _job, get=_all(405), post=NOT_THE_OWNERS
     ),

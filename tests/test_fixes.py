@@ -266,3 +266,39 @@ def test_a_refused_resume_leaves_the_restart_choice_as_it_was(idle_machine, empl
         fixes.resume(waiting, employee, restart_now=True)
     waiting.refresh_from_db()
     assert (waiting.status, waiting.restart) == (Job.Status.WAITING, Job.Restart.LATER)
+
+
+RESTART_JA = "Kaiketsu がこのコンピューターを再起動"
+RESTART_EN = "Kaiketsu will restart this computer"
+
+
+def _restart_message(machine, article, user, language: str) -> str:
+    fix = Job.objects.create(
+        user=user, machine=machine, article=article, kind=Job.Kind.FIX, language=language,
+        status=Job.Status.DONE,  # one active job per machine: these are only read
+    )  # fmt: skip
+    return fixes.reboot_step(fix).args["message"]
+
+
+def test_the_restart_warning_is_in_the_owners_language_not_the_helpdesks(
+    idle_machine, seed_article, employee, helpdesk
+):
+    Job.objects.create(
+        user=employee, machine=idle_machine, article=seed_article, language="ja",
+        status=Job.Status.DONE,
+    )  # fmt: skip
+    assert RESTART_JA in _restart_message(idle_machine, seed_article, helpdesk, "en")
+    Job.objects.filter(user=employee).update(language="en")
+    assert RESTART_EN in _restart_message(idle_machine, seed_article, helpdesk, "ja")
+
+
+def test_without_an_owners_language_the_restart_warning_follows_the_pcs_locale(
+    idle_machine, seed_article, helpdesk
+):
+    idle_machine.owners.clear()
+    idle_machine.preflight = {"account": "kaiketsu", "kinds": [], "locale": "en-US"}
+    idle_machine.save()
+    assert RESTART_EN in _restart_message(idle_machine, seed_article, helpdesk, "ja")
+    idle_machine.preflight["locale"] = "ja-JP"
+    idle_machine.save()
+    assert RESTART_JA in _restart_message(idle_machine, seed_article, helpdesk, "en")

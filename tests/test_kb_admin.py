@@ -248,3 +248,17 @@ def test_admin_and_kb_import_refuse_a_fix_step_outside_the_catalog_with_one_mess
     page = _admin_refusal(client, article, {f"fixes-{j}-steps": json.dumps(NOT_A_FIX)}, "?raw=1")
     assert expected in page
     assert Fix.objects.get(article=article, key=fix["key"]).steps == fix["steps"]
+
+
+def test_notes_for_kb_editors_never_reach_the_article_page(client, employee, kb):
+    seed = kb["l2tp-ipsec-psk-negotiation"]
+    assert "ポータルが修正を提案する条件" in seed.editor_notes_ja  # imported from kb/
+    assert "When the portal offers a fix" in seed.editor_notes_en
+    client.force_login(employee)
+    for lang in ("ja", "en"):
+        page = client.get(
+            reverse("diagnostics:article", args=[seed.slug]), HTTP_ACCEPT_LANGUAGE=lang
+        ).content.decode()
+        assert ("KB926179" in page) and ("元記事" in page or "seed article" in page)  # notes
+        assert "ポータルが修正を提案する条件" not in page
+        assert "When the portal offers a fix" not in page

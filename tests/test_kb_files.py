@@ -66,6 +66,20 @@ def test_every_shipped_file_round_trips_byte_for_byte(path: Path):
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_explanation_opens_with_the_problem_the_page_heads_it_with(path: Path):
+    """The job page heads a failed check with its explanation's first sentence (issue #11)."""
+    from diagnostics.assessment import first_sentence
+
+    for check in kb.load_file(path).get("checks", []):
+        if not check.get("explanation"):
+            continue  # evidence: never a problem
+        for lang in ("ja", "en"):
+            problem, _rest = first_sentence(check["explanation"][lang])
+            assert problem.endswith(("。", ".", ")")), (check["key"], lang, problem)
+            assert problem != check["title"][lang] and len(problem) < 200, (check["key"], lang)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_every_file_is_named_after_its_slug(path: Path):
     assert kb.load_file(path)["slug"] == path.stem
 

@@ -275,3 +275,101 @@ def test_a_form_that_arrives_over_the_event_stream_carries_a_token_that_posts(
     assert browser.post(url, {"csrfmiddlewaretoken": token}).status_code == 302
     fix.refresh_from_db()
     assert fix.handed_over_at is not None
+
+
+@pytest.fixture
+def not_fixed(machine, seed_article, employee):
+    """A fix whose verification found the IPsec Policy Agent still stopped; the rest never ran."""
+    from diagnostics.workflows import fixes
+
+    job = Job.objects.create(
+        user=employee, machine=machine, article=seed_article, kind=Job.Kind.FIX,
+        status=Job.Status.DONE, outcome=Job.Outcome.NOT_FIXED,
+    )  # fmt: skip
+    step = next(
+        s for s in fixes.verify_steps(job) if s.check and s.check.key == "policyagent-running"
+    )
+    StepResult.objects.create(
+        job=job, step_id=step.id, phase=StepResult.Phase.VERIFY, position=0, kb_check=step.check,
+        kind=step.kind, facts={"exists": True, "status": "Stopped", "start_type": None,
+        "display_name": "IPsec Policy Agent " * 6}, verdict="fail",
+    )  # fmt: skip
+    return job
+
+
+def test_a_problem_is_headed_by_what_is_wrong_not_by_the_healthy_condition(
+    client, employee, not_fixed
+):
+    client.force_login(employee)
+    page = client.get(reverse("diagnostics:job-detail", args=[not_fixed.pk])).content.decode()
+    headings = re.findall(r'<li class="finding finding-problem">\s*<h3>(.*?)</h3>', page, re.S)
+    assert headings == ["IPsec Policy Agent (PolicyAgent) が停止しているか無効になっています。"]
+    assert "IPsec Policy Agent サービスが起動している" not in headings[0]  # the check's title
+
+
+def test_the_helpdesk_details_show_facts_as_json_not_python(client, employee, not_fixed):
+    client.force_login(employee)
+    page = client.get(reverse("diagnostics:job-detail", args=[not_fixed.pk])).content.decode()
+    details = page[page.index("ヘルプデスク向けの詳細") :]
+    assert "<th>exists</th><td><code>true</code>" in details
+    assert "<th>start_type</th><td><code>null</code>" in details
+    assert "<th>status</th><td><code>&quot;Stopped&quot;</code>" in details
+    # One string stays one value: pprint would split it into '…' '…' pieces.
+    assert '"' + "IPsec Policy Agent " * 6 + '"' in page.replace("&quot;", '"')
+    assert "True" not in details and "None" not in details and "&#x27;" not in details
+
+
+def test_an_ended_job_says_its_steps_did_not_run_instead_of_waiting(client, employee, not_fixed):
+    client.force_login(employee)
+    page = client.get(reverse("diagnostics:job-detail", args=[not_fixed.pk])).content.decode()
+    rows = page[page.index('id="job-steps"') :]
+    assert "実行されず" in rows
+    assert "待機中" not in rows and 'sse-swap="step-' not in rows
+
+
+@pytest.fixture
+def psk_fix(machine, seed_article, employee):
+    """A finished fix that reset the PSK (unreadable, so unrecorded) and set a registry value."""
+    policy_agent = "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\PolicyAgent"
+    plan = {"steps": [
+        {"id": "f1-1", "kind": "set_vpn_psk", "args": {"name": "VPN", "psk": {"secret": "k"}}},
+        {"id": "f2-1", "kind": "set_registry_value", "args": {"path": policy_agent,
+         "name": "AssumeUDPEncapsulationContextOnSendRule", "type": "DWord", "value": 2}},
+    ]}  # fmt: skip
+    job = Job.objects.create(
+        user=employee, machine=machine, article=seed_article, kind=Job.Kind.FIX, plan=plan,
+        status=Job.Status.DONE, outcome=Job.Outcome.FIXED, restart=Job.Restart.NOW,
+    )  # fmt: skip
+    for n, (step, before) in enumerate(zip(plan["steps"], [{}, {"exists": False}], strict=True)):
+        StepResult.objects.create(
+            job=job, step_id=step["id"], phase=StepResult.Phase.FIX, position=n,
+            kind=step["kind"], before=before, after={}, changed=True, verdict="pass",
+        )  # fmt: skip
+    return job
+
+
+def test_roll_back_asks_first_and_says_the_psk_cannot_be_put_back(client, employee, psk_fix):
+    client.force_login(employee)
+    url = reverse("diagnostics:job-rollback", args=[psk_fix.pk])
+    page = client.get(url).content.decode()
+    assert not Job.objects.filter(kind=Job.Kind.ROLLBACK).exists()  # asking changes nothing
+    kept = page[page.index('id="rollback-kept"') :]
+    assert "VPN 接続の事前共有キー" in kept[: kept.index("</ul>")]
+    steps = page[page.index('id="rollback-steps"') :]
+    assert "AssumeUDPEncapsulationContextOnSendRule" in steps[: steps.index("</ul>")]
+    assert 'id="rollback-restarts"' in page  # the fix restarted, so its roll-back does too
+    response = client.post(url)
+    rollback = Job.objects.get(kind=Job.Kind.ROLLBACK)
+    assert response["Location"] == reverse("diagnostics:job-detail", args=[rollback.pk])
+
+
+def test_a_finished_roll_back_never_claims_the_psk_was_put_back(client, employee, psk_fix):
+    rollback = Job.objects.create(
+        user=employee, machine=psk_fix.machine, article=psk_fix.article, parent=psk_fix,
+        kind=Job.Kind.ROLLBACK, status=Job.Status.DONE, outcome=Job.Outcome.ROLLED_BACK,
+        restart=Job.Restart.NOW,
+    )  # fmt: skip
+    client.force_login(employee)
+    page = client.get(reverse("diagnostics:job-detail", args=[rollback.pk])).content.decode()
+    assert "ただし、次のものは戻せません" in page and "VPN 接続の事前共有キー" in page
+    assert "修正で変更した設定を元に戻しました。<" not in page

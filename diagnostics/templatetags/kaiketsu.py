@@ -1,5 +1,6 @@
 """Template helpers: safe Markdown, bilingual fields, highlighting matched phrases."""
 
+import json
 import re
 
 import markdown as md
@@ -85,3 +86,43 @@ def preflight_rows(preflight) -> list:
 def missing_rights(preflight) -> list:
     """The kinds a machine's preflight found the portal's account cannot run."""
     return capabilities.missing_rights(preflight)
+
+
+def _flat(value, prefix: str = "") -> dict[str, object]:
+    """Nested facts as dotted keys, so the helpdesk reads one value per row."""
+    if isinstance(value, dict) and value:
+        out: dict[str, object] = {}
+        for key, inner in value.items():
+            out.update(_flat(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def _json(value) -> str:
+    # JSON as the runner sent it (true, null, "…"), never Python's repr (True, None, '…' '…').
+    return json.dumps(value, ensure_ascii=False)
+
+
+@register.filter
+def fact_rows(facts) -> list[tuple[str, str]]:
+    """``{{ facts|fact_rows }}``: (dotted key, JSON value) rows of a step's facts."""
+    if facts in (None, {}):
+        return []
+    return [(key, _json(value)) for key, value in _flat(facts).items()]
+
+
+@register.filter
+def change_rows(result) -> list[tuple[str, str, str]]:
+    """``{{ step_result|change_rows }}``: (key, before, after) rows of a fix step, as JSON."""
+    before, after = _flat(result.before), _flat(result.after)
+    keys = list(dict.fromkeys([*before, *after]))
+    return [(key, _json(before.get(key)), _json(after.get(key))) for key in keys]
+
+
+@register.filter
+def error_parts(error: str) -> tuple[str, str]:
+    """``{{ job.error|error_parts }}``: the sentence for the employee (written in their language
+    where the error was made) and the technical rest (often Windows' or WinRM's English), which
+    the page folds into the helpdesk's details."""
+    headline, _sep, detail = (error or "").strip().partition("\n")
+    return headline, detail.strip()

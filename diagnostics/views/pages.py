@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from diagnostics import (
     access,
+    assessment,
     audit_words,
     dashboard,
     handovers,
@@ -20,6 +21,7 @@ from diagnostics import (
     kbindex,
     live,
     match_words,
+    plans,
     workflows,
 )
 from diagnostics.models import AgentTask, Article, Check, Job, StepResult, active_lang
@@ -138,11 +140,27 @@ def _rows(job: Job, results: dict[str, StepResult]) -> list[dict]:
     return rows
 
 
-def job_context(job: Job) -> dict:
-    """Everything the job page and its live fragments need, from the database."""
-    results = {r.step_id: r for r in job.steps.select_related("kb_check__fix")}
-    rows = _rows(job, results)
-    done = sum(1 for r in rows if r["result"] is not None)
+def _finding(row: dict | None, kind: str, fix_title: str = "", inferred: dict | None = None):
+    """One entry of the verdict: the problem in the employee's words, its cause, the action."""
+    if inferred is not None:  # a cause no check reads: its title already names the problem
+        problem = inferred["title"].get(active_lang()) or inferred["title"].get("en", "")
+        cause = inferred["explanation"].get(active_lang()) or inferred["explanation"].get("en", "")
+    elif row["check"] is not None:
+        problem, cause = assessment.problem_words(row["check"])
+    else:
+        problem, cause = row["title"], ""
+    return {"kind": kind, "problem": problem, "cause": cause, "fix": fix_title, "row": row}
+
+
+def _findings(
+    job: Job, rows: list[dict], offers: list, found: plans.Assessment | None
+) -> list[dict]:
+    """What the verdict lists: proven problems first, then suspects, then what could not tell.
+
+    A diagnosis is read through its assessment, so a failed check that does not apply here
+    (``when``) or that no current error points to is never called a problem; a fix job's
+    verification lists every check that still fails.
+    """
     failed = [
         r
         for r in rows
@@ -150,24 +168,62 @@ def job_context(job: Job) -> dict:
         and r["result"].verdict in ("fail", "error", "unknown")
         and r["phase"] in ("check", "verify")
     ]
+    cannot = [_finding(r, "cannot") for r in failed if r["result"].verdict != "fail"]
+    if found is None:
+        return [_finding(r, "problem") for r in failed if r["result"].verdict == "fail"] + cannot
+    offered = {o.fix.key: o.fix.tr("title") for o in offers}
+    status = {f.key: f for f in found.findings}
+    out = []
+    for row in failed:
+        finding = status.get(row["check"].key) if row["check"] is not None else None
+        if finding is not None and finding.status == plans.CauseStatus.PROVEN:
+            out.append(_finding(row, "problem", offered.get(finding.fix or "", "")))
+    inferred = {c["key"]: c for c in job.article.inferred or []}
+    for finding in found.with_status(plans.CauseStatus.PROVEN):
+        if finding.inferred and finding.key in inferred:
+            out.append(
+                _finding(None, "problem", offered.get(finding.fix or "", ""), inferred[finding.key])
+            )
+    for row in failed:
+        finding = status.get(row["check"].key) if row["check"] is not None else None
+        if finding is not None and finding.status == plans.CauseStatus.SUSPECT:
+            out.append(_finding(row, "suspect"))
+    return out + cannot
+
+
+def job_context(job: Job) -> dict:
+    """Everything the job page and its live fragments need, from the database."""
+    results = {r.step_id: r for r in job.steps.select_related("kb_check__fix")}
+    rows = _rows(job, results)
+    done = sum(1 for r in rows if r["result"] is not None)
+    offers = fixes.offered_fixes(job) if job.outcome == Job.Outcome.PROBLEMS else []
+    found = assessment.assess_job(job)  # None unless a finished diagnosis
+    findings = _findings(job, rows, offers, found) if job.status == Job.Status.DONE else []
     return {
         "job": job,
         "rows": rows,
         "done": done,
         "total": len(rows),
         "percent": int(100 * done / len(rows)) if rows else 100,
-        "failed": failed,
-        # Checks that proved a problem; the others in ``failed`` could not tell or not run.
-        "proven": [r for r in failed if r["result"].verdict == "fail"],
-        "offers": fixes.offered_fixes(job) if job.outcome == Job.Outcome.PROBLEMS else [],
+        "findings": findings,
+        "problems": [f for f in findings if f["kind"] == "problem"],
+        "cannot_tell": any(f["kind"] == "cannot" for f in findings),
+        # The evidence and what it means, worded now in the reader's language.
+        "verdict_text": assessment.verdict_text(found) if found else "",
+        "offers": offers,
         "children": list(job.children.order_by("-created_at")),
+        "can_retry": fixes.may_retry_with_restart(job),
+        "restart_now_seconds": settings.KAIKETSU_RESTART_NOW_SECONDS,
+        # What a finished roll-back could not put back (a PSK), so the page never claims all.
+        "kept": fixes.rollback_preview(job.parent)[1]
+        if job.kind == Job.Kind.ROLLBACK and job.is_finished
+        else [],
+        "rollback_target": fixes.rollback_target(job),
+        "rollback_waits": fixes.rollback_waits_for_restart(job) and job.is_finished,
         "handover": handovers.for_job(job),
         # A plan handed to the machine's agent and not fetched yet (issue #14).
         "agent_waiting": not job.is_finished
         and job.agent_tasks.filter(status=AgentTask.Status.WAITING).exists(),
-        "can_roll_back": job.kind == Job.Kind.FIX
-        and job.is_finished
-        and any(r.phase == "fix" and r.changed for r in results.values()),
     }
 
 
@@ -233,14 +289,41 @@ def fix_confirm(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-@require_POST
 @login_required
 def job_rollback(request: HttpRequest, pk: int) -> HttpResponse:
-    fix_job = access.job_to_act_on(
-        request.user, pk
-    )  # the employee's own fixes, or the helpdesk for any
+    """Say what a roll-back puts back, what it cannot and whether it restarts; on POST, do it."""
+    fix_job = access.job_to_act_on(request.user, pk)  # own fixes, or the helpdesk for any
+    if request.method == "POST":
+        try:
+            job = fixes.request_rollback(request.user, fix_job)
+        except jobs.JobRefused as exc:
+            messages.error(request, str(exc))
+            return redirect("diagnostics:job-detail", pk=fix_job.pk)
+        return redirect("diagnostics:job-detail", pk=job.pk)
+    steps, kept = fixes.rollback_preview(fix_job)
+    if fix_job.kind != Job.Kind.FIX or not steps:
+        messages.error(request, _("This fix changed nothing that can be rolled back."))
+        return redirect("diagnostics:job-detail", pk=fix_job.pk)
+    return render(
+        request,
+        "diagnostics/rollback_confirm.html",
+        {
+            "job": fix_job,
+            "steps": steps,
+            "kept": kept,
+            "restarts": fix_job.restart in (Job.Restart.NOW, Job.Restart.DELAY),
+            "restart_now_seconds": settings.KAIKETSU_RESTART_NOW_SECONDS,
+        },
+    )
+
+
+@require_POST
+@login_required
+def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    """Run a fix that ended Not fixed again with a restart now (it needed one)."""
+    fix_job = access.job_to_act_on(request.user, pk)
     try:
-        job = fixes.request_rollback(request.user, fix_job)
+        job = fixes.retry_with_restart(request.user, fix_job)
     except jobs.JobRefused as exc:
         messages.error(request, str(exc))
         return redirect("diagnostics:job-detail", pk=fix_job.pk)

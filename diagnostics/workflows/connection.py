@@ -52,7 +52,10 @@ def preflight(machine: Machine) -> list[dict[str, Any]]:
             row.update(detail=failure)
             if timed_out:
                 row.update(status="cannot", reason="timeout")
-    stored = {"account": machine.credential.username, "kinds": table}
+    # Windows' locale, for words shown on the machine when no owner's language is known.
+    os_info = next((ln for ln in lines if ln.get("step") == "p-os_info" and ln.get("ok")), {})
+    locale = (os_info.get("facts") or {}).get("locale")
+    stored = {"account": machine.credential.username, "kinds": table, "locale": locale}
     Machine.objects.filter(pk=machine.pk).update(preflight=stored, preflight_at=timezone.now())
     return table
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from diagnostics import access, assessment, live, plans, remote
@@ -226,13 +226,91 @@ def request_rollback(user: Any, fix_job: Job) -> Job:
     return job
 
 
+def may_retry_with_restart(job: Job) -> bool:
+    """True for the latest fix of a diagnosis that ended Not fixed while its restart was left
+    to the employee.
+
+    Such a fix takes effect only after a restart, and the portal cannot read whether one
+    happened: pressing "verify" before restarting ends here. The way back is the same fix
+    again with a restart now (what is already set stays as it is). Fixes that need approval
+    are left to the helpdesk rather than sent for approval a second time.
+    """
+    if not (
+        job.kind == Job.Kind.FIX
+        and job.status == Job.Status.DONE
+        and job.outcome == Job.Outcome.NOT_FIXED
+        and job.restart == Restart.LATER
+        and job.parent_id is not None
+    ):
+        return False
+    fixes = _fixes_of(job)
+    later = job.parent.children.filter(kind=Job.Kind.FIX, created_at__gt=job.created_at)
+    return (
+        any(f.restart_required for f in fixes)
+        and not any(f.needs_approval for f in fixes)
+        and not later.exists()
+    )
+
+
+def retry_with_restart(user: Any, job: Job) -> Job:
+    """The same fix again, restarting the machine now, then verifying (see above)."""
+    if not may_retry_with_restart(job):
+        raise JobRefused(_("This fix cannot be run again with a restart."))
+    return request_fix(user, job.parent, list(job.fix_keys), Restart.NOW)
+
+
+def rollback_target(job: Job) -> Job | None:
+    """The finished fix whose changes the page's "Roll back" undoes: the job's own, or, for a
+    fix run again with a restart (which found everything already set), the earlier fix of the
+    same diagnosis that made the changes and has not been rolled back."""
+    if job.kind != Job.Kind.FIX or not job.is_finished:
+        return None
+    if rollback_steps(job, "r"):  # (a PSK or a restart alone cannot be put back)
+        return job
+    if job.parent_id is None:
+        return None
+    earlier = job.parent.children.filter(
+        kind=Job.Kind.FIX, created_at__lt=job.created_at, steps__phase=Phase.FIX,
+        steps__changed=True,
+    ).distinct().order_by("-created_at")  # fmt: skip
+    for fix in earlier:
+        undone = fix.children.filter(kind=Job.Kind.ROLLBACK).exclude(
+            status__in=[Job.Status.ERROR, Job.Status.INTERRUPTED]
+        )
+        if fix.is_finished and not undone.exists() and rollback_steps(fix, "r"):
+            return fix
+    return None
+
+
+def rollback_waits_for_restart(job: Job) -> bool:
+    """A roll-back that did not restart, of a fix that takes effect only at a restart: the old
+    values are written but Windows uses them only after the next restart."""
+    return (
+        job.kind == Job.Kind.ROLLBACK and job.restart != Restart.NOW and _needs_restart(job.parent)
+    )
+
+
+def rollback_preview(fix_job: Job) -> tuple[list[Step], list[str]]:
+    """What a roll-back would put back, and what it cannot (a PSK: Windows cannot read the old
+    one back, so nothing was recorded to restore), in words."""
+    plan = {s["id"]: s for s in (fix_job.plan or {}).get("steps", [])}
+    kept = [
+        _what(r.kind, (plan.get(r.step_id) or {}).get("args") or {})
+        for r in fix_job.steps.filter(phase=Phase.FIX, changed=True).order_by("position")
+        if r.step_id in plan
+        and rollback_args(r.kind, plan[r.step_id].get("args") or {}, r.before or {}) is None
+    ]
+    return rollback_steps(fix_job, "r"), kept
+
+
 def resume(job: Job, user: Any, restart_now: bool) -> None:
     """Continue a fix waiting for a restart: restart now, or verify (the user restarted).
 
     The restart choice is written with the move out of WAITING, so a refused resume leaves
     the job as it was (a later "verify" must never find a restart nobody asked for).
     """
-    changes: dict[str, Any] = {"status": Job.Status.QUEUED}
+    # The note asked for a restart and "Verify"; it must not linger over what happens next.
+    changes: dict[str, Any] = {"status": Job.Status.QUEUED, "note": ""}
     if restart_now:
         changes["restart"] = Restart.NOW
     try:
@@ -264,9 +342,29 @@ def fix_steps(job: Job) -> list[Step]:
     return steps
 
 
+def pc_user_language(job: Job) -> str:
+    """The language of whoever sits at the machine: the warning before a restart is for them.
+
+    The owner's language (their own request, else their latest job anywhere), else the
+    Windows locale the last connection test read, else the portal's default. The requester
+    may be the helpdesk, in another language.
+    """
+    owners = job.machine.owners.all()
+    if job.language and owners.filter(pk=job.user_id).exists():
+        return job.language
+    latest = Job.objects.filter(user__in=owners).exclude(language="").order_by("-created_at")
+    if (owner_job := latest.first()) is not None:
+        return owner_job.language
+    locale = str((job.machine.preflight or {}).get("locale") or "")
+    if locale:
+        return "ja" if locale.lower().startswith("ja") else "en"
+    return settings.LANGUAGE_CODE
+
+
 def reboot_step(job: Job, prefix: str = "f") -> Step:
     delay = (job.restart_delay_min or 0) * 60 or settings.KAIKETSU_RESTART_NOW_SECONDS
-    message = _("Kaiketsu will restart this computer to finish fixing the VPN. Save your work.")
+    with translation.override(pc_user_language(job)):
+        message = _("Kaiketsu will restart this computer to finish fixing the VPN. Save your work.")
     return Step(
         f"{prefix}-restart",
         "schedule_reboot",
@@ -310,6 +408,8 @@ def _what(kind: str, args: dict[str, Any]) -> str:
         return args["name"]
     if kind == "set_vpn_ipsec":
         return _("the VPN connection's IPsec settings")
+    if kind == "set_vpn_psk":
+        return _("the VPN connection's pre-shared key")
     return _("the VPN connection's settings")
 
 

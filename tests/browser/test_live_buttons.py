@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from diagnostics.models import Job
+from diagnostics.workflows import fixes
 from tests.browser.conftest import log_in
 from tests.conftest import diagnose, wait_for_job
 
@@ -80,3 +81,85 @@ def test_buttons_that_arrive_live_verify_then_hand_the_job_over(
     )
     fix.refresh_from_db()
     assert fix.handed_over_at is not None
+
+
+def test_verify_before_restarting_leads_to_a_restart_and_a_confirmed_roll_back(
+    page, web_server, employee, kb, fresh_machines, use_worker_queue
+):
+    """Issue #11, item 6: "verify" pressed before restarting ends Not fixed; the page offers
+    the restart it needed (a button that arrives live), and roll back asks first."""
+    seed = kb["l2tp-ipsec-psk-negotiation"]
+    diagnosis = diagnose(fresh_machines["demo-nat-t"], seed, employee)
+    log_in(page, web_server, "employee", "pw-employee-1")
+    page.goto(f"{web_server}/jobs/{diagnosis.pk}/fix/")
+    for box in page.locator("input[name=fix]").all():
+        box.set_checked(box.get_attribute("value") == "set-nat-traversal-2")
+    page.check("input[name=restart][value=later]")
+    page.click("#apply-fixes")
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    first = Job.objects.get(kind=Job.Kind.FIX)
+    page.get_by_role("button", name="再起動しました: 今すぐ検証する").click(timeout=60_000)
+    page.wait_for_url(f"{web_server}/jobs/{first.pk}/")
+    page.evaluate(MARK_PAGE)
+    first = wait_for_job(first, timeout=90, connect=True)
+    assert first.outcome == Job.Outcome.NOT_FIXED  # 809 again: the value needs a restart
+
+    retry = page.locator("#retry-button")
+    expect(retry).to_be_visible(timeout=30_000)
+    assert page.evaluate("window.__loaded_with") is not None, "reloaded instead of live"
+    retry.click()
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    second = Job.objects.filter(kind=Job.Kind.FIX).exclude(pk=first.pk).get()
+    assert page.url == f"{web_server}/jobs/{second.pk}/"
+    assert (second.restart, second.parent_id) == (Job.Restart.NOW, diagnosis.pk)
+    second = wait_for_job(second, timeout=120, connect=True)
+    assert second.outcome == Job.Outcome.FIXED, second.note
+    expect(page.locator("#job-verdict h2")).to_have_text("修正済み", timeout=30_000)
+
+    # Roll back: the second fix found the value set; the first one's change is what goes back.
+    page.locator("#rollback-button").click()
+    page.wait_for_url(f"{web_server}/jobs/{first.pk}/rollback/")
+    expect(page.locator("#rollback-steps")).to_contain_text(
+        "AssumeUDPEncapsulationContextOnSendRule"
+    )
+    expect(page.locator("#rollback-kept")).to_have_count(0)  # nothing unrestorable here
+    assert not Job.objects.filter(kind=Job.Kind.ROLLBACK).exists()  # asking changed nothing
+    page.click("#confirm-rollback")
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    rollback = wait_for_job(Job.objects.get(kind=Job.Kind.ROLLBACK), timeout=90)
+    assert (rollback.parent_id, rollback.outcome) == (first.pk, Job.Outcome.ROLLED_BACK)
+    expect(page.locator("#job-verdict h2")).to_have_text("ロールバック済み", timeout=30_000)
+    # That fix's restart was left to the employee: the old value waits for the next restart.
+    expect(page.locator("#rollback-waits")).to_be_visible()
+
+
+def test_the_helpdesk_restarts_a_waiting_fix_and_is_asked_before_rolling_it_back(
+    page, web_server, employee, helpdesk, kb, fresh_machines, use_worker_queue
+):
+    """The helpdesk sees an employee's job live too: its "restart now" works without a reload,
+    and its roll back asks first, saying the machine restarts again."""
+    seed = kb["l2tp-ipsec-psk-negotiation"]
+    diagnosis = diagnose(fresh_machines["demo-nat-t"], seed, employee)
+    log_in(page, web_server, "helpdesk", "pw-helpdesk-1")
+    fix = fixes.request_fix(employee, diagnosis, ["set-nat-traversal-2"], Job.Restart.LATER)
+    page.goto(f"{web_server}/jobs/{fix.pk}/")
+    page.evaluate(MARK_PAGE)
+
+    restart = page.get_by_role("button", name="今すぐ再起動する")
+    expect(restart).to_be_visible(timeout=60_000)
+    assert page.evaluate("window.__loaded_with") is not None, "reloaded instead of live"
+    _live_forms_carry_a_token(page)
+    with page.expect_response(re.compile(r"/resume/$")) as posted:
+        restart.click()
+    assert posted.value.status == 302  # not 403
+    fix = wait_for_job(fix, timeout=120, connect=True)
+    assert (fix.restart, fix.outcome) == (Job.Restart.NOW, Job.Outcome.FIXED), fix.note
+
+    rollback = page.locator("#rollback-button")
+    expect(rollback).to_be_visible(timeout=30_000)
+    rollback.click()
+    page.wait_for_url(f"{web_server}/jobs/{fix.pk}/rollback/")
+    expect(page.locator("#rollback-restarts")).to_be_visible()  # the fix restarted: so will this
+    page.get_by_role("link", name="キャンセル").click()
+    page.wait_for_url(f"{web_server}/jobs/{fix.pk}/")
+    assert not Job.objects.filter(kind=Job.Kind.ROLLBACK).exists()
