@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from django.conf import settings
+from django.utils import translation
 
 from scripts import services
 from scripts.services import Service
@@ -36,6 +37,16 @@ LAB = {"address_pattern": "127.0.0.1", "allow_unverified": True}
 
 
 # --- personas ------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def default_language() -> Iterator[None]:
+    """Each test starts in the site's default language. A request through the test client
+    leaves its language active in this thread (LocaleMiddleware), and a job made afterwards
+    takes the active one: without this, a test's language depended on the tests before it."""
+    translation.deactivate()
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ def web_server(django_db_setup, django_db_blocker, celery_queue, tmp_path_factor
         DATABASE_URL=child_database_url(),
         KAIKETSU_QUEUE=celery_queue,
         EMAIL_URL=f"filemail:///{mail_dir}",  # an absolute path after the scheme's three
+        KAIKETSU_TEST_WEB_SERVER="1",  # content types read afresh (tests/middleware.py)
     )
     log_path = tmp_path_factory.mktemp("web") / "web.log"
     web, url = services.start_web(env, log_path=log_path, access_log=False, timeout=30)
