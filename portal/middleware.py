@@ -1,5 +1,5 @@
 """Project-wide middleware: a request that needed Redis while it stalled or was gone says so;
-a parameter holding a NUL character is refused before anything reads it.
+a query parameter holding a NUL character never reaches the database.
 
 Redis calls time out (settings.REDIS_TIMEOUTS); the error they raise would otherwise be a 500
 with a stack trace. It is an outage of a service, not a bug: answer 503 with a page that tells
@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 
 import redis
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 from django.utils.deprecation import MiddlewareMixin
-from django.utils.translation import gettext as _
 from kombu.exceptions import OperationalError
 
 log = logging.getLogger(__name__)
@@ -22,6 +21,7 @@ log = logging.getLogger(__name__)
 # redis-py's own errors (cache, live streams) and kombu's (the Celery broker).
 REDIS_DOWN = (redis.RedisError, OperationalError)
 RETRY_AFTER_S = 30
+REPLACEMENT = "\ufffd"
 
 
 class RedisUnavailableMiddleware:
@@ -42,25 +42,25 @@ class RedisUnavailableMiddleware:
         return response
 
 
-def _nul_parameter(params: QueryDict) -> str | None:
-    """The name of the first parameter whose name or a value holds a NUL, else None."""
+def _without_nul(params: QueryDict) -> QueryDict:
+    """The same parameters, each NUL replaced by U+FFFD (what a decoder makes of garbage)."""
+    clean = QueryDict(mutable=True)
     for name, values in params.lists():
-        if "\x00" in name or any("\x00" in value for value in values):
-            return name.replace("\x00", "\\0")
-    return None
+        clean.setlist(
+            name.replace("\x00", REPLACEMENT), [v.replace("\x00", REPLACEMENT) for v in values]
+        )
+    clean._mutable = False
+    return clean
 
 
-class RefuseNulMiddleware(MiddlewareMixin):
-    """A NUL character in a query or form parameter is never meant, and PostgreSQL can neither
-    store nor compare it: an admin list filter given one failed deep in the ORM with a 500
-    (found by tests/test_fuzz.py on PostgreSQL). Refuse such a request, whole, with a 400 that
-    names the parameter; nothing has run yet. Form fields keep their own NUL check."""
+class NulSafeQueryMiddleware(MiddlewareMixin):
+    """A NUL character in a query parameter is never meant, and PostgreSQL can neither store
+    nor compare it: an admin list filter given one failed deep in the ORM with a 500 (found by
+    tests/test_fuzz.py on PostgreSQL). A query only reads, so the NUL becomes U+FFFD and the
+    page answers as for any text that matches nothing (a pasted error message full of binary
+    garbage still gets its answer). Forms that write keep Django's own refusal of NUL, with
+    its message beside the field."""
 
-    def process_request(self, request: HttpRequest) -> HttpResponse | None:
-        name = _nul_parameter(request.GET)
-        if name is None and request.method == "POST":
-            name = _nul_parameter(request.POST)
-        if name is None:
-            return None
-        message = _("The request was refused: “%(name)s” contains a NUL character.")
-        return HttpResponseBadRequest(message % {"name": name}, content_type="text/plain")
+    def process_request(self, request: HttpRequest) -> None:
+        if any("\x00" in name or "\x00" in "".join(values) for name, values in request.GET.lists()):
+            request.GET = _without_nul(request.GET)
