@@ -39,6 +39,15 @@ LAB = {"address_pattern": "127.0.0.1", "allow_unverified": True}
 # --- personas ------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def english(settings) -> Iterator[None]:
+    """Pages and messages in English, for tests that quote the English wording (the Japanese
+    catalogue is test_i18n's business); modules opt in with usefixtures("english")."""
+    settings.LANGUAGE_CODE = "en"
+    with translation.override("en"):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def default_language() -> Iterator[None]:
     """Each test starts in the site's default language. A request through the test client

@@ -15,7 +15,7 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 from django.urls import reverse
-from django.utils import timezone, translation
+from django.utils import timezone
 
 from diagnostics import jobs
 from diagnostics.models import AuditEntry, Job
@@ -23,12 +23,7 @@ from portal.celery import app
 from scripts import services
 from tests.conftest import _child_env, child_database_url, start_job
 
-
-@pytest.fixture(autouse=True)
-def english(settings):
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
+pytestmark = pytest.mark.usefixtures("english")  # tests/conftest.py
 
 
 def _queued(machine, user, article) -> Job:

@@ -6,20 +6,13 @@ import time
 
 import pytest
 from django.urls import reverse
-from django.utils import translation
 
 from diagnostics import machine_import
 from diagnostics.models import Article, Credential, Job, Machine
 
+pytestmark = pytest.mark.usefixtures("english")  # tests/conftest.py
+
 HEADER = "name,address,port,scheme,owner,credential\n"
-
-
-@pytest.fixture(autouse=True)
-def english(settings):
-    """Assert on the English wording (the Japanese catalogue is another test's business)."""
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import pytest
 from django.urls import reverse
-from django.utils import translation
 
 from diagnostics import jobs, machine_import
 from diagnostics.models import AuditEntry, Credential, Job, Machine, Secret, StepResult
@@ -23,6 +22,8 @@ from diagnostics.workflows import connection
 from winsim import tls
 from winsim.hosts import hosts_from_profile
 from winsim.server import FleetThread, requests_received
+
+pytestmark = pytest.mark.usefixtures("english")  # tests/conftest.py
 
 PASSWORD = "Winrm-Secret-Pw-9"
 HEADER = "name,address,port,scheme,owner,credential\n"
@@ -70,13 +71,6 @@ def listener(tmp_path) -> Iterator[Listener]:
     server = Listener(tmp_path)
     yield server
     server.close()
-
-
-@pytest.fixture(autouse=True)
-def english(settings):
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
 
 
 @pytest.fixture
