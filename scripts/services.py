@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -56,10 +57,31 @@ def compilemessages_argv() -> list[str] | None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on `host` that nothing listens on right now (the kernel's choice)."""
+    """Return a TCP port on `host` that nothing uses right now, below the kernel's ephemeral
+    range: a port from that range can be taken by any outgoing connection (to PostgreSQL,
+    Redis, a host) between now and the moment its server binds it, which a demo's setup
+    leaves seconds for. The kernel's own choice only where that range leaves no room."""
+    low = _ephemeral_low()
+    for _attempt in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of Linux's ephemeral range (32768 where it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as ranges:
+            return max(int(ranges.read().split()[0]), 2048)
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:

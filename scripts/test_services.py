@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -96,6 +97,26 @@ def test_start_winsim_returns_every_host_of_the_profile_once_all_listen(tmp_path
         assert port_answers("127.0.0.1", port)
     finally:
         assert fleet.stop() == 0  # SIGTERM: winsim stops cleanly
+
+
+def test_free_port_is_below_the_ephemeral_range_and_free():
+    # An outgoing connection takes its local port from the ephemeral range: a demo's port
+    # chosen there could be gone before its server binds it (CI: "Address already in use").
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 <= port < low for port in ports), ports
+    assert len(ports) > 1  # not one fixed port
+
+
+def test_winsim_names_the_host_and_port_it_cannot_listen_on(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        profile = tmp_path / "clash.yaml"
+        profile.write_text(f"hosts:\n  pc-a: {{port: 0}}\n  pc-b: {{port: {port}}}\n")
+        with pytest.raises(ServiceError, match=rf"pc-b: cannot listen on 127\.0\.0\.1:{port}"):
+            start_winsim(profile, timeout=30)
 
 
 def test_a_service_that_never_gets_ready_is_stopped_and_its_last_lines_reported():

@@ -171,7 +171,13 @@ class Fleet:
             self._shells[host.name] = HostShells(host, self.loop)
             if host.scheme != "https":
                 self._credentials[host.name] = auth.write_credential_file(host, self._state_dir)
-            sock = _bind(self.listen, host.port)
+            try:
+                sock = _bind(self.listen, host.port)
+            except OSError as err:
+                raise OSError(
+                    err.errno,
+                    f"{host.name}: cannot listen on {self.listen}:{host.port}: {err.strerror}",
+                ) from err
             host.port = sock.getsockname()[1]
             if host.faults.refuse_connections:
                 self._idle_sockets.append(sock)
