@@ -163,3 +163,48 @@ def test_the_helpdesk_restarts_a_waiting_fix_and_is_asked_before_rolling_it_back
     page.get_by_role("link", name="キャンセル").click()
     page.wait_for_url(f"{web_server}/jobs/{fix.pk}/")
     assert not Job.objects.filter(kind=Job.Kind.ROLLBACK).exists()
+
+
+def test_the_helpdesk_verifies_live_then_retries_with_a_restart(
+    page, web_server, employee, helpdesk, kb, fresh_machines, use_worker_queue
+):
+    """The helpdesk, watching an employee's waiting fix, presses "verify" as it arrives live;
+    the value needs a restart, so the verification ends Not fixed, and the "restart now and
+    verify again" button that arrives in its place works too."""
+    seed = kb["l2tp-ipsec-psk-negotiation"]
+    diagnosis = diagnose(fresh_machines["demo-nat-t"], seed, employee)
+    first = fixes.request_fix(employee, diagnosis, ["set-nat-traversal-2"], Job.Restart.LATER)
+    log_in(page, web_server, "helpdesk", "pw-helpdesk-1")
+    page.goto(f"{web_server}/jobs/{first.pk}/")
+    page.evaluate(MARK_PAGE)
+
+    verify = page.get_by_role("button", name="再起動しました: 今すぐ検証する")
+    expect(verify).to_be_visible(timeout=60_000)
+    assert page.evaluate("window.__loaded_with") is not None, "reloaded instead of live"
+    _live_forms_carry_a_token(page)
+    with page.expect_response(re.compile(r"/resume/$")) as posted:
+        verify.click()
+    assert posted.value.status == 302  # not 403
+    page.wait_for_url(f"{web_server}/jobs/{first.pk}/")
+    page.evaluate(MARK_PAGE)
+    first = wait_for_job(first, timeout=90, connect=True)
+    assert first.outcome == Job.Outcome.NOT_FIXED  # 809 again: nobody restarted
+
+    retry = page.locator("#retry-button")
+    expect(retry).to_be_visible(timeout=30_000)
+    assert page.evaluate("window.__loaded_with") is not None, "reloaded instead of live"
+    _live_forms_carry_a_token(page)
+    with page.expect_response(re.compile(r"/retry/$")) as posted:
+        retry.click()
+    assert posted.value.status == 302
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    second = Job.objects.filter(kind=Job.Kind.FIX).exclude(pk=first.pk).get()
+    assert page.url == f"{web_server}/jobs/{second.pk}/"
+    assert (second.restart, second.parent_id, second.machine_id) == (
+        Job.Restart.NOW,
+        diagnosis.pk,
+        diagnosis.machine_id,
+    )
+    second = wait_for_job(second, timeout=120, connect=True)
+    assert second.outcome == Job.Outcome.FIXED, second.note
+    expect(page.locator("#job-verdict h2")).to_have_text("修正済み", timeout=30_000)
