@@ -78,6 +78,12 @@ CANNOT_REASONS = (
 )
 
 
+def gettext_noop(text: str) -> str:
+    """Marks a string for translation (makemessages finds it by this name) without importing
+    Django here: the admin translates it where it shows it."""
+    return text
+
+
 @dataclass(frozen=True)
 class Right:
     """A right the portal's account may lack, and how an administrator grants it."""
@@ -170,20 +176,20 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "os_info",
             False,
-            "Computer name, Windows version and build, locale",
+            gettext_noop("Computer name, Windows version and build, locale"),
             facts=("computer_name", "caption", "version", "build", "locale"),
         ),
         StepKind(
             "service",
             False,
-            "A service's status and start type",
+            gettext_noop("A service's status and start type"),
             args=(Arg("name", "str", required=True, pattern=SERVICE_NAME),),
             facts=("exists", "name", "display_name", "status", "start_type"),
         ),
         StepKind(
             "registry_value",
             False,
-            "One registry value (absent reads as exists=false, value=null)",
+            gettext_noop("One registry value (absent reads as exists=false, value=null)"),
             args=(
                 Arg("path", "str", required=True, pattern=REGISTRY_PATH),
                 Arg("name", "str", required=True, max_len=255),
@@ -193,7 +199,9 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "vpn_connection",
             False,
-            "A VPN connection's settings (by name, else the only one the account can see)",
+            gettext_noop(
+                "A VPN connection's settings (by name, else the only one the account can see)"
+            ),
             args=(_VPN_NAME,),
             facts=(
                 "exists",
@@ -210,8 +218,10 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "firewall_rules",
             False,
-            "Enabled blocking firewall rules (active store, active profile) that cover the "
-            "given ports, and the profile's default outbound action",
+            gettext_noop(
+                "Enabled blocking firewall rules (active store, active profile) that cover the "
+                "given ports, and the profile's default outbound action"
+            ),
             args=(
                 Arg("protocol", "str", required=True, choices=("TCP", "UDP")),
                 Arg("ports", "list[int]", required=True, min=1, max=65535),
@@ -222,28 +232,28 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "dns_resolve",
             False,
-            "Resolve a name (or the VPN connection's server address)",
+            gettext_noop("Resolve a name (or the VPN connection's server address)"),
             args=_TARGET,
             facts=("name", "resolved", "addresses", "error"),
         ),
         StepKind(
             "tcp_connect",
             False,
-            "Open a TCP connection to host:port",
+            gettext_noop("Open a TCP connection to host:port"),
             args=(*_TARGET, Arg("port", "int", required=True, min=1, max=65535)),
             facts=("host", "port", "reachable"),
         ),
         StepKind(
             "ping",
             False,
-            "ICMP echo to a host (or the VPN connection's server)",
+            gettext_noop("ICMP echo to a host (or the VPN connection's server)"),
             args=_TARGET,
             facts=("host", "reachable", "rtt_ms"),
         ),
         StepKind(
             "vpn_events",
             False,
-            "Recent RasClient events (Application log) with their codes",
+            gettext_noop("Recent RasClient events (Application log) with their codes"),
             args=(
                 Arg("hours", "int", min=1, max=24 * 30),
                 Arg("max", "int", min=1, max=200),
@@ -253,7 +263,7 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "vpn_dial",
             False,
-            "Dial the VPN connection with its saved credentials, then hang up",
+            gettext_noop("Dial the VPN connection with its saved credentials, then hang up"),
             args=(_VPN_NAME,),
             facts=("name", "connected", "error_code", "message"),
         ),
@@ -261,7 +271,7 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "set_service",
             True,
-            "Set a service's start type and/or start, stop or restart it",
+            gettext_noop("Set a service's start type and/or start, stop or restart it"),
             args=(
                 Arg("name", "str", required=True, pattern=SERVICE_NAME),
                 Arg("start_type", "str", choices=START_TYPES),
@@ -272,7 +282,7 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "set_registry_value",
             True,
-            "Write one registry value, or remove it (absent=true)",
+            gettext_noop("Write one registry value, or remove it (absent=true)"),
             args=(
                 Arg("path", "str", required=True, pattern=REGISTRY_PATH),
                 Arg("name", "str", required=True, max_len=255),
@@ -285,7 +295,7 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "set_vpn_connection",
             True,
-            "Change a VPN connection's tunnel, authentication, encryption",
+            gettext_noop("Change a VPN connection's tunnel, authentication, encryption"),
             args=(
                 _VPN_NAME,
                 Arg("tunnel_type", "str", choices=TUNNEL_TYPES),
@@ -297,21 +307,25 @@ KINDS: dict[str, StepKind] = {
         StepKind(
             "set_vpn_ipsec",
             True,
-            "Set the connection's custom IPsec policy (all six values) or revert to default",
+            gettext_noop(
+                "Set the connection's custom IPsec policy (all six values) or revert to default"
+            ),
             args=(_VPN_NAME, Arg("revert_to_default", "bool"), *_IPSEC_ARGS),
             facts=("ipsec_custom_policy",),
         ),
         StepKind(
             "set_vpn_psk",
             True,
-            "Set the L2TP pre-shared key from the portal's secret store",
+            gettext_noop("Set the L2TP pre-shared key from the portal's secret store"),
             args=(_VPN_NAME, Arg("psk", "str", required=True, max_len=256, secret=True)),
             facts=("l2tp_ipsec_auth",),
         ),
         StepKind(
             "schedule_reboot",
             True,
-            "Restart the machine after a delay with Windows' warning and a message (or cancel)",
+            gettext_noop(
+                "Restart the machine after a delay with Windows' warning and a message (or cancel)"
+            ),
             args=(
                 Arg("delay_seconds", "int", min=0, max=86400),
                 Arg("message", "str", max_len=500),

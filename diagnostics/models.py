@@ -50,7 +50,7 @@ class Credential(models.Model):
 
     name = models.CharField(_("name"), max_length=100, unique=True)
     username = models.CharField(_("user name"), max_length=200)
-    password_encrypted = models.TextField(editable=False)
+    password_encrypted = models.TextField(_("password (encrypted)"), editable=False)
     address_pattern = models.CharField(
         _("address pattern"),
         max_length=253,
@@ -70,7 +70,7 @@ class Credential(models.Model):
             "certificate verification). Leave off for real machines."
         ),
     )
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("credential")
@@ -96,8 +96,8 @@ class Secret(models.Model):
 
     name = models.SlugField(_("name"), max_length=100, unique=True)
     description = models.CharField(_("description"), max_length=200, blank=True)
-    value_encrypted = models.TextField(editable=False)
-    updated_at = models.DateTimeField(auto_now=True)
+    value_encrypted = models.TextField(_("value (encrypted)"), editable=False)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("secret")
@@ -148,35 +148,50 @@ class Machine(models.Model):
     )
     scheme = models.CharField(_("scheme"), max_length=5, choices=Scheme, default=Scheme.HTTPS)
     verify_tls = models.BooleanField(_("verify TLS certificate"), default=True)
-    credential = models.ForeignKey(Credential, on_delete=models.PROTECT, related_name="machines")
-    owners = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="machines", blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    credential = models.ForeignKey(
+        Credential, verbose_name=_("credential"), on_delete=models.PROTECT, related_name="machines"
+    )
+    owners = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, verbose_name=_("owners"), related_name="machines", blank=True
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     # What the portal's account could do at the last "test connection": plans.capabilities()
     # rows ({kind, status, reason, need, detail}) and the account they were found for.
-    preflight = models.JSONField(null=True, blank=True, editable=False)
-    preflight_at = models.DateTimeField(null=True, blank=True, editable=False)
+    preflight = models.JSONField(_("last connection test"), null=True, blank=True, editable=False)
+    preflight_at = models.DateTimeField(
+        _("connection tested at"), null=True, blank=True, editable=False
+    )
     # The target an administrator approved (``target_signature``), by whom and when; a
     # different current target is not approved.
-    bound_target = models.CharField(max_length=64, blank=True, editable=False)
+    bound_target = models.CharField(_("approved target"), max_length=64, blank=True, editable=False)
     bound_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
+        verbose_name=_("target approved by"),
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
         editable=False,
         related_name="+",
     )
-    bound_at = models.DateTimeField(null=True, blank=True, editable=False)
+    bound_at = models.DateTimeField(_("target approved at"), null=True, blank=True, editable=False)
     # How the portal reaches it (issue #14): WinRM in, the agent's outbound poll, or both.
     channel = models.CharField(_("channel"), max_length=12, choices=Channel, default=Channel.WINRM)
     # The agent's credential: only a SHA-256 of a 256-bit random secret (a fast hash is
     # enough for a secret nobody chose); empty = never enrolled or revoked.
-    agent_key_hash = models.CharField(max_length=64, blank=True, editable=False)
-    agent_enrolled_at = models.DateTimeField(null=True, blank=True, editable=False)
-    agent_revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    agent_key_hash = models.CharField(
+        _("agent key (hash)"), max_length=64, blank=True, editable=False
+    )
+    agent_enrolled_at = models.DateTimeField(
+        _("agent enrolled at"), null=True, blank=True, editable=False
+    )
+    agent_revoked_at = models.DateTimeField(
+        _("agent revoked at"), null=True, blank=True, editable=False
+    )
     agent_last_seen = models.DateTimeField(_("agent last seen"), null=True, blank=True)
     agent_version = models.CharField(_("agent version"), max_length=40, blank=True)
-    agent_boot = models.CharField(max_length=64, blank=True, editable=False)  # last boot it told
+    agent_boot = models.CharField(
+        _("agent boot"), max_length=64, blank=True, editable=False
+    )  # last boot it told
 
     class Meta:
         ordering = ["name"]
@@ -249,16 +264,27 @@ class EnrolmentToken(models.Model):
     name picks or creates the machine). Only a SHA-256 of the code is kept.
     """
 
-    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_hash = models.CharField(_("token (hash)"), max_length=64, unique=True, editable=False)
     machine = models.ForeignKey(
-        Machine, on_delete=models.CASCADE, null=True, blank=True, related_name="enrolment_tokens"
+        Machine,
+        verbose_name=_("machine"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="enrolment_tokens",
     )
-    uses_left = models.PositiveIntegerField(default=1)
+    uses_left = models.PositiveIntegerField(_("uses left"), default=1)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
     )
-    created_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    expires_at = models.DateTimeField(
+        _("expires at"),
+    )
 
     class Meta:
         verbose_name = _("enrolment token")
@@ -284,27 +310,41 @@ class AgentTask(models.Model):
 
     OPEN = (Status.WAITING, Status.SENT, Status.DONE)
 
-    job = models.ForeignKey("Job", on_delete=models.CASCADE, related_name="agent_tasks")
-    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="agent_tasks")
-    status = models.CharField(max_length=8, choices=Status, default=Status.WAITING)
-    fingerprint = models.CharField(max_length=64)  # what was asked: kinds and args
-    steps = models.JSONField(default=list)  # [{id, kind, phase, title, check, expect}]
-    first_position = models.PositiveIntegerField(default=0)
-    plan_encrypted = models.TextField(blank=True, editable=False)  # emptied once fetched
-    created_at = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    last_line_at = models.DateTimeField(null=True, blank=True)
-    done_at = models.DateTimeField(null=True, blank=True)
-    agent_boot = models.CharField(max_length=64, blank=True)  # the boot that fetched it
-    lines = models.PositiveIntegerField(default=0)
-    ended = models.BooleanField(default=False)
-    fatal = models.TextField(blank=True)
-    bad_lines = models.JSONField(default=list, blank=True)
-    failure = models.CharField(max_length=20, blank=True)  # why it ended early (a kind)
-    transcript = models.TextField(blank=True)
+    job = models.ForeignKey(
+        "Job", verbose_name=_("job"), on_delete=models.CASCADE, related_name="agent_tasks"
+    )
+    machine = models.ForeignKey(
+        Machine, verbose_name=_("machine"), on_delete=models.CASCADE, related_name="agent_tasks"
+    )
+    status = models.CharField(_("status"), max_length=8, choices=Status, default=Status.WAITING)
+    fingerprint = models.CharField(
+        _("plan fingerprint"), max_length=64
+    )  # what was asked: kinds and args
+    steps = models.JSONField(_("steps"), default=list)  # [{id, kind, phase, title, check, expect}]
+    first_position = models.PositiveIntegerField(_("first step position"), default=0)
+    plan_encrypted = models.TextField(
+        _("plan (encrypted)"), blank=True, editable=False
+    )  # emptied once fetched
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    last_line_at = models.DateTimeField(_("last line at"), null=True, blank=True)
+    done_at = models.DateTimeField(_("done at"), null=True, blank=True)
+    agent_boot = models.CharField(
+        _("agent boot"), max_length=64, blank=True
+    )  # the boot that fetched it
+    lines = models.PositiveIntegerField(_("lines received"), default=0)
+    ended = models.BooleanField(_("ended"), default=False)
+    fatal = models.TextField(_("fatal error"), blank=True)
+    bad_lines = models.JSONField(_("rejected lines"), default=list, blank=True)
+    failure = models.CharField(
+        _("failure"), max_length=20, blank=True
+    )  # why it ended early (a kind)
+    transcript = models.TextField(_("transcript"), blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        verbose_name = _("agent task")
+        verbose_name_plural = _("agent tasks")
         indexes = [models.Index(fields=["machine", "status"], name="agenttask_machine_status")]
 
     def __str__(self) -> str:
@@ -314,9 +354,13 @@ class AgentTask(models.Model):
 class SigningKey(models.Model):
     """The portal's RSA key that signs agent plans; one row, created on first use, encrypted."""
 
-    slot = models.PositiveSmallIntegerField(default=1, unique=True)
-    private_pem_encrypted = models.TextField(editable=False)
-    created_at = models.DateTimeField(default=timezone.now)
+    slot = models.PositiveSmallIntegerField(_("slot"), default=1, unique=True)
+    private_pem_encrypted = models.TextField(_("private key (encrypted)"), editable=False)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("signing key")
+        verbose_name_plural = _("signing keys")
 
     def __str__(self) -> str:
         return f"signing key {self.slot}"
@@ -329,19 +373,19 @@ class Article(Bilingual, models.Model):
         DRAFT = "draft", _("Draft")
         PUBLISHED = "published", _("Published")
 
-    slug = models.SlugField(max_length=100, unique=True)
-    status = models.CharField(max_length=10, choices=Status, default=Status.DRAFT)
-    error_codes = models.JSONField(default=list, blank=True)
-    title_ja = models.CharField(max_length=200)
-    title_en = models.CharField(max_length=200)
-    summary_ja = models.TextField(blank=True)
-    summary_en = models.TextField(blank=True)
-    causes_ja = models.TextField(blank=True)
-    causes_en = models.TextField(blank=True)
-    steps_ja = models.TextField(blank=True)
-    steps_en = models.TextField(blank=True)
-    notes_ja = models.TextField(blank=True)
-    notes_en = models.TextField(blank=True)
+    slug = models.SlugField(_("slug"), max_length=100, unique=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.DRAFT)
+    error_codes = models.JSONField(_("error codes"), default=list, blank=True)
+    title_ja = models.CharField(_("title (Japanese)"), max_length=200)
+    title_en = models.CharField(_("title (English)"), max_length=200)
+    summary_ja = models.TextField(_("summary (Japanese)"), blank=True)
+    summary_en = models.TextField(_("summary (English)"), blank=True)
+    causes_ja = models.TextField(_("causes (Japanese)"), blank=True)
+    causes_en = models.TextField(_("causes (English)"), blank=True)
+    steps_ja = models.TextField(_("steps (Japanese)"), blank=True)
+    steps_en = models.TextField(_("steps (English)"), blank=True)
+    notes_ja = models.TextField(_("notes (Japanese)"), blank=True)
+    notes_en = models.TextField(_("notes (English)"), blank=True)
     # How the article is judged and why (issue #11): for the people who edit it, never shown
     # to employees.
     editor_notes_ja = models.TextField(
@@ -350,12 +394,12 @@ class Article(Bilingual, models.Model):
     editor_notes_en = models.TextField(
         _("notes for KB editors (English)"), blank=True, help_text=_("Never shown to employees.")
     )
-    manual_steps = models.JSONField(default=list, blank=True)
-    sources = models.JSONField(default=list, blank=True)
+    manual_steps = models.JSONField(_("manual steps"), default=list, blank=True)
+    sources = models.JSONField(_("sources"), default=list, blank=True)
     # Causes no check can read (the PSK), each {key, title, codes, explanation, fix}: proven
     # only by ruling out every other cause of the current error code (docs/kb-format.md).
-    inferred = models.JSONField(default=list, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    inferred = models.JSONField(_("inferred"), default=list, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["slug"]
@@ -373,11 +417,15 @@ class Signature(models.Model):
         JA = "ja", "日本語"
         EN = "en", "English"
 
-    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="signatures")
-    lang = models.CharField(max_length=2, choices=Lang)
-    text = models.TextField()
-    source = models.CharField(max_length=500, blank=True)
-    verified = models.BooleanField(default=True)
+    article = models.ForeignKey(
+        Article, verbose_name=_("article"), on_delete=models.CASCADE, related_name="signatures"
+    )
+    lang = models.CharField(_("language"), max_length=2, choices=Lang)
+    text = models.TextField(
+        _("text"),
+    )
+    source = models.CharField(_("source"), max_length=500, blank=True)
+    verified = models.BooleanField(_("verified"), default=True)
 
     class Meta:
         ordering = ["article", "id"]
@@ -391,19 +439,22 @@ class Signature(models.Model):
 class Fix(Bilingual, models.Model):
     """Typed fix steps an article offers for a failed check."""
 
-    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="fixes")
-    key = models.SlugField(max_length=100)
-    position = models.PositiveIntegerField(default=0)
-    title_ja = models.CharField(max_length=200)
-    title_en = models.CharField(max_length=200)
-    steps = models.JSONField(default=list)  # [{"kind": ..., "args": {...}}]
-    restart_required = models.BooleanField(default=False)
-    needs_approval = models.BooleanField(default=False)
+    article = models.ForeignKey(
+        Article, verbose_name=_("article"), on_delete=models.CASCADE, related_name="fixes"
+    )
+    key = models.SlugField(_("key"), max_length=100)
+    position = models.PositiveIntegerField(_("position"), default=0)
+    title_ja = models.CharField(_("title (Japanese)"), max_length=200)
+    title_en = models.CharField(_("title (English)"), max_length=200)
+    steps = models.JSONField(_("steps"), default=list)  # [{"kind": ..., "args": {...}}]
+    restart_required = models.BooleanField(_("restart required"), default=False)
+    needs_approval = models.BooleanField(_("needs approval"), default=False)
     # Four eyes on what runs on employees' machines (#16, #17): whoever last changed the steps
     # (or turned needs_approval off) in the admin, and the second KB admin who approved that.
     # No author: the steps came from the KB files (kb_import), reviewed where those are.
     steps_author = models.ForeignKey(
         settings.AUTH_USER_MODEL,
+        verbose_name=_("steps written by"),
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
@@ -412,6 +463,7 @@ class Fix(Bilingual, models.Model):
     )
     steps_approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
+        verbose_name=_("steps approved by"),
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
@@ -450,20 +502,28 @@ class Check(Bilingual, models.Model):
         CAUSE = "cause", _("Cause")
         EVIDENCE = "evidence", _("Evidence")
 
-    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="checks")
-    key = models.SlugField(max_length=100)
-    position = models.PositiveIntegerField(default=0)
-    title_ja = models.CharField(max_length=200)
-    title_en = models.CharField(max_length=200)
-    kind = models.CharField(max_length=40)
-    args = models.JSONField(default=dict, blank=True)
-    expect = models.JSONField(default=list, blank=True)
-    role = models.CharField(max_length=8, choices=Role, default=Role.CAUSE)
-    codes = models.JSONField(default=list, blank=True)  # RAS error codes this cause gives
-    when = models.JSONField(default=list, blank=True)  # where it matters; [] = always
-    explanation_ja = models.TextField(blank=True)
-    explanation_en = models.TextField(blank=True)
-    fix = models.ForeignKey(Fix, on_delete=models.SET_NULL, null=True, blank=True)
+    article = models.ForeignKey(
+        Article, verbose_name=_("article"), on_delete=models.CASCADE, related_name="checks"
+    )
+    key = models.SlugField(_("key"), max_length=100)
+    position = models.PositiveIntegerField(_("position"), default=0)
+    title_ja = models.CharField(_("title (Japanese)"), max_length=200)
+    title_en = models.CharField(_("title (English)"), max_length=200)
+    kind = models.CharField(_("kind"), max_length=40)
+    args = models.JSONField(_("arguments"), default=dict, blank=True)
+    expect = models.JSONField(_("expectation"), default=list, blank=True)
+    role = models.CharField(_("role"), max_length=8, choices=Role, default=Role.CAUSE)
+    codes = models.JSONField(
+        _("codes"), default=list, blank=True
+    )  # RAS error codes this cause gives
+    when = models.JSONField(
+        _("applies when"), default=list, blank=True
+    )  # where it matters; [] = always
+    explanation_ja = models.TextField(_("explanation (Japanese)"), blank=True)
+    explanation_en = models.TextField(_("explanation (English)"), blank=True)
+    fix = models.ForeignKey(
+        Fix, verbose_name=_("fix"), on_delete=models.SET_NULL, null=True, blank=True
+    )
 
     class Meta:
         ordering = ["article", "position"]
@@ -481,14 +541,24 @@ class ArticleVersion(models.Model):
     Consecutive versions diff as text; restoring one writes it back as a draft.
     """
 
-    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="versions")
-    number = models.PositiveIntegerField()
-    saved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True
+    article = models.ForeignKey(
+        Article, verbose_name=_("article"), on_delete=models.CASCADE, related_name="versions"
     )
-    saved_at = models.DateTimeField(default=timezone.now)
-    note = models.CharField(max_length=200, blank=True)  # e.g. "restored version 1"
-    text = models.TextField()
+    number = models.PositiveIntegerField(
+        _("number"),
+    )
+    saved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("saved by"),
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+    )
+    saved_at = models.DateTimeField(_("saved at"), default=timezone.now)
+    note = models.CharField(_("note"), max_length=200, blank=True)  # e.g. "restored version 1"
+    text = models.TextField(
+        _("text"),
+    )
 
     class Meta:
         ordering = ["article", "-number"]
@@ -509,17 +579,28 @@ class Scan(models.Model):
     and the fixes work as for any diagnosis; the scan only feeds them in and counts.
     """
 
-    article = models.ForeignKey("Article", on_delete=models.PROTECT, related_name="scans")
+    article = models.ForeignKey(
+        "Article", verbose_name=_("article"), on_delete=models.PROTECT, related_name="scans"
+    )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="scans"
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
+        on_delete=models.PROTECT,
+        related_name="scans",
     )
     selection = models.CharField(_("machines"), max_length=300)  # what the helpdesk chose, in words
-    machine_ids = models.JSONField(default=list)  # the chosen machines when the scan began
-    next_index = models.PositiveIntegerField(default=0)  # machine_ids[:next_index] are started
-    concurrency = models.PositiveSmallIntegerField(default=20)
-    skipped = models.JSONField(default=list, blank=True)  # [{"machine": id, "why": "..."}]
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    machine_ids = models.JSONField(
+        _("machine IDs"), default=list
+    )  # the chosen machines when the scan began
+    next_index = models.PositiveIntegerField(
+        _("next machine"), default=0
+    )  # machine_ids[:next_index] are started
+    concurrency = models.PositiveSmallIntegerField(_("concurrency"), default=20)
+    skipped = models.JSONField(
+        _("skipped"), default=list, blank=True
+    )  # [{"machine": id, "why": "..."}]
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -585,62 +666,96 @@ class Job(models.Model):
     STEP_ERRORS_MAX = 8000
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs"
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.PROTECT,
+        related_name="jobs",
     )
-    machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="jobs")
-    article = models.ForeignKey(Article, on_delete=models.PROTECT, related_name="jobs")
+    machine = models.ForeignKey(
+        Machine, verbose_name=_("machine"), on_delete=models.PROTECT, related_name="jobs"
+    )
+    article = models.ForeignKey(
+        Article, verbose_name=_("article"), on_delete=models.PROTECT, related_name="jobs"
+    )
     parent = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children"
+        "self",
+        verbose_name=_("follows"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="children",
     )  # a fix's diagnosis; a roll-back's fix
     scan = models.ForeignKey(
-        Scan, on_delete=models.CASCADE, null=True, blank=True, related_name="jobs"
+        Scan,
+        verbose_name=_("fleet scan"),
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="jobs",
     )  # a diagnosis that is one machine of a fleet scan
-    kind = models.CharField(max_length=10, choices=Kind, default=Kind.DIAGNOSE)
-    status = models.CharField(max_length=12, choices=Status, default=Status.QUEUED)
-    outcome = models.CharField(max_length=12, choices=Outcome, default=Outcome.NONE, blank=True)
-    pasted_text = models.TextField(blank=True)
-    match_score = models.FloatField(null=True, blank=True)
-    fix_keys = models.JSONField(default=list, blank=True)  # the article fixes a fix job applies
-    restart = models.CharField(max_length=5, choices=Restart, default=Restart.NONE, blank=True)
-    restart_delay_min = models.PositiveSmallIntegerField(null=True, blank=True)
-    plan = models.JSONField(default=dict)  # as sent, with secrets masked
-    note = models.TextField(blank=True)  # what the portal did on its own (e.g. an auto roll-back)
-    error = models.TextField(blank=True)
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind, default=Kind.DIAGNOSE)
+    status = models.CharField(_("status"), max_length=12, choices=Status, default=Status.QUEUED)
+    outcome = models.CharField(
+        _("outcome"), max_length=12, choices=Outcome, default=Outcome.NONE, blank=True
+    )
+    pasted_text = models.TextField(_("pasted text"), blank=True)
+    match_score = models.FloatField(_("match score"), null=True, blank=True)
+    fix_keys = models.JSONField(
+        _("fixes"), default=list, blank=True
+    )  # the article fixes a fix job applies
+    restart = models.CharField(
+        _("restart"), max_length=5, choices=Restart, default=Restart.NONE, blank=True
+    )
+    restart_delay_min = models.PositiveSmallIntegerField(
+        _("restart delay (minutes)"), null=True, blank=True
+    )
+    plan = models.JSONField(_("plan"), default=dict)  # as sent, with secrets masked
+    note = models.TextField(
+        _("note"), blank=True
+    )  # what the portal did on its own (e.g. an auto roll-back)
+    error = models.TextField(_("error"), blank=True)
     # The language of whoever started it: the worker writes its notes and errors in it.
-    language = models.CharField(max_length=8, blank=True, editable=False)
+    language = models.CharField(_("language"), max_length=8, blank=True, editable=False)
     # Each distinct error its steps reported, one per line (bounded): the history's text search
     # reads this one column instead of 10 steps per job.
-    step_errors = models.TextField(blank=True, editable=False)
-    transcript = models.TextField(blank=True)  # raw stdout, head and tail kept
-    stderr = models.TextField(blank=True)
-    step_count = models.PositiveIntegerField(default=0)
+    step_errors = models.TextField(_("step errors"), blank=True, editable=False)
+    transcript = models.TextField(_("transcript"), blank=True)  # raw stdout, head and tail kept
+    stderr = models.TextField(_("error output"), blank=True)
+    step_count = models.PositiveIntegerField(_("step count"), default=0)
     # The engine's bookkeeping (jobs.py): each task run claims the next turn by compare-and-
     # set, so a duplicate message does nothing; wake_at is when the next turn is due (null
     # while a turn runs). A workflow keeps where it is between turns in stage/stage_until.
     # Database defaults too: history's bulk SQL (benches, tests) inserts jobs without them.
-    turn = models.PositiveIntegerField(default=0, db_default=0, editable=False)
-    wake_at = models.DateTimeField(null=True, blank=True, editable=False)
-    stage = models.CharField(max_length=20, blank=True, default="", db_default="", editable=False)
-    stage_until = models.DateTimeField(null=True, blank=True, editable=False)
+    turn = models.PositiveIntegerField(_("turn"), default=0, db_default=0, editable=False)
+    wake_at = models.DateTimeField(_("wakes at"), null=True, blank=True, editable=False)
+    stage = models.CharField(
+        _("stage"), max_length=20, blank=True, default="", db_default="", editable=False
+    )
+    stage_until = models.DateTimeField(_("stage until"), null=True, blank=True, editable=False)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
+        verbose_name=_("decided by"),
         on_delete=models.PROTECT,
         null=True,
         blank=True,
         related_name="decided_jobs",
     )
-    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
     # What the helpdesk wrote when deciding on a fix: the employee reads it on the job. A
     # database default too, as for turn and stage: bulk SQL inserts jobs without it.
-    decision_note = models.TextField(blank=True, default="", db_default="")
-    handed_over_at = models.DateTimeField(null=True, blank=True)  # sent to the helpdesk
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(_("decision note"), blank=True, default="", db_default="")
+    handed_over_at = models.DateTimeField(
+        _("handed over at"), null=True, blank=True
+    )  # sent to the helpdesk
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
         # Approving is its own permission (not view_job): seeing every job is not deciding.
         permissions = [("approve_fix", _("Can approve or decline a fix that needs approval"))]
         indexes = [
@@ -753,17 +868,30 @@ class AuditEntry(models.Model):
         CANCELLED = "cancelled", _("Cancelled")
         TARGET_CHANGED = "target_changed", _("Connection settings changed")  # no job
 
-    at = models.DateTimeField(default=timezone.now, db_index=True)
+    at = models.DateTimeField(_("at"), default=timezone.now, db_index=True)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("actor"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
     )  # null: the portal itself
-    action = models.CharField(max_length=20, choices=Action)
+    action = models.CharField(_("action"), max_length=20, choices=Action)
     job = models.ForeignKey(
-        Job, on_delete=models.PROTECT, null=True, blank=True, related_name="audit"
+        Job,
+        verbose_name=_("job"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="audit",
     )  # null: an act on the machine itself (its connection settings)
-    machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="audit")
-    changes = models.JSONField(default=list, blank=True)  # [{"setting", "from", "to"}]
-    detail = models.TextField(blank=True)
+    machine = models.ForeignKey(
+        Machine, verbose_name=_("machine"), on_delete=models.PROTECT, related_name="audit"
+    )
+    changes = models.JSONField(
+        _("changes"), default=list, blank=True
+    )  # [{"setting", "from", "to"}]
+    detail = models.TextField(_("detail"), blank=True)
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -790,25 +918,33 @@ class StepResult(models.Model):
         VERIFY = "verify", _("Verify")
         ROLLBACK = "rollback", _("Roll back")
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="steps")
-    step_id = models.CharField(max_length=20)
-    phase = models.CharField(max_length=8, choices=Phase, default=Phase.CHECK)
-    position = models.PositiveIntegerField()
-    kb_check = models.ForeignKey(Check, on_delete=models.SET_NULL, null=True, blank=True)
-    kind = models.CharField(max_length=40)
-    facts = models.JSONField(default=dict, blank=True)
-    before = models.JSONField(null=True, blank=True)
-    after = models.JSONField(null=True, blank=True)
-    changed = models.BooleanField(null=True)
-    verdict = models.CharField(max_length=7, choices=Verdict)
-    error = models.TextField(blank=True)
+    job = models.ForeignKey(
+        Job, verbose_name=_("job"), on_delete=models.CASCADE, related_name="steps"
+    )
+    step_id = models.CharField(_("step ID"), max_length=20)
+    phase = models.CharField(_("phase"), max_length=8, choices=Phase, default=Phase.CHECK)
+    position = models.PositiveIntegerField(
+        _("position"),
+    )
+    kb_check = models.ForeignKey(
+        Check, verbose_name=_("KB check"), on_delete=models.SET_NULL, null=True, blank=True
+    )
+    kind = models.CharField(_("kind"), max_length=40)
+    facts = models.JSONField(_("facts"), default=dict, blank=True)
+    before = models.JSONField(_("before"), null=True, blank=True)
+    after = models.JSONField(_("after"), null=True, blank=True)
+    changed = models.BooleanField(_("changed"), null=True)
+    verdict = models.CharField(_("verdict"), max_length=7, choices=Verdict)
+    error = models.TextField(_("error"), blank=True)
     # Why the host could not tell: {"reason", "need"} from the runner's line (catalog.RIGHTS).
-    cannot = models.JSONField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(default=timezone.now)
+    cannot = models.JSONField(_("why it could not tell"), null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
     class Meta:
         ordering = ["job", "position"]
+        verbose_name = _("step result")
+        verbose_name_plural = _("step results")
         constraints = [
             models.UniqueConstraint(fields=["job", "step_id"], name="uniq_job_step"),
         ]
@@ -830,12 +966,16 @@ class UnmatchedPaste(models.Model):
     suggestions); equal texts after normalisation are counted together.
     """
 
-    digest = models.CharField(max_length=64, unique=True)  # sha256 of the normalised text
-    text = models.TextField()  # the first paste of it, cut to 2,000 characters
-    best_score = models.FloatField(null=True, blank=True)
-    count = models.PositiveIntegerField(default=1)
-    first_seen = models.DateTimeField(default=timezone.now)
-    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+    digest = models.CharField(
+        _("digest"), max_length=64, unique=True
+    )  # sha256 of the normalised text
+    text = models.TextField(
+        _("text"),
+    )  # the first paste of it, cut to 2,000 characters
+    best_score = models.FloatField(_("best score"), null=True, blank=True)
+    count = models.PositiveIntegerField(_("count"), default=1)
+    first_seen = models.DateTimeField(_("first seen"), default=timezone.now)
+    last_seen = models.DateTimeField(_("last seen"), default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-last_seen"]
@@ -863,28 +1003,44 @@ class HandOver(models.Model):
     POLL_SECONDS = 10  # how often an open hand-over's page asks for the helpdesk's answer
 
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="handovers"
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.PROTECT,
+        related_name="handovers",
     )
     job = models.ForeignKey(
-        Job, on_delete=models.PROTECT, null=True, blank=True, related_name="handovers"
+        Job,
+        verbose_name=_("job"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="handovers",
     )
     machine = models.ForeignKey(
-        Machine, on_delete=models.PROTECT, null=True, blank=True, related_name="handovers"
+        Machine,
+        verbose_name=_("machine"),
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="handovers",
     )
-    pasted_text = models.TextField(blank=True)
-    status = models.CharField(max_length=8, choices=Status, default=Status.OPEN)
+    pasted_text = models.TextField(_("pasted text"), blank=True)
+    status = models.CharField(_("status"), max_length=8, choices=Status, default=Status.OPEN)
     assignee = models.ForeignKey(
         settings.AUTH_USER_MODEL,
+        verbose_name=_("assignee"),
         on_delete=models.PROTECT,
         null=True,
         blank=True,
         related_name="assigned_handovers",
     )
-    language = models.CharField(max_length=8, blank=True, editable=False)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(default=timezone.now)  # the last message or move
-    taken_at = models.DateTimeField(null=True, blank=True)
-    closed_at = models.DateTimeField(null=True, blank=True)
+    language = models.CharField(_("language"), max_length=8, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(
+        _("updated at"), default=timezone.now
+    )  # the last message or move
+    taken_at = models.DateTimeField(_("taken at"), null=True, blank=True)
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -912,14 +1068,22 @@ class HandOver(models.Model):
 class HandOverMessage(models.Model):
     """One message of a hand-over's thread: the employee's note or the helpdesk's reply."""
 
-    handover = models.ForeignKey(HandOver, on_delete=models.CASCADE, related_name="messages")
-    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
-    from_helpdesk = models.BooleanField(default=False)
-    body = models.TextField()
-    created_at = models.DateTimeField(default=timezone.now)
+    handover = models.ForeignKey(
+        HandOver, verbose_name=_("hand-over"), on_delete=models.CASCADE, related_name="messages"
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("author"), on_delete=models.PROTECT
+    )
+    from_helpdesk = models.BooleanField(_("from the helpdesk"), default=False)
+    body = models.TextField(
+        _("message"),
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
     class Meta:
         ordering = ["created_at", "id"]
+        verbose_name = _("hand-over message")
+        verbose_name_plural = _("hand-over messages")
 
     def __str__(self) -> str:
         return self.body[:60]

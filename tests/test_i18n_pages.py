@@ -157,12 +157,115 @@ def test_every_helpdesk_page_is_japanese(client, helpdesk, kb, not_fixed):  # no
     assert _pages(client, urls) == {}
 
 
+class _Labels(HTMLParser):
+    """The text of every <label> and column header of a page (a form's field names), except a
+    choice's label that is its value (a Windows name such as MSChapv2, shown as Windows has it)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.labels: list[str] = []
+        self._open: list[str] | None = None
+        self._value: str | None = None
+        self._thead = False  # a <th> outside <thead> heads a row: it holds data (a name)
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self._thead = self._thead or tag == "thead"
+        if tag == "label" or (tag == "th" and self._thead):
+            self._open, self._value = [], None
+        elif tag == "input" and self._open is not None:
+            self._value = dict(attrs).get("value")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._thead = self._thead and tag != "thead"
+        if tag in ("label", "th") and self._open is not None:
+            label = re.sub(r"\s+", " ", "".join(self._open)).strip(" :*")
+            if label != self._value:
+                self.labels.append(label)
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._open.append(data)
+
+
+# Field names that are the same in Japanese: product and protocol names (after the number a
+# sorted column shows).
+SAME_IN_JAPANESE = re.compile(r"^(\d+ )?(|PC|ID|URL|PSK|TLS|JSON|KB|ms|#|\d+)$")
+
+
+def english_labels(html: str) -> list[str]:
+    """Labels with no Japanese in them: a model field or form field without a translated
+    verbose name (Django's default label is the field's English name)."""
+    parser = _Labels()
+    parser.feed(html)
+    return sorted(
+        {label for label in parser.labels if label.isascii() and not SAME_IN_JAPANESE.match(label)}
+    )
+
+
+def test_the_label_checker_finds_a_field_without_a_japanese_name():
+    page = (
+        '<label for="id_key">Key:</label><label>再起動</label>'
+        "<table><thead><tr><th>Restart required</th></tr></thead><tr><th>pc-1</th></tr></table>"
+        '<label><input type="checkbox" value="MSChapv2"> MSChapv2</label>'
+        '<label><input type="checkbox" value="y"> Yes</label>'
+    )
+    assert english_labels(page) == ["Key", "Restart required", "Yes"]
+
+
+def test_every_model_field_has_a_japanese_name():
+    """Admin forms, lists and filters name fields by their verbose names."""
+    from django.apps import apps
+
+    untranslated = []
+    for model in apps.get_app_config("diagnostics").get_models():
+        for field in model._meta.get_fields():
+            if not getattr(field, "concrete", False) or field.auto_created:
+                continue
+            with translation.override("ja"):
+                name = str(field.verbose_name)
+            if name.isascii() and not SAME_IN_JAPANESE.match(name):
+                untranslated.append(f"{model.__name__}.{field.name}: {name}")
+    assert untranslated == []
+
+
 def test_every_kb_admin_page_is_japanese(client, kb_admin, kb):
-    """The admin's lists ("Fixs" once); its edit forms are being redone under issue #17."""
+    """The admin's lists ("Fixs" once) and the article's edit form with its inlines."""
     client.force_login(kb_admin)
+    seed = kb["l2tp-ipsec-psk-negotiation"]
+    change = reverse("admin:diagnostics_article_change", args=[seed.pk])
     urls = [
         reverse("admin:index"),
         reverse("admin:diagnostics_article_changelist"),
+        change,
+        reverse("admin:diagnostics_article_add"),
         f"{reverse('admin:diagnostics_article_try')}?text={SEED_JA}",
     ]
     assert _pages(client, urls) == {}
+    for url in (change, reverse("admin:diagnostics_article_add")):
+        page = client.get(url, HTTP_ACCEPT_LANGUAGE="ja").content.decode()
+        assert english_labels(page) == [], url
+
+
+def test_every_admin_edit_form_is_japanese(admin_client, kb, machine, not_fixed):  # noqa: F811
+    """Every change form the superuser opens (machines, credentials, jobs, ...), by label."""
+    from django.contrib import admin
+
+    found = {}
+    for model in admin.site._registry:
+        info = (model._meta.app_label, model._meta.model_name)
+        if info[0] != "diagnostics":
+            continue
+        obj = model.objects.first()
+        prefix = "admin:{}_{}_".format(*info)
+        urls = [reverse(prefix + "changelist"), reverse(prefix + "add")]
+        if obj is not None:
+            urls.append(reverse(prefix + "change", args=[obj.pk]))
+        for url in urls:
+            response = admin_client.get(url, HTTP_ACCEPT_LANGUAGE="ja")
+            if response.status_code == 403 and url.endswith("/add/"):
+                continue  # made by the portal, never by hand (jobs, audit entries)
+            assert response.status_code == 200, url
+            if labels := english_labels(response.content.decode()):
+                found[url] = labels
+    assert found == {}, "\n".join(f"{u}: {v}" for u, v in found.items())

@@ -14,6 +14,7 @@ from typing import Any
 from django import forms
 from django.db import models
 from django.forms.renderers import TemplatesSetting
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from diagnostics import catalog
@@ -29,6 +30,35 @@ ARG_LABELS = {
     ("set_registry_value", "value"): _("new value"),
     ("set_registry_value", "absent"): _("remove the value"),
     ("set_vpn_psk", "psk"): _("pre-shared key (secret name)"),
+}
+# Every other argument by its name alone (the PowerShell parameter it becomes is in its help).
+ARG_NAMES = {
+    "path": _("key path"),
+    "name": _("VPN connection name"),
+    "protocol": _("protocol"),
+    "ports": _("ports"),
+    "direction": _("direction"),
+    "host": _("host"),
+    "vpn_connection": _("VPN connection (its server)"),
+    "port": _("port"),
+    "hours": _("hours back"),
+    "max": _("at most (events)"),
+    "start_type": _("start type"),
+    "action": _("action"),
+    "type": _("value type"),
+    "tunnel_type": _("tunnel type"),
+    "authentication_method": _("authentication method"),
+    "encryption_level": _("encryption level"),
+    "revert_to_default": _("revert to default"),
+    "authentication_transform_constants": _("authentication transform"),
+    "cipher_transform_constants": _("cipher transform"),
+    "encryption_method": _("encryption method"),
+    "integrity_check_method": _("integrity check method"),
+    "dh_group": _("DH group"),
+    "pfs_group": _("PFS group"),
+    "delay_seconds": _("delay (seconds)"),
+    "message": _("message to the user"),
+    "cancel": _("cancel a scheduled restart"),
 }
 PATTERN_HELP = {
     catalog.SERVICE_NAME: _("The service's short name, e.g. PolicyAgent."),
@@ -255,7 +285,7 @@ def _help(arg: catalog.Arg) -> str:
 
 def arg_field(kind: str, arg: catalog.Arg) -> forms.Field:
     """The form field for one argument: a choice, a number, a list, a yes/no or a text."""
-    label = ARG_LABELS.get((kind, arg.name), arg.name.replace("_", " "))
+    label = ARG_LABELS.get((kind, arg.name)) or ARG_NAMES.get(arg.name, arg.name.replace("_", " "))
     common = {"label": label, "required": False, "help_text": _help(arg)}
     if arg.type == "list[str]" and arg.choices:
         return forms.MultipleChoiceField(
@@ -373,7 +403,7 @@ def kind_fieldsets(prefix: str, kinds: tuple[str, ...], slot: str) -> list[tuple
             {
                 "fields": [f"{prefix}{kind}__{a.name}" for a in catalog.KINDS[kind].args],
                 "classes": ["step-args", f"slot-{slot}", f"kind-{kind}"],
-                "description": catalog.KINDS[kind].summary,
+                "description": _(catalog.KINDS[kind].summary),  # marked in the catalog
             },
         )
         for kind in kinds
@@ -382,5 +412,5 @@ def kind_fieldsets(prefix: str, kinds: tuple[str, ...], slot: str) -> list[tuple
 
 
 def kind_choices(kinds: tuple[str, ...], blank: bool) -> list[tuple[str, str]]:
-    choices = [(k, f"{k} — {catalog.KINDS[k].summary}") for k in kinds]
+    choices = [(k, format_lazy("{} — {}", k, _(catalog.KINDS[k].summary))) for k in kinds]
     return [("", "—"), *choices] if blank else choices
