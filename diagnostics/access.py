@@ -15,7 +15,7 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
@@ -140,18 +140,36 @@ def can_act_on_machine(user: Any, machine: Machine) -> bool:
     return can_see_all_jobs(user) or machine.owners.filter(pk=user.pk).exists()
 
 
+def case_jobs(user: Any) -> Q:
+    """The jobs of ``user``'s cases: their own, and the follow-ups someone else started from
+    one of them (the helpdesk's fix of their diagnosis, its roll back or its retry), which run
+    on the same machine and which the employee must be able to follow and answer. A case is
+    at most three deep: diagnosis, fix, roll back."""
+    return Q(user=user) | Q(parent__user=user) | Q(parent__parent__user=user)
+
+
+def in_case_of(user: Any, job: Job) -> bool:
+    """``case_jobs`` for one job."""
+    while job is not None:
+        if job.user_id == user.pk:
+            return True
+        job = job.parent
+    return False
+
+
 def can_act_on_job(user: Any, job: Job) -> bool:
-    """Fix, roll back or resume: the job's own user while still an owner of the machine, and
-    the helpdesk."""
+    """Fix, roll back or resume: the employee of the job's case while still an owner of the
+    machine, and the helpdesk."""
     if can_see_all_jobs(user):
         return True
-    return job.user_id == user.pk and can_act_on_machine(user, job.machine)
+    return in_case_of(user, job) and can_act_on_machine(user, job.machine)
 
 
 def visible_jobs(user: Any) -> QuerySet[Job]:
-    """The jobs ``user`` may see: their own, or all of them for the helpdesk."""
+    """The jobs ``user`` may see: their cases' (``case_jobs``), or all of them for the
+    helpdesk."""
     qs = Job.objects.select_related("machine", "article", "user")
-    return qs if can_see_all_jobs(user) else qs.filter(user=user)
+    return qs if can_see_all_jobs(user) else qs.filter(case_jobs(user))
 
 
 def machine_for(user: Any, pk: Any) -> Machine:

@@ -187,6 +187,37 @@ def test_an_employee_who_no_longer_owns_the_machine_cannot_act_on_their_old_job(
     assert access.job_for(employee, job.pk) == job  # still theirs to read
 
 
+def test_the_employee_follows_and_answers_what_the_helpdesk_started_from_their_job(
+    client, employee, other_employee, helpdesk, idle_machine, article
+):
+    """The helpdesk's fix of an employee's diagnosis, and its roll back, run on the
+    employee's PC: the employee sees them on their pages and in My jobs and may act on them
+    as on their own (roll back, verify); nobody else does."""
+    diagnosis = _waiting_fix(employee, idle_machine, article).parent
+    fix = Job.objects.create(
+        user=helpdesk, machine=idle_machine, article=article, parent=diagnosis,
+        kind=Job.Kind.FIX, status=Job.Status.DONE, outcome=Job.Outcome.NOT_FIXED,
+    )  # fmt: skip
+    rollback = Job.objects.create(
+        user=helpdesk, machine=idle_machine, article=article, parent=fix,
+        kind=Job.Kind.ROLLBACK, status=Job.Status.QUEUED,
+    )  # fmt: skip
+    for job in (fix, rollback):
+        assert access.job_for(employee, job.pk) == job
+        assert access.can_act_on_job(employee, job)
+        assert not access.can_act_on_job(other_employee, job)
+    client.force_login(employee)
+    mine = client.get(reverse("diagnostics:my-jobs"), HTTP_ACCEPT_LANGUAGE="en").text
+    assert f"/jobs/{fix.pk}/" in mine and f"/jobs/{rollback.pk}/" in mine
+    assert client.get(reverse("diagnostics:job-detail", args=[rollback.pk])).status_code == 200
+    client.force_login(other_employee)
+    assert client.get(reverse("diagnostics:job-detail", args=[fix.pk])).status_code == 404
+    assert f"/jobs/{fix.pk}/" not in client.get(reverse("diagnostics:my-jobs")).text
+    idle_machine.owners.remove(employee)  # handed the PC back: reads the past, acts no more
+    assert access.job_for(employee, fix.pk) == fix
+    assert not access.can_act_on_job(employee, fix)
+
+
 def test_the_queue_shows_the_requester_why_instead_of_an_approve_button(
     client, helpdesk, colleague, idle_machine, article
 ):

@@ -96,8 +96,9 @@ def handover_reply(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @login_required
 def my_jobs(request: HttpRequest) -> HttpResponse:
-    """The employee's own jobs, what waits for the helpdesk, and their hand-overs' answers."""
-    own = Job.objects.filter(user=request.user).select_related("machine", "article")
+    """The employee's jobs (the helpdesk's follow-ups of them too), what waits for the
+    helpdesk, and their hand-overs' answers."""
+    own = Job.objects.filter(access.case_jobs(request.user)).select_related("machine", "article")
     page = Paginator(own.order_by("-created_at", "-id"), JOBS_PER_PAGE).get_page(
         request.GET.get("page")
     )
