@@ -31,6 +31,17 @@ def _live_forms_carry_a_token(page) -> None:
         assert len(token.get_attribute("value") or "") >= 32
 
 
+def _click_live(page, button, posts_to: str, timeout: float = 60_000) -> None:
+    """Click a button that arrived over the event stream (the page was not reloaded since
+    MARK_PAGE): its form carries a token, so the POST is answered with a redirect, not 403."""
+    expect(button).to_be_visible(timeout=timeout)
+    assert page.evaluate("window.__loaded_with") is not None, "reloaded instead of live"
+    _live_forms_carry_a_token(page)
+    with page.expect_response(re.compile(posts_to)) as posted:
+        button.click()
+    assert posted.value.status == 302  # not 403 (CSRF token missing)
+
+
 def test_buttons_that_arrive_live_verify_then_hand_the_job_over(
     page, web_server, employee, kb, fresh_machines, use_worker_queue
 ):
@@ -145,13 +156,7 @@ def test_the_helpdesk_restarts_a_waiting_fix_and_is_asked_before_rolling_it_back
     page.goto(f"{web_server}/jobs/{fix.pk}/")
     page.evaluate(MARK_PAGE)
 
-    restart = page.get_by_role("button", name="今すぐ再起動する")
-    expect(restart).to_be_visible(timeout=60_000)
-    assert page.evaluate("window.__loaded_with") is not None, "reloaded instead of live"
-    _live_forms_carry_a_token(page)
-    with page.expect_response(re.compile(r"/resume/$")) as posted:
-        restart.click()
-    assert posted.value.status == 302  # not 403
+    _click_live(page, page.get_by_role("button", name="今すぐ再起動する"), r"/resume/$")
     fix = wait_for_job(fix, timeout=120, connect=True)
     assert (fix.restart, fix.outcome) == (Job.Restart.NOW, Job.Outcome.FIXED), fix.note
 
@@ -179,24 +184,13 @@ def test_the_helpdesk_verifies_live_then_retries_with_a_restart(
     page.evaluate(MARK_PAGE)
 
     verify = page.get_by_role("button", name="再起動しました: 今すぐ検証する")
-    expect(verify).to_be_visible(timeout=60_000)
-    assert page.evaluate("window.__loaded_with") is not None, "reloaded instead of live"
-    _live_forms_carry_a_token(page)
-    with page.expect_response(re.compile(r"/resume/$")) as posted:
-        verify.click()
-    assert posted.value.status == 302  # not 403
+    _click_live(page, verify, r"/resume/$")
     page.wait_for_url(f"{web_server}/jobs/{first.pk}/")
     page.evaluate(MARK_PAGE)
     first = wait_for_job(first, timeout=90, connect=True)
     assert first.outcome == Job.Outcome.NOT_FIXED  # 809 again: nobody restarted
 
-    retry = page.locator("#retry-button")
-    expect(retry).to_be_visible(timeout=30_000)
-    assert page.evaluate("window.__loaded_with") is not None, "reloaded instead of live"
-    _live_forms_carry_a_token(page)
-    with page.expect_response(re.compile(r"/retry/$")) as posted:
-        retry.click()
-    assert posted.value.status == 302
+    _click_live(page, page.locator("#retry-button"), r"/retry/$", timeout=30_000)
     page.wait_for_url(re.compile(r"/jobs/\d+/$"))
     second = Job.objects.filter(kind=Job.Kind.FIX).exclude(pk=first.pk).get()
     assert page.url == f"{web_server}/jobs/{second.pk}/"
