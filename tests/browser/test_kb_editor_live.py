@@ -31,6 +31,13 @@ def second_kb_admin(django_user_model):
     return user
 
 
+# Form rows whose content is wider than the row and hidden past its edge (Django's admin
+# gives .form-row overflow: hidden).
+CUT_OFF_ROWS = """() => [...document.querySelectorAll('#content-main .form-row')]
+  .filter(r => r.scrollWidth > r.clientWidth + 1 && getComputedStyle(r).overflowX === 'hidden')
+  .map(r => r.className)"""
+
+
 def _open_sections(page) -> None:
     """Open every collapsed section, as a person reading the whole form would."""
     page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
@@ -183,8 +190,14 @@ def test_the_seed_articles_editor_fits_1280_px_and_reorders_checks_without_posit
 
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 1280, width
+    # With the preview open beside it, the form keeps room and cuts nothing off: the admin's
+    # menu gives way, and a row wider than the form scrolls.
+    expect(page.locator("#nav-sidebar")).to_be_hidden()
+    assert page.evaluate("document.querySelector('#content-main').clientWidth") >= 600
+    assert page.evaluate(CUT_OFF_ROWS) == []
     expect(page.locator("input[name='checks-0-position']")).to_be_hidden()
     if shot := os.environ.get("KAIKETSU_EDITOR_SCREENSHOT"):  # the README's picture
+        page.locator("#kb-preview-panel > summary").click()  # closed, as the page opens
         page.locator("#checks-3").scroll_into_view_if_needed()
         page.evaluate(
             "window.scrollBy(0, document.querySelector('#checks-3').getBoundingClientRect().top - 8)"
