@@ -36,6 +36,14 @@ FIX_STEP_SLOTS = 2  # every shipped fix has one step; one more slot lets an admi
 # --- the check form -------------------------------------------------------------------------
 
 
+# A check's stored fields, in the form's order; the typed form writes ``args`` through the
+# kind's own fields instead.
+CHECK_FIELDS = [
+    "key", "position", "title_ja", "title_en", "kind", "args", "role", "codes", "when", "expect",
+    "explanation_ja", "explanation_en", "fix",
+]  # fmt: skip
+
+
 class BaseCheckForm(forms.ModelForm):
     """A check: its kind's typed arguments, expectation rows and conditions; no JSON."""
 
@@ -58,20 +66,7 @@ class BaseCheckForm(forms.ModelForm):
 
     class Meta:
         model = Check
-        fields = [
-            "key",
-            "position",
-            "title_ja",
-            "title_en",
-            "kind",
-            "role",
-            "codes",
-            "when",
-            "expect",
-            "explanation_ja",
-            "explanation_en",
-            "fix",
-        ]
+        fields = [f for f in CHECK_FIELDS if f != "args"]  # args: one field per argument
         widgets = {"position": forms.HiddenInput(attrs={"class": "position"})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -251,21 +246,7 @@ class RawCheckForm(forms.ModelForm):
 
     class Meta:
         model = Check
-        fields = [
-            "key",
-            "position",
-            "title_ja",
-            "title_en",
-            "kind",
-            "args",
-            "role",
-            "codes",
-            "when",
-            "expect",
-            "explanation_ja",
-            "explanation_en",
-            "fix",
-        ]
+        fields = CHECK_FIELDS
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

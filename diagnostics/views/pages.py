@@ -292,7 +292,7 @@ def fix_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def job_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     """Say what a roll-back puts back, what it cannot and whether it restarts; on POST, do it."""
-    fix_job = access.job_to_act_on(request.user, pk)  # own fixes, or the helpdesk for any
+    fix_job = access.job_to_act_on(request.user, pk)  # the case's employee, or the helpdesk
     if request.method == "POST":
         try:
             job = fixes.request_rollback(request.user, fix_job)
@@ -311,7 +311,7 @@ def job_rollback(request: HttpRequest, pk: int) -> HttpResponse:
             "job": fix_job,
             "steps": steps,
             "kept": kept,
-            "restarts": fix_job.restart in (Job.Restart.NOW, Job.Restart.DELAY),
+            "restarts": fixes.rollback_restarts(fix_job),
             "restart_now_seconds": settings.KAIKETSU_RESTART_NOW_SECONDS,
         },
     )

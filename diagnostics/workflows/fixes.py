@@ -212,7 +212,6 @@ def request_rollback(user: Any, fix_job: Job) -> Job:
         .exists()
     ):
         raise JobRefused(_("This fix has already been rolled back."))
-    restarted = fix_job.restart in (Restart.NOW, Restart.DELAY)  # undo what a restart applied
     with transaction.atomic():
         job = create_job(
             user=user,
@@ -220,10 +219,16 @@ def request_rollback(user: Any, fix_job: Job) -> Job:
             article=fix_job.article,
             parent=fix_job,
             kind=Job.Kind.ROLLBACK,
-            restart=Restart.NOW if restarted else Restart.NONE,
+            restart=Restart.NOW if rollback_restarts(fix_job) else Restart.NONE,
         )
         transaction.on_commit(lambda: enqueue(job.pk))
     return job
+
+
+def rollback_restarts(fix_job: Job) -> bool:
+    """Whether rolling ``fix_job`` back restarts the machine: when the fix restarted it, so
+    that the old values take effect the way the new ones did."""
+    return fix_job.restart in (Restart.NOW, Restart.DELAY)
 
 
 def may_retry_with_restart(job: Job) -> bool:
