@@ -42,11 +42,10 @@ def _click_live(page, button, posts_to: str, timeout: float = 60_000) -> None:
     assert posted.value.status == 302  # not 403 (CSRF token missing)
 
 
-def test_buttons_that_arrive_live_verify_then_hand_the_job_over(
-    page, web_server, employee, kb, fresh_machines, use_worker_queue
-):
-    seed = kb["l2tp-ipsec-psk-negotiation"]
-    diagnosis = diagnose(fresh_machines["demo-nat-t"], seed, employee)
+def _employee_fixes_nat_t_restarting_later(page, web_server, employee, kb, machines) -> Job:
+    """The employee diagnoses demo-nat-t, ticks only the NAT-T fix on its page, leaves the
+    restart for later and applies it; returns the diagnosis (the page is on the fix job)."""
+    diagnosis = diagnose(machines["demo-nat-t"], kb["l2tp-ipsec-psk-negotiation"], employee)
     log_in(page, web_server, "employee", "pw-employee-1")
     page.goto(f"{web_server}/jobs/{diagnosis.pk}/fix/")
     for box in page.locator("input[name=fix]").all():
@@ -54,6 +53,13 @@ def test_buttons_that_arrive_live_verify_then_hand_the_job_over(
     page.check("input[name=restart][value=later]")
     page.click("#apply-fixes")
     page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    return diagnosis
+
+
+def test_buttons_that_arrive_live_verify_then_hand_the_job_over(
+    page, web_server, employee, kb, fresh_machines, use_worker_queue
+):
+    _employee_fixes_nat_t_restarting_later(page, web_server, employee, kb, fresh_machines)
     page.evaluate(MARK_PAGE)
     fix = Job.objects.get(kind=Job.Kind.FIX)
 
@@ -99,15 +105,9 @@ def test_verify_before_restarting_leads_to_a_restart_and_a_confirmed_roll_back(
 ):
     """Issue #11, item 6: "verify" pressed before restarting ends Not fixed; the page offers
     the restart it needed (a button that arrives live), and roll back asks first."""
-    seed = kb["l2tp-ipsec-psk-negotiation"]
-    diagnosis = diagnose(fresh_machines["demo-nat-t"], seed, employee)
-    log_in(page, web_server, "employee", "pw-employee-1")
-    page.goto(f"{web_server}/jobs/{diagnosis.pk}/fix/")
-    for box in page.locator("input[name=fix]").all():
-        box.set_checked(box.get_attribute("value") == "set-nat-traversal-2")
-    page.check("input[name=restart][value=later]")
-    page.click("#apply-fixes")
-    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    diagnosis = _employee_fixes_nat_t_restarting_later(
+        page, web_server, employee, kb, fresh_machines
+    )
     first = Job.objects.get(kind=Job.Kind.FIX)
     page.get_by_role("button", name="再起動しました: 今すぐ検証する").click(timeout=60_000)
     page.wait_for_url(f"{web_server}/jobs/{first.pk}/")

@@ -61,8 +61,8 @@ def _fits(page, what: str) -> None:
 
 
 def test_employee_on_a_phone_pastes_diagnoses_and_reaches_the_fix_without_side_scrolling(
-    phone, web_server, employee, kb, demo_machines, use_worker_queue
-):
+    phone, web_server, employee, kb, fresh_machines, use_worker_queue
+):  # its own fleet: the fix it applies changes the host
     page = phone
     log_in(page, web_server, "employee", "pw-employee-1")
     page.fill("#paste", SEED_JA)
@@ -95,3 +95,11 @@ def test_employee_on_a_phone_pastes_diagnoses_and_reaches_the_fix_without_side_s
     page.wait_for_url(re.compile(r"/fix/$"))
     expect(page.locator("#apply-fixes")).to_be_visible()
     _fits_every_phone(page, "fix confirmation page")
+
+    # Applied from the phone, restart left for later: the fix's page asks for the restart.
+    page.check("input[name=restart][value=later]")
+    page.click("#apply-fixes")
+    page.wait_for_url(re.compile(r"/jobs/\d+/$"))
+    verify = page.get_by_role("button", name="再起動しました: 今すぐ検証する")
+    expect(verify).to_be_visible(timeout=60_000)
+    _fits(page, "fix job waiting for the restart")
